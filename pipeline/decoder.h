@@ -1,0 +1,67 @@
+#pragma once
+// Validating decoder: one JSON message -> one typed Event.
+//
+// One Decoder per worker (not thread-safe). It owns a simdjson On-Demand parser
+// and a padded input buffer that is reused for every message, so decoding
+// allocates nothing once the buffer has grown to the largest accepted message.
+// String values in the decoded Event point into the decoder and stay valid
+// until the next call to decode().
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "pipeline/event.h"
+
+namespace tocsin {
+
+// Why a message was rejected. Every value is a metric label and a dead-letter
+// reason code, so the set is closed.
+enum class DecodeError : uint8_t {
+  kOk = 0,
+  kInvalidJson,     // not parseable JSON, or trailing content
+  kNotObject,       // valid JSON but not an object
+  kMissingField,    // a required field is absent or null
+  kWrongType,       // a field has the wrong JSON type (or an unparseable time)
+  kInvalidValue,    // a field has a value outside its allowed set (e.g. kind)
+  kOversized,       // larger than DecodeLimits::max_event_bytes
+  kInvalidUtf8,     // the bytes are not valid UTF-8
+  kImpossibleTime,  // a time that cannot exist, is too old, or is too far ahead
+};
+inline constexpr int kDecodeErrorCount = 9;
+std::string_view reason_code(DecodeError e);
+
+struct DecodeLimits {
+  size_t max_event_bytes = 64 * 1024;
+  int64_t min_time_ms = 946684800000;  // 2000-01-01T00:00:00Z
+  int64_t max_future_skew_ms = 3600 * 1000;
+};
+
+struct DecodeResult {
+  DecodeError error = DecodeError::kOk;
+  std::string_view detail;  // field name or parser message; static or schema storage
+  bool ok() const { return error == DecodeError::kOk; }
+};
+
+class Decoder {
+ public:
+  explicit Decoder(const DecodeLimits& limits = {});
+  ~Decoder();
+  Decoder(const Decoder&) = delete;
+  Decoder& operator=(const Decoder&) = delete;
+
+  // Decodes `bytes` as an event of `stream`. `now_ms` is the wall clock used to
+  // reject times too far in the future. On error `out` is unspecified.
+  DecodeResult decode(Stream stream, std::string_view bytes, int64_t now_ms, Event& out);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Parses RFC 3339 ("2026-11-26T14:03:07.123Z", "...+08:00", fraction optional).
+// Returns kOk, kWrongType (not a timestamp) or kImpossibleTime (no such date/time).
+DecodeError parse_rfc3339_ms(std::string_view text, int64_t& epoch_ms);
+// Formats epoch milliseconds as "YYYY-MM-DDTHH:MM:SS.mmmZ" into buf (24 bytes).
+std::string_view format_rfc3339_ms(int64_t epoch_ms, char (&buf)[32]);
+
+}  // namespace tocsin

@@ -1,0 +1,106 @@
+#include <cstdio>
+
+#include "pipeline/decoder.h"
+
+namespace tocsin {
+namespace {
+
+// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+void civil_from_days(int64_t z, int64_t& y, unsigned& m, unsigned& d) {
+  z += 719468;
+  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const unsigned doe = static_cast<unsigned>(z - era * 146097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  y = static_cast<int64_t>(yoe) + era * 400;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  d = doy - (153 * mp + 2) / 5 + 1;
+  m = mp < 10 ? mp + 3 : mp - 9;
+  y += m <= 2;
+}
+
+bool digits(std::string_view s, size_t pos, size_t n, int& out) {
+  if (pos + n > s.size()) return false;
+  int v = 0;
+  for (size_t i = pos; i < pos + n; ++i) {
+    const char c = s[i];
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+  }
+  out = v;
+  return true;
+}
+
+bool leap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+}  // namespace
+
+DecodeError parse_rfc3339_ms(std::string_view s, int64_t& epoch_ms) {
+  int year, mon, day, hh, mm, ss;
+  if (!digits(s, 0, 4, year) || s.size() < 19 || s[4] != '-' || !digits(s, 5, 2, mon) ||
+      s[7] != '-' || !digits(s, 8, 2, day) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+      !digits(s, 11, 2, hh) || s[13] != ':' || !digits(s, 14, 2, mm) || s[16] != ':' ||
+      !digits(s, 17, 2, ss))
+    return DecodeError::kWrongType;
+  size_t pos = 19;
+  int ms = 0;
+  if (pos < s.size() && s[pos] == '.') {
+    ++pos;
+    int n = 0;
+    while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
+      if (n < 3) ms = ms * 10 + (s[pos] - '0');
+      ++n;
+      ++pos;
+    }
+    if (n == 0) return DecodeError::kWrongType;
+    for (; n < 3; ++n) ms *= 10;
+  }
+  int offset_min = 0;
+  if (pos >= s.size()) return DecodeError::kWrongType;
+  if (s[pos] == 'Z' || s[pos] == 'z') {
+    ++pos;
+  } else if (s[pos] == '+' || s[pos] == '-') {
+    int oh, om;
+    if (!digits(s, pos + 1, 2, oh) || pos + 3 >= s.size() || s[pos + 3] != ':' ||
+        !digits(s, pos + 4, 2, om))
+      return DecodeError::kWrongType;
+    if (oh > 23 || om > 59) return DecodeError::kImpossibleTime;
+    offset_min = (oh * 60 + om) * (s[pos] == '-' ? -1 : 1);
+    pos += 6;
+  } else {
+    return DecodeError::kWrongType;
+  }
+  if (pos != s.size()) return DecodeError::kWrongType;
+  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (mon < 1 || mon > 12 || day < 1) return DecodeError::kImpossibleTime;
+  const int mdays = kDays[mon - 1] + (mon == 2 && leap(year) ? 1 : 0);
+  if (day > mdays || hh > 23 || mm > 59 || ss > 60) return DecodeError::kImpossibleTime;
+  if (ss == 60) ss = 59;  // leap second: clamp
+  const int64_t days = days_from_civil(year, static_cast<unsigned>(mon), static_cast<unsigned>(day));
+  epoch_ms = ((days * 24 + hh) * 60 + mm) * 60000LL + ss * 1000LL + ms - offset_min * 60000LL;
+  return DecodeError::kOk;
+}
+
+std::string_view format_rfc3339_ms(int64_t epoch_ms, char (&buf)[32]) {
+  int64_t days = epoch_ms >= 0 ? epoch_ms / 86400000 : (epoch_ms - 86399999) / 86400000;
+  int64_t rem = epoch_ms - days * 86400000;
+  int64_t y;
+  unsigned m, d;
+  civil_from_days(days, y, m, d);
+  const int n = std::snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02d:%02d:%02d.%03dZ",
+                              static_cast<long long>(y), m, d, static_cast<int>(rem / 3600000),
+                              static_cast<int>(rem / 60000 % 60), static_cast<int>(rem / 1000 % 60),
+                              static_cast<int>(rem % 1000));
+  return {buf, static_cast<size_t>(n)};
+}
+
+}  // namespace tocsin

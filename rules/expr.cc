@@ -1,0 +1,683 @@
+#include "rules/expr.h"
+
+#include <charconv>
+#include <cmath>
+#include <deque>
+#include <regex>
+
+namespace tocsin::rules {
+namespace {
+
+enum class Op : uint8_t {
+  kConst, kField, kAgg, kNot, kNeg, kAnd, kOr, kAdd, kSub, kMul, kDiv, kMod,
+  kEq, kNe, kLt, kLe, kGt, kGe, kIn, kNotIn,
+  kStartsWith, kEndsWith, kContains, kMatches, kExists, kHour, kWeekday, kLen, kAbs,
+};
+
+enum class Tok : uint8_t { kEnd, kIdent, kNumber, kDuration, kString, kPunct };
+
+struct Token {
+  Tok kind = Tok::kEnd;
+  std::string_view text;  // for kString: the raw text between quotes
+  size_t offset = 0;
+  int64_t int_value = 0;
+  double double_value = 0;
+  bool is_double = false;
+};
+
+bool is_numeric(Type t) { return t == Type::kInt || t == Type::kDouble || t == Type::kTime; }
+
+Value null_value() { return Value{}; }
+
+double as_double(const Value& v) {
+  return v.type == FieldType::kDouble ? v.d : static_cast<double>(v.i);
+}
+
+Type type_of_field(FieldType t) {
+  switch (t) {
+    case FieldType::kString: return Type::kString;
+    case FieldType::kInt: return Type::kInt;
+    case FieldType::kDouble: return Type::kDouble;
+    case FieldType::kBool: return Type::kBool;
+    case FieldType::kTime: return Type::kTime;
+  }
+  return Type::kNull;
+}
+
+}  // namespace
+
+std::optional<int64_t> parse_duration_ms(std::string_view t) {
+  size_t i = 0;
+  int64_t n = 0;
+  while (i < t.size() && t[i] >= '0' && t[i] <= '9') {
+    if (n > (INT64_MAX / 10) - 10) return std::nullopt;
+    n = n * 10 + (t[i++] - '0');
+  }
+  if (i == 0) return std::nullopt;
+  const std::string_view unit = t.substr(i);
+  int64_t mult;
+  if (unit == "ms") mult = 1;
+  else if (unit == "s") mult = 1000;
+  else if (unit == "m") mult = 60'000;
+  else if (unit == "h") mult = 3'600'000;
+  else if (unit == "d") mult = 86'400'000;
+  else if (unit == "w") mult = 7 * 86'400'000LL;
+  else return std::nullopt;
+  return n * mult;
+}
+
+std::string_view to_string(Type t) {
+  switch (t) {
+    case Type::kBool: return "bool";
+    case Type::kInt: return "int";
+    case Type::kDouble: return "double";
+    case Type::kString: return "string";
+    case Type::kTime: return "time";
+    case Type::kNull: return "null";
+    case Type::kList: return "list";
+  }
+  return "?";
+}
+
+struct Expr::Program {
+  struct Node {
+    Op op = Op::kConst;
+    Type type = Type::kNull;
+    int a = -1, b = -1;
+    int index = -1;  // field slot, aggregate index or regex index
+    Value k;         // constant
+    std::vector<Value> list;
+  };
+  std::string text;
+  std::vector<Node> nodes;
+  std::deque<std::string> strings;  // storage for string constants (stable addresses)
+  std::deque<std::regex> regexes;
+  int root = -1;
+
+  Value eval(int n, const EvalContext& c) const;
+};
+
+namespace {
+
+bool equal_values(const Value& x, const Value& y) {
+  if (!x.present || !y.present) return x.present == y.present;
+  if (x.type == FieldType::kString || y.type == FieldType::kString)
+    return x.type == y.type && x.s == y.s;
+  if (x.type == FieldType::kBool || y.type == FieldType::kBool)
+    return x.type == y.type && x.b == y.b;
+  if (x.type == FieldType::kDouble || y.type == FieldType::kDouble)
+    return as_double(x) == as_double(y);
+  return x.i == y.i;
+}
+
+// <0, 0, >0; both present and of comparable types.
+int compare_values(const Value& x, const Value& y) {
+  if (x.type == FieldType::kString) return x.s.compare(y.s);
+  if (x.type == FieldType::kDouble || y.type == FieldType::kDouble) {
+    const double a = as_double(x), b = as_double(y);
+    return a < b ? -1 : (a > b ? 1 : 0);
+  }
+  return x.i < y.i ? -1 : (x.i > y.i ? 1 : 0);
+}
+
+}  // namespace
+
+Value Expr::Program::eval(int idx, const EvalContext& c) const {
+  const Node& n = nodes[static_cast<size_t>(idx)];
+  switch (n.op) {
+    case Op::kConst: return n.k;
+    case Op::kField: return c.event->at(n.index);
+    case Op::kAgg: {
+      const double v = c.aggregates[n.index];
+      return std::isnan(v) ? null_value() : Value::of_double(v);
+    }
+    case Op::kNot: {
+      const Value v = eval(n.a, c);
+      return Value::of_bool(!(v.present && v.b));
+    }
+    case Op::kAnd: {
+      const Value v = eval(n.a, c);
+      if (!(v.present && v.b)) return Value::of_bool(false);
+      const Value w = eval(n.b, c);
+      return Value::of_bool(w.present && w.b);
+    }
+    case Op::kOr: {
+      const Value v = eval(n.a, c);
+      if (v.present && v.b) return Value::of_bool(true);
+      const Value w = eval(n.b, c);
+      return Value::of_bool(w.present && w.b);
+    }
+    case Op::kNeg: {
+      Value v = eval(n.a, c);
+      if (!v.present) return v;
+      if (v.type == FieldType::kDouble) v.d = -v.d; else v.i = -v.i;
+      return v;
+    }
+    case Op::kAdd: case Op::kSub: case Op::kMul: case Op::kDiv: case Op::kMod: {
+      const Value x = eval(n.a, c), y = eval(n.b, c);
+      if (!x.present || !y.present) return null_value();
+      if (n.type == Type::kDouble) {
+        const double a = as_double(x), b = as_double(y);
+        switch (n.op) {
+          case Op::kAdd: return Value::of_double(a + b);
+          case Op::kSub: return Value::of_double(a - b);
+          case Op::kMul: return Value::of_double(a * b);
+          case Op::kDiv: return b == 0 ? null_value() : Value::of_double(a / b);
+          default: return b == 0 ? null_value() : Value::of_double(std::fmod(a, b));
+        }
+      }
+      int64_t r;
+      switch (n.op) {
+        case Op::kAdd: r = x.i + y.i; break;
+        case Op::kSub: r = x.i - y.i; break;
+        case Op::kMul: r = x.i * y.i; break;
+        default:
+          if (y.i == 0) return null_value();
+          r = x.i % y.i;
+      }
+      return n.type == Type::kTime ? Value::of_time(r) : Value::of_int(r);
+    }
+    case Op::kEq: return Value::of_bool(equal_values(eval(n.a, c), eval(n.b, c)));
+    case Op::kNe: return Value::of_bool(!equal_values(eval(n.a, c), eval(n.b, c)));
+    case Op::kLt: case Op::kLe: case Op::kGt: case Op::kGe: {
+      const Value x = eval(n.a, c), y = eval(n.b, c);
+      if (!x.present || !y.present) return Value::of_bool(false);
+      const int r = compare_values(x, y);
+      switch (n.op) {
+        case Op::kLt: return Value::of_bool(r < 0);
+        case Op::kLe: return Value::of_bool(r <= 0);
+        case Op::kGt: return Value::of_bool(r > 0);
+        default: return Value::of_bool(r >= 0);
+      }
+    }
+    case Op::kIn: case Op::kNotIn: {
+      const Value x = eval(n.a, c);
+      if (!x.present) return Value::of_bool(false);
+      bool found = false;
+      for (const Value& v : n.list)
+        if (equal_values(x, v)) { found = true; break; }
+      return Value::of_bool(n.op == Op::kIn ? found : !found);
+    }
+    case Op::kStartsWith: case Op::kEndsWith: case Op::kContains: {
+      const Value x = eval(n.a, c), y = eval(n.b, c);
+      if (!x.present || !y.present) return Value::of_bool(false);
+      if (n.op == Op::kStartsWith) return Value::of_bool(x.s.starts_with(y.s));
+      if (n.op == Op::kEndsWith) return Value::of_bool(x.s.ends_with(y.s));
+      return Value::of_bool(x.s.find(y.s) != std::string_view::npos);
+    }
+    case Op::kMatches: {
+      const Value x = eval(n.a, c);
+      if (!x.present) return Value::of_bool(false);
+      return Value::of_bool(std::regex_search(x.s.begin(), x.s.end(),
+                                              regexes[static_cast<size_t>(n.index)]));
+    }
+    case Op::kExists: return Value::of_bool(eval(n.a, c).present);
+    case Op::kHour: case Op::kWeekday: {
+      const Value x = eval(n.a, c);
+      if (!x.present) return x;
+      int64_t offset_ms = 0;
+      if (n.b >= 0) offset_ms = eval(n.b, c).i;
+      const int64_t local = x.i + offset_ms;
+      const int64_t days = local >= 0 ? local / 86400000 : (local - 86399999) / 86400000;
+      if (n.op == Op::kHour) return Value::of_int((local - days * 86400000) / 3600000);
+      return Value::of_int(((days % 7) + 7 + 3) % 7 + 1);  // 1970-01-01 was a Thursday; Mon=1
+    }
+    case Op::kLen: {
+      const Value x = eval(n.a, c);
+      return x.present ? Value::of_int(static_cast<int64_t>(x.s.size())) : x;
+    }
+    case Op::kAbs: {
+      Value x = eval(n.a, c);
+      if (!x.present) return x;
+      if (x.type == FieldType::kDouble) x.d = std::fabs(x.d); else x.i = x.i < 0 ? -x.i : x.i;
+      return x;
+    }
+  }
+  return null_value();
+}
+
+namespace {
+
+
+class Parser {
+ public:
+  Parser(std::string_view text, const Scope& scope, Expr::Program& p, ExprError& err)
+      : text_(text), scope_(scope), p_(p), err_(err) {}
+
+  bool parse() {
+    if (!next()) return false;
+    const int root = parse_or();
+    if (root < 0) return false;
+    if (tok_.kind != Tok::kEnd) return error(tok_.offset, "E102", "unexpected '" + std::string(tok_.text) + "' after the end of the expression");
+    p_.root = root;
+    return true;
+  }
+
+ private:
+  using N = Expr::Program::Node;
+
+  bool error(size_t offset, const char* code, std::string msg) {
+    if (err_.code.empty()) {
+      err_.offset = offset;
+      err_.code = code;
+      err_.message = std::move(msg);
+    }
+    return false;
+  }
+  int fail(size_t offset, const char* code, std::string msg) {
+    error(offset, code, std::move(msg));
+    return -1;
+  }
+
+  bool next() {
+    size_t i = pos_;
+    while (i < text_.size() && (text_[i] == ' ' || text_[i] == '\t' || text_[i] == '\n' || text_[i] == '\r')) ++i;
+    tok_ = Token{};
+    tok_.offset = i;
+    if (i >= text_.size()) { pos_ = i; tok_.kind = Tok::kEnd; tok_.text = "end of expression"; return true; }
+    const char c = text_[i];
+    if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
+      size_t j = i;
+      while (j < text_.size() && (std::isalnum(static_cast<unsigned char>(text_[j])) || text_[j] == '_' || text_[j] == '.')) ++j;
+      tok_.kind = Tok::kIdent;
+      tok_.text = text_.substr(i, j - i);
+      pos_ = j;
+      return true;
+    }
+    if (std::isdigit(static_cast<unsigned char>(c))) {
+      size_t j = i;
+      while (j < text_.size() && std::isdigit(static_cast<unsigned char>(text_[j]))) ++j;
+      bool dbl = false;
+      if (j + 1 < text_.size() && text_[j] == '.' && std::isdigit(static_cast<unsigned char>(text_[j + 1]))) {
+        dbl = true;
+        ++j;
+        while (j < text_.size() && std::isdigit(static_cast<unsigned char>(text_[j]))) ++j;
+      }
+      size_t u = j;
+      while (u < text_.size() && std::isalpha(static_cast<unsigned char>(text_[u]))) ++u;
+      tok_.text = text_.substr(i, u - i);
+      pos_ = u;
+      if (u > j) {
+        if (dbl) return error(i, "E101", "a duration must be a whole number: '" + std::string(tok_.text) + "'");
+        const auto d = parse_duration_ms(tok_.text);
+        if (!d) return error(i, "E101", "unknown duration '" + std::string(tok_.text) + "' (units: ms, s, m, h, d, w)");
+        tok_.kind = Tok::kDuration;
+        tok_.int_value = *d;
+        return true;
+      }
+      tok_.kind = Tok::kNumber;
+      tok_.is_double = dbl;
+      const std::string_view num = text_.substr(i, j - i);
+      if (dbl) {
+        tok_.double_value = std::strtod(std::string(num).c_str(), nullptr);
+      } else if (std::from_chars(num.data(), num.data() + num.size(), tok_.int_value).ec != std::errc()) {
+        return error(i, "E101", "number out of range");
+      }
+      return true;
+    }
+    if (c == '"' || c == '\'') {
+      size_t j = i + 1;
+      while (j < text_.size() && text_[j] != c) j += (text_[j] == '\\') ? 2 : 1;
+      if (j >= text_.size()) return error(i, "E101", "unterminated string");
+      tok_.kind = Tok::kString;
+      tok_.text = text_.substr(i + 1, j - i - 1);
+      pos_ = j + 1;
+      return true;
+    }
+    static constexpr std::string_view kTwo[] = {"==", "!=", "<=", ">=", "&&", "||"};
+    for (auto op : kTwo)
+      if (text_.substr(i, 2) == op) { tok_.kind = Tok::kPunct; tok_.text = op; pos_ = i + 2; return true; }
+    if (std::string_view("()[],+-*/%<>!=").find(c) != std::string_view::npos) {
+      tok_.kind = Tok::kPunct;
+      tok_.text = text_.substr(i, 1);
+      pos_ = i + 1;
+      return true;
+    }
+    return error(i, "E101", std::string("unexpected character '") + c + "'");
+  }
+
+  bool is(std::string_view t) const {
+    return (tok_.kind == Tok::kPunct || tok_.kind == Tok::kIdent) && tok_.text == t;
+  }
+  bool expect(std::string_view t) {
+    if (!is(t)) return error(tok_.offset, "E102", "expected '" + std::string(t) + "' but found '" + std::string(tok_.text) + "'");
+    return next();
+  }
+
+  int add(N n) {
+    p_.nodes.push_back(std::move(n));
+    return static_cast<int>(p_.nodes.size() - 1);
+  }
+  const N& node(int i) const { return p_.nodes[static_cast<size_t>(i)]; }
+  Type type(int i) const { return node(i).type; }
+
+  // Folds a node whose operands are constants into a constant.
+  int fold(int i) {
+    N& n = p_.nodes[static_cast<size_t>(i)];
+    if (n.op == Op::kConst || n.op == Op::kField || n.op == Op::kAgg) return i;
+    if (n.a >= 0 && node(n.a).op != Op::kConst) return i;
+    if (n.b >= 0 && node(n.b).op != Op::kConst) return i;
+    const Value v = p_.eval(i, EvalContext{});
+    N& m = p_.nodes[static_cast<size_t>(i)];
+    m.op = Op::kConst;
+    m.k = v;
+    m.a = m.b = -1;
+    return i;
+  }
+
+  int binary(Op op, Type t, int a, int b) {
+    N n;
+    n.op = op;
+    n.type = t;
+    n.a = a;
+    n.b = b;
+    return fold(add(std::move(n)));
+  }
+
+  int parse_or() {
+    int l = parse_and();
+    while (l >= 0 && (is("or") || is("||"))) {
+      const size_t at = tok_.offset;
+      if (!next()) return -1;
+      const int r = parse_and();
+      if (r < 0) return -1;
+      if (!check_bool(l, at, "or") || !check_bool(r, at, "or")) return -1;
+      l = binary(Op::kOr, Type::kBool, l, r);
+    }
+    return l;
+  }
+  int parse_and() {
+    int l = parse_not();
+    while (l >= 0 && (is("and") || is("&&"))) {
+      const size_t at = tok_.offset;
+      if (!next()) return -1;
+      const int r = parse_not();
+      if (r < 0) return -1;
+      if (!check_bool(l, at, "and") || !check_bool(r, at, "and")) return -1;
+      l = binary(Op::kAnd, Type::kBool, l, r);
+    }
+    return l;
+  }
+  bool check_bool(int i, size_t at, const char* op) {
+    if (type(i) == Type::kBool) return true;
+    return error(at, "E201", std::string("'") + op + "' needs bool operands, got " + std::string(to_string(type(i))));
+  }
+  int parse_not() {
+    if (is("not") || is("!")) {
+      const size_t at = tok_.offset;
+      if (!next()) return -1;
+      const int a = parse_not();
+      if (a < 0) return -1;
+      if (!check_bool(a, at, "not")) return -1;
+      return binary(Op::kNot, Type::kBool, a, -1);
+    }
+    return parse_cmp();
+  }
+
+  static bool comparable(Type a, Type b) {
+    if (a == Type::kNull || b == Type::kNull) return true;
+    if (is_numeric(a) && is_numeric(b)) return true;
+    return a == b && a != Type::kList;
+  }
+
+  int parse_cmp() {
+    const int l = parse_add();
+    if (l < 0) return -1;
+    static constexpr std::pair<std::string_view, Op> kOps[] = {
+        {"==", Op::kEq}, {"!=", Op::kNe}, {"<", Op::kLt}, {"<=", Op::kLe}, {">", Op::kGt}, {">=", Op::kGe}};
+    for (auto [t, op] : kOps) {
+      if (tok_.kind == Tok::kPunct && tok_.text == t) {
+        const size_t at = tok_.offset;
+        if (!next()) return -1;
+        const int r = parse_add();
+        if (r < 0) return -1;
+        if (!comparable(type(l), type(r)))
+          return fail(at, "E201", "cannot compare " + std::string(to_string(type(l))) + " with " + std::string(to_string(type(r))));
+        if ((op != Op::kEq && op != Op::kNe) && (type(l) == Type::kNull || type(r) == Type::kNull || type(l) == Type::kBool))
+          return fail(at, "E201", "'" + std::string(t) + "' needs numbers, times or strings");
+        return binary(op, Type::kBool, l, r);
+      }
+    }
+    bool negate = false;
+    if (is("not")) {
+      // "x not in [...]"
+      const size_t save_pos = pos_;
+      const Token save = tok_;
+      if (!next()) return -1;
+      if (!is("in")) { pos_ = save_pos; tok_ = save; return l; }
+      negate = true;
+    }
+    if (is("in")) {
+      const size_t at = tok_.offset;
+      if (!next()) return -1;
+      N n;
+      n.op = negate ? Op::kNotIn : Op::kIn;
+      n.type = Type::kBool;
+      n.a = l;
+      if (!expect("[")) return -1;
+      while (!is("]")) {
+        const size_t item_at = tok_.offset;
+        const int item = parse_add();
+        if (item < 0) return -1;
+        if (node(item).op != Op::kConst) return fail(item_at, "E202", "list items must be constants");
+        if (!comparable(type(l), type(item)) || type(item) == Type::kNull)
+          return fail(item_at, "E201", "list item of type " + std::string(to_string(type(item))) + " cannot match " + std::string(to_string(type(l))));
+        n.list.push_back(node(item).k);
+        if (is(",")) { if (!next()) return -1; } else if (!is("]")) return fail(tok_.offset, "E102", "expected ',' or ']' in list");
+      }
+      if (!next()) return -1;
+      (void)at;
+      return fold(add(std::move(n)));
+    }
+    return l;
+  }
+
+  Type arith_type(Op op, Type a, Type b) const {
+    if (op == Op::kDiv) return Type::kDouble;
+    if (a == Type::kDouble || b == Type::kDouble) return Type::kDouble;
+    if (a == Type::kTime && b == Type::kTime) return op == Op::kSub ? Type::kInt : Type::kNull;
+    if (a == Type::kTime || b == Type::kTime) return (op == Op::kAdd || op == Op::kSub) ? Type::kTime : Type::kNull;
+    return Type::kInt;
+  }
+
+  int parse_add() {
+    int l = parse_mul();
+    while (l >= 0 && tok_.kind == Tok::kPunct && (tok_.text == "+" || tok_.text == "-")) {
+      const Op op = tok_.text == "+" ? Op::kAdd : Op::kSub;
+      const size_t at = tok_.offset;
+      if (!next()) return -1;
+      const int r = parse_mul();
+      if (r < 0) return -1;
+      l = arith(op, l, r, at);
+    }
+    return l;
+  }
+  int parse_mul() {
+    int l = parse_unary();
+    while (l >= 0 && tok_.kind == Tok::kPunct && (tok_.text == "*" || tok_.text == "/" || tok_.text == "%")) {
+      const Op op = tok_.text == "*" ? Op::kMul : (tok_.text == "/" ? Op::kDiv : Op::kMod);
+      const size_t at = tok_.offset;
+      if (!next()) return -1;
+      const int r = parse_unary();
+      if (r < 0) return -1;
+      l = arith(op, l, r, at);
+    }
+    return l;
+  }
+  int arith(Op op, int l, int r, size_t at) {
+    if (!is_numeric(type(l)) || !is_numeric(type(r)))
+      return fail(at, "E201", "arithmetic needs numbers, got " + std::string(to_string(type(l))) + " and " + std::string(to_string(type(r))));
+    const Type t = arith_type(op, type(l), type(r));
+    if (t == Type::kNull) return fail(at, "E201", "this arithmetic on times has no meaning");
+    return binary(op, t, l, r);
+  }
+  int parse_unary() {
+    if (tok_.kind == Tok::kPunct && tok_.text == "-") {
+      const size_t at = tok_.offset;
+      if (!next()) return -1;
+      const int a = parse_unary();
+      if (a < 0) return -1;
+      if (type(a) != Type::kInt && type(a) != Type::kDouble) return fail(at, "E201", "'-' needs a number");
+      return binary(Op::kNeg, type(a), a, -1);
+    }
+    return parse_primary();
+  }
+
+  int constant(Value v, Type t) {
+    N n;
+    n.op = Op::kConst;
+    n.type = t;
+    n.k = v;
+    return add(std::move(n));
+  }
+
+  int parse_primary() {
+    const Token t = tok_;
+    switch (t.kind) {
+      case Tok::kNumber:
+        if (!next()) return -1;
+        return t.is_double ? constant(Value::of_double(t.double_value), Type::kDouble)
+                           : constant(Value::of_int(t.int_value), Type::kInt);
+      case Tok::kDuration:
+        if (!next()) return -1;
+        return constant(Value::of_int(t.int_value), Type::kInt);
+      case Tok::kString: {
+        if (!next()) return -1;
+        std::string s;
+        for (size_t i = 0; i < t.text.size(); ++i) {
+          if (t.text[i] == '\\' && i + 1 < t.text.size()) {
+            const char e = t.text[++i];
+            s += e == 'n' ? '\n' : e == 't' ? '\t' : e;
+          } else {
+            s += t.text[i];
+          }
+        }
+        p_.strings.push_back(std::move(s));
+        return constant(Value::of_string(p_.strings.back()), Type::kString);
+      }
+      case Tok::kPunct:
+        if (t.text == "(") {
+          if (!next()) return -1;
+          const int e = parse_or();
+          if (e < 0 || !expect(")")) return -1;
+          return e;
+        }
+        return fail(t.offset, "E102", "expected a value but found '" + std::string(t.text) + "'");
+      case Tok::kEnd:
+        return fail(t.offset, "E102", "expression ends too early");
+      case Tok::kIdent:
+        break;
+    }
+    if (!next()) return -1;
+    if (t.text == "true" || t.text == "false") return constant(Value::of_bool(t.text == "true"), Type::kBool);
+    if (t.text == "null") return constant(null_value(), Type::kNull);
+    if (is("(")) return parse_call(t);
+    const auto ref = scope_.resolve(t.text);
+    if (!ref) return fail(t.offset, "E203", "unknown name '" + std::string(t.text) + "'");
+    N n;
+    n.op = ref->kind == NameRef::kEventField ? Op::kField : Op::kAgg;
+    n.type = ref->type;
+    n.index = ref->index;
+    return add(std::move(n));
+  }
+
+  int parse_call(const Token& fn) {
+    if (!next()) return -1;  // '('
+    std::vector<int> args;
+    std::vector<size_t> at;
+    while (!is(")")) {
+      at.push_back(tok_.offset);
+      const int a = parse_or();
+      if (a < 0) return -1;
+      args.push_back(a);
+      if (is(",")) { if (!next()) return -1; } else if (!is(")")) return fail(tok_.offset, "E102", "expected ',' or ')'");
+    }
+    if (!next()) return -1;
+    const std::string name(fn.text);
+    auto want = [&](size_t lo, size_t hi) {
+      if (args.size() < lo || args.size() > hi)
+        return error(fn.offset, "E204", name + "() takes " + (lo == hi ? std::to_string(lo) : std::to_string(lo) + " to " + std::to_string(hi)) + " arguments, got " + std::to_string(args.size()));
+      return true;
+    };
+    auto arg_type = [&](size_t i, std::initializer_list<Type> ok) {
+      for (Type t : ok) if (type(args[i]) == t) return true;
+      return error(at[i], "E201", name + "() argument " + std::to_string(i + 1) + " has type " + std::string(to_string(type(args[i]))));
+    };
+    if (name == "starts_with" || name == "ends_with" || name == "contains") {
+      if (!want(2, 2) || !arg_type(0, {Type::kString}) || !arg_type(1, {Type::kString})) return -1;
+      return binary(name == "starts_with" ? Op::kStartsWith : name == "ends_with" ? Op::kEndsWith : Op::kContains, Type::kBool, args[0], args[1]);
+    }
+    if (name == "matches") {
+      if (!want(2, 2) || !arg_type(0, {Type::kString}) || !arg_type(1, {Type::kString})) return -1;
+      if (node(args[1]).op != Op::kConst) return fail(at[1], "E202", "matches() needs a constant pattern");
+      try {
+        p_.regexes.emplace_back(std::string(node(args[1]).k.s), std::regex::ECMAScript | std::regex::optimize);
+      } catch (const std::regex_error& e) {
+        return fail(at[1], "E205", std::string("invalid regular expression: ") + e.what());
+      }
+      N n;
+      n.op = Op::kMatches;
+      n.type = Type::kBool;
+      n.a = args[0];
+      n.index = static_cast<int>(p_.regexes.size() - 1);
+      return add(std::move(n));
+    }
+    if (name == "exists") {
+      if (!want(1, 1)) return -1;
+      return binary(Op::kExists, Type::kBool, args[0], -1);
+    }
+    if (name == "hour_of_day" || name == "day_of_week") {
+      if (!want(1, 2) || !arg_type(0, {Type::kTime})) return -1;
+      if (args.size() == 2 && (!arg_type(1, {Type::kInt}) || node(args[1]).op != Op::kConst))
+        return fail(at[1], "E202", name + "() time-zone offset must be a constant duration, e.g. 8h");
+      return binary(name == "hour_of_day" ? Op::kHour : Op::kWeekday, Type::kInt, args[0], args.size() == 2 ? args[1] : -1);
+    }
+    if (name == "len") {
+      if (!want(1, 1) || !arg_type(0, {Type::kString})) return -1;
+      return binary(Op::kLen, Type::kInt, args[0], -1);
+    }
+    if (name == "abs") {
+      if (!want(1, 1) || !arg_type(0, {Type::kInt, Type::kDouble})) return -1;
+      return binary(Op::kAbs, type(args[0]), args[0], -1);
+    }
+    return fail(fn.offset, "E204", "unknown function '" + name + "'");
+  }
+
+  std::string_view text_;
+  const Scope& scope_;
+  Expr::Program& p_;
+  ExprError& err_;
+  size_t pos_ = 0;
+  Token tok_;
+};
+
+}  // namespace
+
+Expr::Expr(std::unique_ptr<Program> p) : program_(std::move(p)) {}
+Expr::~Expr() = default;
+Expr::Expr(Expr&&) noexcept = default;
+Expr& Expr::operator=(Expr&&) noexcept = default;
+
+std::optional<Expr> Expr::compile(std::string_view text, const Scope& scope, ExprError& error) {
+  auto p = std::make_unique<Program>();
+  p->text = std::string(text);
+  Parser parser(p->text, scope, *p, error);
+  if (!parser.parse()) return std::nullopt;
+  return Expr(std::move(p));
+}
+
+Type Expr::type() const { return program_->nodes[static_cast<size_t>(program_->root)].type; }
+const std::string& Expr::text() const { return program_->text; }
+
+bool Expr::test(const EvalContext& ctx) const {
+  const Value v = program_->eval(program_->root, ctx);
+  return v.present && v.b;
+}
+
+double Expr::number(const EvalContext& ctx) const {
+  const Value v = program_->eval(program_->root, ctx);
+  if (!v.present) return std::nan("");
+  return as_double(v);
+}
+
+}  // namespace tocsin::rules

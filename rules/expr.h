@@ -1,0 +1,78 @@
+#pragma once
+// The expression language used in rule `where` and `having` clauses.
+//
+//   duration_s < 30 and answered and not starts_with(callee, "96110")
+//   caller_class in ["virtual_170", "international"] or matches(display_number, "^95[0-9]{3}$")
+//   strangers >= 20 and calls / 1h > 0.5
+//
+// Compiled once at load time: names are resolved to event slots or aggregate
+// indices, types are checked (comparing a string to a number is a load
+// error), constants are folded and regular expressions compiled. A compiled
+// Expr is immutable and may be evaluated from any thread; evaluation does not
+// allocate. A missing optional field is null: arithmetic and comparisons with
+// null are false/null, `x == null` and `exists(x)` test for it.
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pipeline/event.h"
+
+namespace tocsin::rules {
+
+enum class Type : uint8_t { kBool, kInt, kDouble, kString, kTime, kNull, kList };
+std::string_view to_string(Type t);
+
+// What a name in an expression refers to.
+struct NameRef {
+  enum Kind : uint8_t { kEventField, kAggregate } kind;
+  int index;  // event slot or aggregate index
+  Type type;
+};
+
+class Scope {
+ public:
+  virtual ~Scope() = default;
+  virtual std::optional<NameRef> resolve(std::string_view name) const = 0;
+};
+
+// Position of an error inside the expression text (0-based byte offset).
+struct ExprError {
+  size_t offset = 0;
+  std::string code;  // e.g. "E201"
+  std::string message;
+};
+
+// Values seen during evaluation.
+struct EvalContext {
+  const Event* event = nullptr;
+  const double* aggregates = nullptr;
+};
+
+class Expr {
+ public:
+  ~Expr();
+  Expr(Expr&&) noexcept;
+  Expr& operator=(Expr&&) noexcept;
+  // Compiles `text`. On failure returns nullopt and fills `error`.
+  static std::optional<Expr> compile(std::string_view text, const Scope& scope,
+                                     ExprError& error);
+  Type type() const;
+  // Evaluates a boolean expression; null counts as false.
+  bool test(const EvalContext& ctx) const;
+  // Evaluates a numeric expression as double (null -> NaN).
+  double number(const EvalContext& ctx) const;
+  const std::string& text() const;
+
+  struct Program;  // implementation detail (expr.cc)
+
+ private:
+  explicit Expr(std::unique_ptr<Program> p);
+  std::unique_ptr<Program> program_;
+};
+
+// Parses a duration literal such as "30s", "15m", "1h", "2d", "500ms".
+std::optional<int64_t> parse_duration_ms(std::string_view text);
+
+}  // namespace tocsin::rules

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs every Debian package Tocsin needs to build, run and test. Idempotent:
+# does nothing (and prints nothing) when all packages are already present.
+set -euo pipefail
+PKGS=(build-essential cmake ninja-build ccache pkg-config
+      librdkafka-dev kcat libsimdjson-dev prometheus-cpp-dev libboost-all-dev
+      libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
+      libgtest-dev libgmock-dev libbenchmark-dev clang-14 libclang-rt-14-dev
+      python3)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,130 @@
+#include "pipeline/decoder.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace tocsin {
+namespace {
+
+constexpr int64_t kNow = 1795000000000;  // 2026-11-18
+
+const char* kCall =
+    R"({"call_id":"c1","start_time":"2026-11-17T10:00:00.250Z","caller":"13800138000",)"
+    R"("callee":"13900139000","duration_s":17,"answered":true,"caller_class":"mobile",)"
+    R"("sim_activated_at":1690000000000,"extra":{"ignored":[1,2,3]}})";
+
+class DecoderTest : public ::testing::Test {
+ protected:
+  DecodeResult decode(Stream s, std::string_view json) { return d.decode(s, json, kNow, e); }
+  Decoder d;
+  Event e;
+};
+
+TEST_F(DecoderTest, DecodesEveryFieldType) {
+  ASSERT_TRUE(decode(Stream::kCalls, kCall).ok());
+  const auto& sc = schema_of(Stream::kCalls);
+  EXPECT_EQ(e.at(sc.slot_of("call_id")).s, "c1");
+  EXPECT_EQ(e.at(sc.slot_of("caller")).s, "13800138000");
+  EXPECT_EQ(e.at(sc.slot_of("duration_s")).i, 17);
+  EXPECT_TRUE(e.at(sc.slot_of("answered")).b);
+  EXPECT_EQ(e.time_ms, 1794909600250);
+  EXPECT_EQ(e.at(sc.slot_of("sim_activated_at")).i, 1690000000000);
+  EXPECT_FALSE(e.at(sc.slot_of("cell_id")).present);
+  EXPECT_EQ(e.id(), "c1");
+
+  const char* fault =
+      R"({"fault_id":"f1","time":"2026-11-17T18:00:00+08:00","kind":"opened","network_id":"N1",)"
+      R"("households":320,"supply_temp_c":71.5,"asset_type":null})";
+  ASSERT_TRUE(decode(Stream::kFaults, fault).ok());
+  const auto& sf = schema_of(Stream::kFaults);
+  EXPECT_EQ(e.time_ms, 1794909600000);  // 10:00Z
+  EXPECT_EQ(e.kind, sf.kind_index("opened"));
+  EXPECT_EQ(e.at(sf.slot_of("households")).i, 320);
+  EXPECT_DOUBLE_EQ(e.at(sf.slot_of("supply_temp_c")).d, 71.5);
+  EXPECT_FALSE(e.at(sf.slot_of("asset_type")).present);
+}
+
+TEST_F(DecoderTest, DoubleFieldAcceptsIntegers) {
+  ASSERT_TRUE(decode(Stream::kFaults, R"({"fault_id":"f","time":1794996000000,"kind":"telemetry","network_id":"N","indoor_temp_c":17})").ok());
+  EXPECT_DOUBLE_EQ(e.at(schema_of(Stream::kFaults).slot_of("indoor_temp_c")).d, 17.0);
+}
+
+TEST_F(DecoderTest, UnescapesStrings) {
+  ASSERT_TRUE(decode(Stream::kComplaints, R"({"ticket_id":"t\"1","time":1794996000000,"status":"received","text":"\u6ca1\u6709\u6696\u6c14"})").ok());
+  EXPECT_EQ(e.id(), "t\"1");
+  EXPECT_EQ(e.at(schema_of(Stream::kComplaints).slot_of("text")).s, "没有暖气");
+}
+
+struct BadCase {
+  const char* name;
+  Stream stream;
+  std::string json;
+  DecodeError want;
+  const char* detail;
+};
+
+class BadInputTest : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(BadInputTest, GivesTheRightReason) {
+  Decoder d(DecodeLimits{.max_event_bytes = 1024});
+  Event e;
+  const auto& c = GetParam();
+  const auto r = d.decode(c.stream, c.json, kNow, e);
+  EXPECT_EQ(reason_code(r.error), reason_code(c.want)) << c.json;
+  if (c.detail) EXPECT_EQ(r.detail, c.detail);
+  // The decoder recovers: a good message right after decodes.
+  EXPECT_TRUE(d.decode(Stream::kCalls, kCall, kNow, e).ok());
+}
+
+const std::string kBase = R"("call_id":"c","start_time":1794996000000,"caller":"1","callee":"2","duration_s":1,"answered":false)";
+
+INSTANTIATE_TEST_SUITE_P(
+    Decoder, BadInputTest,
+    ::testing::Values(
+        BadCase{"truncated", Stream::kCalls, "{\"call_id\":\"c\",\"caller\":", DecodeError::kInvalidJson, nullptr},
+        BadCase{"garbage", Stream::kCalls, "hello world", DecodeError::kInvalidJson, nullptr},
+        BadCase{"empty", Stream::kCalls, "", DecodeError::kInvalidJson, nullptr},
+        BadCase{"trailing", Stream::kCalls, "{" + kBase + "} x", DecodeError::kInvalidJson, nullptr},
+        BadCase{"unquoted_key", Stream::kCalls, "{call_id:1}", DecodeError::kInvalidJson, nullptr},
+        BadCase{"bad_unknown_value", Stream::kCalls, "{" + kBase + ",\"x\":[1,}", DecodeError::kInvalidJson, nullptr},
+        BadCase{"array", Stream::kCalls, "[1,2]", DecodeError::kNotObject, nullptr},
+        BadCase{"number", Stream::kCalls, "42", DecodeError::kNotObject, nullptr},
+        BadCase{"missing", Stream::kCalls, R"({"call_id":"c","start_time":1794996000000,"caller":"1","callee":"2","answered":true})", DecodeError::kMissingField, "duration_s"},
+        BadCase{"null_required", Stream::kCalls, R"({"call_id":"c","start_time":1794996000000,"caller":null,"callee":"2","duration_s":1,"answered":true})", DecodeError::kMissingField, "caller"},
+        BadCase{"string_for_int", Stream::kCalls, R"({"call_id":"c","start_time":1794996000000,"caller":"1","callee":"2","duration_s":"17","answered":true})", DecodeError::kWrongType, "duration_s"},
+        BadCase{"float_for_int", Stream::kCalls, R"({"call_id":"c","start_time":1794996000000,"caller":"1","callee":"2","duration_s":1.5,"answered":true})", DecodeError::kWrongType, "duration_s"},
+        BadCase{"number_for_phone", Stream::kCalls, R"({"call_id":"c","start_time":1794996000000,"caller":13800138000,"callee":"2","duration_s":1,"answered":true})", DecodeError::kWrongType, "caller"},
+        BadCase{"int_for_bool", Stream::kCalls, R"({"call_id":"c","start_time":1794996000000,"caller":"1","callee":"2","duration_s":1,"answered":1})", DecodeError::kWrongType, "answered"},
+        BadCase{"time_not_a_time", Stream::kCalls, R"({"call_id":"c","start_time":"yesterday","caller":"1","callee":"2","duration_s":1,"answered":true})", DecodeError::kWrongType, "start_time"},
+        BadCase{"bad_kind", Stream::kFaults, R"({"fault_id":"f","time":1794996000000,"kind":"exploded","network_id":"N"})", DecodeError::kInvalidValue, "kind"},
+        BadCase{"oversized", Stream::kCalls, "{" + kBase + ",\"pad\":\"" + std::string(2000, 'x') + "\"}", DecodeError::kOversized, nullptr},
+        BadCase{"invalid_utf8", Stream::kCalls, "{" + kBase + ",\"city\":\"\xff\xfe\"}", DecodeError::kInvalidUtf8, nullptr},
+        BadCase{"month_13", Stream::kCalls, R"({"call_id":"c","start_time":"2026-13-01T00:00:00Z","caller":"1","callee":"2","duration_s":1,"answered":true})", DecodeError::kImpossibleTime, "start_time"},
+        BadCase{"feb_30", Stream::kCalls, R"({"call_id":"c","start_time":"2026-02-30T00:00:00Z","caller":"1","callee":"2","duration_s":1,"answered":true})", DecodeError::kImpossibleTime, "start_time"},
+        BadCase{"before_2000", Stream::kCalls, R"({"call_id":"c","start_time":"1999-12-31T23:59:59Z","caller":"1","callee":"2","duration_s":1,"answered":true})", DecodeError::kImpossibleTime, "start_time"},
+        BadCase{"far_future", Stream::kCalls, R"({"call_id":"c","start_time":"2027-06-01T00:00:00Z","caller":"1","callee":"2","duration_s":1,"answered":true})", DecodeError::kImpossibleTime, "start_time"},
+        BadCase{"epoch_seconds", Stream::kCalls, R"({"call_id":"c","start_time":1794996000,"caller":"1","callee":"2","duration_s":1,"answered":true})", DecodeError::kImpossibleTime, "start_time"}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(DecoderLimits, FutureDeadlineIsNotAnImpossibleTime) {
+  Decoder d;
+  Event e;
+  // deadline_at lies days ahead: only the event time is range-checked.
+  EXPECT_TRUE(d.decode(Stream::kComplaints, R"({"ticket_id":"t","time":1794996000000,"status":"extended","deadline_at":"2027-01-01T00:00:00Z"})", kNow, e).ok());
+}
+
+TEST(Rfc3339, ParsesAndFormats) {
+  int64_t ms = 0;
+  EXPECT_EQ(parse_rfc3339_ms("2024-02-29T23:59:59.5Z", ms), DecodeError::kOk);
+  char buf[32];
+  EXPECT_EQ(format_rfc3339_ms(ms, buf), "2024-02-29T23:59:59.500Z");
+  EXPECT_EQ(parse_rfc3339_ms("2023-02-29T00:00:00Z", ms), DecodeError::kImpossibleTime);
+  EXPECT_EQ(parse_rfc3339_ms("2023-01-01T00:00:00", ms), DecodeError::kWrongType);
+  EXPECT_EQ(parse_rfc3339_ms("2023-01-01T08:00:00+08:00", ms), DecodeError::kOk);
+  EXPECT_EQ(format_rfc3339_ms(ms, buf), "2023-01-01T00:00:00.000Z");
+  EXPECT_EQ(format_rfc3339_ms(0, buf), "1970-01-01T00:00:00.000Z");
+}
+
+}  // namespace
+}  // namespace tocsin

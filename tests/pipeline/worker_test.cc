@@ -1,0 +1,89 @@
+#include "pipeline/worker.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace tocsin {
+namespace {
+
+class VectorSource final : public EventSource {
+ public:
+  std::vector<std::vector<RawMessage>> batches;
+  size_t next = 0;
+  int done = 0;
+  std::span<const RawMessage> poll(int) override {
+    if (next >= batches.size()) return {};
+    return batches[next++];
+  }
+  void batch_done() override { ++done; }
+};
+
+class RecordingSink final : public OutputSink {
+ public:
+  std::vector<std::string> alerts, dead, reasons;
+  std::vector<int64_t> offsets;
+  void alert(std::string_view, std::string_view json) override { alerts.emplace_back(json); }
+  void dead_letter(std::string_view payload, const DeadLetter& info) override {
+    dead.emplace_back(payload);
+    reasons.emplace_back(info.reason);
+    offsets.push_back(info.source.offset);
+  }
+};
+
+class CountingHandler final : public EventHandler {
+ public:
+  int events = 0, ticks = 0;
+  std::vector<std::string> ids;
+  void on_event(const Event& e) override { ++events; ids.emplace_back(e.id()); }
+  void on_tick(int64_t) override { ++ticks; }
+};
+
+TEST(Worker, EveryMessageIsProcessedOrDeadLettered) {
+  const std::vector<std::string> payloads = {
+      R"({"call_id":"a","start_time":1000000000000,"caller":"1","callee":"2","duration_s":1,"answered":true})",
+      "{broken",
+      R"({"call_id":"b","start_time":1000000000000,"caller":"1","callee":"2","duration_s":1})",
+      R"({"fault_id":"f","time":1000000000000,"kind":"opened","network_id":"N"})",
+  };
+  VectorSource src;
+  src.batches.resize(2);
+  for (size_t i = 0; i < payloads.size(); ++i) {
+    RawMessage m;
+    m.stream = i == 3 ? Stream::kFaults : Stream::kCalls;
+    m.payload = payloads[i];
+    m.source = {"calls", 0, static_cast<int64_t>(i)};
+    src.batches[i < 2 ? 0 : 1].push_back(m);
+  }
+  RecordingSink sink;
+  CountingHandler handler;
+  ManualClock clock(1000000000000);
+  WorkerStats stats;
+  Worker w(src, sink, handler, clock, DecodeLimits{}, stats);
+  EXPECT_EQ(w.run_once(0), 2u);
+  EXPECT_EQ(w.run_once(0), 2u);
+  EXPECT_EQ(w.run_once(0), 0u);  // empty poll still ticks, but is not a batch
+  EXPECT_EQ(src.done, 2);
+  EXPECT_EQ(handler.ticks, 3);
+  EXPECT_EQ(handler.ids, (std::vector<std::string>{"a", "f"}));
+  EXPECT_EQ(sink.dead, (std::vector<std::string>{"{broken", payloads[2]}));
+  EXPECT_EQ(sink.reasons, (std::vector<std::string>{"invalid_json", "missing_field"}));
+  EXPECT_EQ(sink.offsets, (std::vector<int64_t>{1, 2}));
+  uint64_t consumed = 0, processed = 0, failed = 0;
+  for (int s = 0; s < kStreamCount; ++s) {
+    consumed += stats.consumed[s];
+    processed += stats.processed[s];
+    for (auto& f : stats.failed[s]) failed += f;
+  }
+  EXPECT_EQ(consumed, 4u);
+  EXPECT_EQ(processed, 2u);
+  EXPECT_EQ(failed, 2u);
+  EXPECT_EQ(stats.failed[0][static_cast<int>(DecodeError::kInvalidJson)], 1u);
+  uint64_t observed = 0;
+  for (auto& b : stats.latency_buckets) observed += b;
+  EXPECT_EQ(observed, processed);
+}
+
+}  // namespace
+}  // namespace tocsin

@@ -1,0 +1,145 @@
+#include "rules/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "pipeline/decoder.h"
+
+namespace tocsin::rules {
+namespace {
+
+const char* kRules = R"(rules:
+  - id: fan_out
+    stream: calls
+    where: duration_s < 30
+    window: {group_by: [caller], size: 1h}
+    aggregates:
+      strangers: count_distinct(callee)
+      talk: sum(duration_s)
+      mean: avg(duration_s)
+    having: strangers >= 20
+    alert: {type: fraud.fan_out, severity: high, title: "{caller} called {strangers} numbers"}
+  - id: opened
+    stream: faults
+    on: opened
+    alert: {type: heating.outage, severity: critical, title: "outage on {network_id}"}
+)";
+
+struct Recorded {
+  std::string rule, title, first_id, last_id;
+  std::vector<std::string> key;
+  std::vector<double> aggs;
+  int64_t start, end;
+  uint64_t count;
+};
+
+class Recorder final : public SignalSink {
+ public:
+  std::vector<Recorded> got;
+  void on_signal(const Signal& s) override {
+    Recorded r{s.rule->id, std::string(s.title), std::string(s.first_event_id), std::string(s.event->id()), {}, {}, s.window_start_ms, s.window_end_ms, s.count};
+    for (auto k : s.key) r.key.emplace_back(k);
+    r.aggs.assign(s.aggregates.begin(), s.aggregates.end());
+    got.push_back(r);
+  }
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto r = load_rules({{"t.yaml", kRules}});
+    ASSERT_TRUE(r.ok()) << format_text(r.diagnostics[0]);
+    engine = std::make_unique<Engine>(r.rules, rec);
+  }
+  void call(const std::string& caller, const std::string& callee, int64_t t_s, int dur = 10) {
+    const std::string j = R"({"call_id":"c)" + std::to_string(seq++) + R"(","start_time":)" + std::to_string(kT0 + t_s * 1000) +
+                          R"(,"caller":")" + caller + R"(","callee":")" + callee + R"(","duration_s":)" + std::to_string(dur) + R"(,"answered":true})";
+    ASSERT_TRUE(dec.decode(Stream::kCalls, j, kT0 + 86400000, ev).ok()) << j;
+    engine->on_event(ev);
+  }
+  static constexpr int64_t kT0 = 1790000000000;
+  Decoder dec;
+  Event ev;
+  Recorder rec;
+  std::unique_ptr<Engine> engine;
+  int seq = 0;
+};
+
+TEST_F(EngineTest, FiresOnceWhenDistinctCountReachesThreshold) {
+  for (int i = 0; i < 19; ++i) call("13800000001", "139000000" + std::to_string(10 + i), i * 60);
+  call("13800000001", "13900000010", 19 * 60);  // repeat callee: still 19 distinct
+  EXPECT_TRUE(rec.got.empty());
+  call("13800000001", "13900000099", 20 * 60);
+  ASSERT_EQ(rec.got.size(), 1u);
+  const auto& a = rec.got[0];
+  EXPECT_EQ(a.rule, "fan_out");
+  EXPECT_EQ(a.key, std::vector<std::string>{"13800000001"});
+  EXPECT_EQ(a.title, "138****0001 called 20 numbers");
+  EXPECT_EQ(a.count, 21u);
+  EXPECT_EQ(a.aggs[0], 20);
+  EXPECT_EQ(a.aggs[1], 210);
+  EXPECT_EQ(a.aggs[2], 10);
+  EXPECT_EQ(a.first_id, "c0");
+  EXPECT_EQ(a.last_id, "c20");
+  EXPECT_EQ(a.end - a.start, 3600000);
+  // Still above the threshold: no second alert for the same episode.
+  call("13800000001", "13900000100", 21 * 60);
+  EXPECT_EQ(rec.got.size(), 1u);
+  const auto& c = engine->counters()[0];
+  EXPECT_EQ(c.evaluations, 22u);
+  EXPECT_EQ(c.matches, 22u);
+  EXPECT_EQ(c.signals, 1u);
+}
+
+TEST_F(EngineTest, WhereFilterAndWindowExpiry) {
+  // Long calls do not count; calls spread over more than an hour never reach 20 at once.
+  for (int i = 0; i < 30; ++i) call("13800000002", "1390000" + std::to_string(1000 + i), i * 60, 120);
+  for (int i = 0; i < 30; ++i) call("13800000002", "1390000" + std::to_string(2000 + i), 10000 + i * 400);
+  EXPECT_TRUE(rec.got.empty());
+  EXPECT_EQ(engine->counters()[0].matches, 30u);
+}
+
+TEST_F(EngineTest, KeysAreSeparateAndRefireAfterTheEpisodeEnds) {
+  for (int i = 0; i < 20; ++i) {
+    call("A0000000001", "1390000" + std::to_string(1000 + i), i);
+    call("B0000000002", "1390000" + std::to_string(1000 + i), i);
+  }
+  ASSERT_EQ(rec.got.size(), 2u);
+  EXPECT_EQ(rec.got[1].key[0], "B0000000002");
+  // Two hours later the window has emptied; a new burst is a new alert.
+  for (int i = 0; i < 20; ++i) call("A0000000001", "1390000" + std::to_string(3000 + i), 7200 + i);
+  ASSERT_EQ(rec.got.size(), 3u);
+  EXPECT_NE(rec.got[2].end, rec.got[0].end);
+}
+
+TEST_F(EngineTest, LateEventsAreCountedNotAggregated) {
+  call("13800000003", "13900000001", 7200);
+  call("13800000003", "13900000002", 0);  // two hours older than the rule's newest event
+  EXPECT_EQ(engine->counters()[0].late, 1u);
+}
+
+TEST_F(EngineTest, IdleKeysAreSwept) {
+  call("13800000004", "13900000001", 0);
+  call("13800000005", "13900000001", 10);
+  EXPECT_EQ(engine->counters()[0].keys.load(), 2);
+  call("13800000006", "13900000001", 4 * 3600);
+  engine->on_tick(kT0 + 100000);
+  EXPECT_EQ(engine->counters()[0].keys.load(), 1);
+}
+
+TEST_F(EngineTest, PerEventRulesMatchOnlyTheirKind) {
+  const auto now = kT0 + 1000;
+  ASSERT_TRUE(dec.decode(Stream::kFaults, R"({"fault_id":"f1","time":1790000000000,"kind":"updated","network_id":"N7"})", now, ev).ok());
+  engine->on_event(ev);
+  EXPECT_TRUE(rec.got.empty());
+  ASSERT_TRUE(dec.decode(Stream::kFaults, R"({"fault_id":"f1","time":1790000000000,"kind":"opened","network_id":"N7"})", now, ev).ok());
+  engine->on_event(ev);
+  ASSERT_EQ(rec.got.size(), 1u);
+  EXPECT_EQ(rec.got[0].title, "outage on N7");
+  EXPECT_EQ(engine->counters()[1].evaluations, 1u);
+}
+
+}  // namespace
+}  // namespace tocsin::rules

@@ -1,0 +1,127 @@
+#include "rules/expr.h"
+
+#include <gtest/gtest.h>
+
+#include "pipeline/decoder.h"
+
+namespace tocsin::rules {
+namespace {
+
+class CallScope final : public Scope {
+ public:
+  std::optional<NameRef> resolve(std::string_view name) const override {
+    if (name == "strangers") return NameRef{NameRef::kAggregate, 0, Type::kDouble};
+    const int slot = schema_of(Stream::kCalls).slot_of(name);
+    if (slot < 0) return std::nullopt;
+    static constexpr Type kTypes[] = {Type::kString, Type::kInt, Type::kDouble, Type::kBool, Type::kTime};
+    return NameRef{NameRef::kEventField, slot, kTypes[static_cast<int>(schema_of(Stream::kCalls).fields[static_cast<size_t>(slot)].type)]};
+  }
+};
+
+class ExprTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(decoder.decode(Stream::kCalls,
+        R"({"call_id":"c1","start_time":"2026-11-17T23:30:00Z","caller":"17012345678","callee":"13900139000",)"
+        R"("duration_s":17,"answered":true,"caller_class":"virtual_170","display_number":"95588"})",
+        1795000000000, event).ok());
+  }
+  bool eval(std::string_view text, double agg = 0) {
+    ExprError err;
+    auto e = Expr::compile(text, scope, err);
+    EXPECT_TRUE(e.has_value()) << text << ": " << err.code << " " << err.message << " at " << err.offset;
+    if (!e) return false;
+    const double aggs[] = {agg};
+    return e->test(EvalContext{&event, aggs});
+  }
+  ExprError error(std::string_view text) {
+    ExprError err;
+    EXPECT_FALSE(Expr::compile(text, scope, err).has_value()) << text;
+    return err;
+  }
+  CallScope scope;
+  Decoder decoder;
+  Event event;
+};
+
+TEST_F(ExprTest, ComparisonsAndLogic) {
+  EXPECT_TRUE(eval("duration_s < 30 and answered"));
+  EXPECT_FALSE(eval("duration_s >= 30 or not answered"));
+  EXPECT_TRUE(eval("!(duration_s == 18) && duration_s != 18"));
+  EXPECT_TRUE(eval("duration_s * 2 + 1 == 35"));
+  EXPECT_TRUE(eval("duration_s / 2 == 8.5"));
+  EXPECT_TRUE(eval("duration_s % 5 == 2"));
+  EXPECT_TRUE(eval("-duration_s < 0"));
+  EXPECT_TRUE(eval("caller > \"1\" and caller == '17012345678'"));
+}
+
+TEST_F(ExprTest, ListsAndStrings) {
+  EXPECT_TRUE(eval(R"(caller_class in ["virtual_170", "international"])"));
+  EXPECT_FALSE(eval(R"(caller_class not in ["virtual_170"])"));
+  EXPECT_TRUE(eval(R"(duration_s in [1, 17, 30])"));
+  EXPECT_TRUE(eval(R"(starts_with(caller, "170") and ends_with(callee, "000") and contains(callee, "0139"))"));
+  EXPECT_TRUE(eval(R"(matches(display_number, "^95[0-9]{3}$"))"));
+  EXPECT_FALSE(eval(R"(matches(callee, "^95[0-9]{3}$"))"));
+  EXPECT_TRUE(eval("len(caller) == 11"));
+}
+
+TEST_F(ExprTest, NullHandling) {
+  EXPECT_FALSE(eval("cell_id == \"x\""));
+  EXPECT_TRUE(eval("cell_id == null and not exists(cell_id) and exists(caller)"));
+  EXPECT_FALSE(eval("sim_activated_at > start_time"));  // null compares false
+  EXPECT_TRUE(eval("not (sim_activated_at > start_time)"));
+}
+
+TEST_F(ExprTest, TimeFunctionsAndDurations) {
+  EXPECT_TRUE(eval("hour_of_day(start_time) == 23"));
+  EXPECT_TRUE(eval("hour_of_day(start_time, 8h) == 7"));  // Beijing time
+  EXPECT_TRUE(eval("day_of_week(start_time) == 2"));       // 2026-11-17 is a Tuesday
+  EXPECT_TRUE(eval("start_time - 1h < start_time and 90m == 5400000"));
+}
+
+TEST_F(ExprTest, Aggregates) {
+  EXPECT_TRUE(eval("strangers >= 20", 25));
+  EXPECT_FALSE(eval("strangers >= 20", 19));
+}
+
+TEST_F(ExprTest, TypeErrorsAreLoadErrors) {
+  auto e = error("caller > 5");
+  EXPECT_EQ(e.code, "E201");
+  EXPECT_EQ(e.offset, 7u);
+  EXPECT_EQ(error("duration_s and answered").code, "E201");
+  EXPECT_EQ(error("caller + 1 > 2").code, "E201");
+  EXPECT_EQ(error("caller_class in [1, 2]").code, "E201");
+}
+
+TEST_F(ExprTest, SyntaxAndNameErrors) {
+  auto e = error("duration_s < ");
+  EXPECT_EQ(e.code, "E102");
+  e = error("callr == \"1\"");
+  EXPECT_EQ(e.code, "E203");
+  EXPECT_EQ(e.offset, 0u);
+  EXPECT_NE(e.message.find("callr"), std::string::npos);
+  EXPECT_EQ(error("duration_s < 5 5").code, "E102");
+  EXPECT_EQ(error("\"abc").code, "E101");
+  EXPECT_EQ(error("duration_s < 3x").code, "E101");
+  EXPECT_EQ(error("matches(caller, \"[\")").code, "E205");
+  EXPECT_EQ(error("nosuch(caller)").code, "E204");
+  EXPECT_EQ(error("starts_with(caller)").code, "E204");
+  EXPECT_EQ(error("duration_s @ 2").code, "E101");
+}
+
+TEST_F(ExprTest, ConstantsAreFolded) {
+  ExprError err;
+  auto e = Expr::compile("1h / 2 == 1800000 and 3 > 2", scope, err);
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(e->test(EvalContext{}));  // no event needed: folded to a constant
+}
+
+TEST(Duration, Parses) {
+  EXPECT_EQ(parse_duration_ms("500ms"), 500);
+  EXPECT_EQ(parse_duration_ms("2d"), 172800000);
+  EXPECT_FALSE(parse_duration_ms("5y"));
+  EXPECT_FALSE(parse_duration_ms("h"));
+}
+
+}  // namespace
+}  // namespace tocsin::rules

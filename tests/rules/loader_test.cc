@@ -1,0 +1,116 @@
+#include <gtest/gtest.h>
+
+#include "rules/rule_set.h"
+
+namespace tocsin::rules {
+namespace {
+
+const char* kGood = R"(rules:
+  - id: fraud.fan_out_1h
+    stream: calls
+    where: duration_s < 30
+    window:
+      group_by: [caller]
+      size: 1h
+    aggregates:
+      strangers: count_distinct(callee)
+      calls: count()
+    having: strangers >= 20
+    alert:
+      type: fraud.fan_out
+      severity: high
+      title: "Caller {caller} called {strangers} numbers"
+  - id: heating.fault_opened
+    stream: faults
+    on: [opened]
+    alert: {type: heating.outage, severity: critical}
+)";
+
+LoadResult load(const std::string& text) { return load_rules({{"r.yaml", text}}); }
+
+TEST(Loader, CompilesAndIndexesRules) {
+  const auto r = load(kGood);
+  ASSERT_TRUE(r.ok()) << (r.diagnostics.empty() ? "" : format_text(r.diagnostics[0]));
+  const RuleSet& s = *r.rules;
+  ASSERT_EQ(s.rules.size(), 2u);
+  EXPECT_EQ(s.version.size(), 16u);
+  const Rule& fan = s.rules[0];
+  EXPECT_TRUE(fan.windowed);
+  EXPECT_EQ(fan.window_ms, 3600000);
+  ASSERT_EQ(fan.aggregates.size(), 2u);
+  EXPECT_EQ(fan.aggregates[0].kind, AggregateKind::kCountDistinct);
+  EXPECT_EQ(s.rules_for(Stream::kCalls, -1), std::vector<int>{0});
+  const int opened = schema_of(Stream::kFaults).kind_index("opened");
+  EXPECT_EQ(s.rules_for(Stream::kFaults, opened), std::vector<int>{1});
+  EXPECT_TRUE(s.rules_for(Stream::kFaults, schema_of(Stream::kFaults).kind_index("restored")).empty());
+  EXPECT_TRUE(s.rules_for(Stream::kComplaints, 0).empty());
+}
+
+TEST(Loader, VersionChangesWithContent) {
+  EXPECT_NE(load(kGood).rules->version, load(std::string(kGood) + "\n# changed\n").rules->version);
+}
+
+struct ErrorCase {
+  const char* name;
+  std::string text;
+  const char* code;
+  int line;
+  int column;
+};
+
+class LoaderErrors : public ::testing::TestWithParam<ErrorCase> {};
+
+TEST_P(LoaderErrors, NameFileLineColumnAndNeverGoLive) {
+  const auto& c = GetParam();
+  const auto r = load(c.text);
+  EXPECT_FALSE(r.ok());
+  ASSERT_FALSE(r.diagnostics.empty());
+  const Diagnostic& d = r.diagnostics[0];
+  EXPECT_EQ(d.code, c.code) << format_text(d);
+  EXPECT_EQ(d.file, "r.yaml");
+  EXPECT_EQ(d.line, c.line) << format_text(d);
+  EXPECT_EQ(d.column, c.column) << format_text(d);
+  EXPECT_EQ(format_text(d).rfind("r.yaml:" + std::to_string(c.line) + ":" + std::to_string(c.column) + ": error " + c.code, 0), 0u);
+}
+
+const std::string kHead = "rules:\n  - id: x\n    stream: calls\n";
+const std::string kAlert = "    alert: {severity: high}\n";
+
+INSTANTIATE_TEST_SUITE_P(
+    Loader, LoaderErrors,
+    ::testing::Values(
+        ErrorCase{"yaml_syntax", "rules:\n  - id: [x\n", "E001", 3, 1},
+        ErrorCase{"not_a_map", "- a\n- b\n", "E002", 1, 1},
+        ErrorCase{"unknown_key", kHead + "    wher: duration_s > 1\n" + kAlert, "E004", 4, 5},
+        ErrorCase{"duplicate_id", kHead + kAlert + "  - id: x\n    stream: calls\n" + kAlert, "E005", 5, 9},
+        ErrorCase{"unknown_stream", "rules:\n  - id: x\n    stream: sms\n" + kAlert, "E006", 3, 13},
+        ErrorCase{"unknown_kind", "rules:\n  - id: x\n    stream: faults\n    on: [exploded]\n" + kAlert, "E007", 4, 10},
+        ErrorCase{"bad_duration", kHead + "    window: {group_by: [caller], size: 1y}\n    having: count > 1\n" + kAlert, "E008", 4, 40},
+        ErrorCase{"expr_syntax", kHead + "    where: duration_s <\n" + kAlert, "E102", 4, 24},
+        ErrorCase{"expr_type", kHead + "    where: caller > 5\n" + kAlert, "E201", 4, 19},
+        ErrorCase{"expr_type_quoted", kHead + "    where: \"caller > 5\"\n" + kAlert, "E201", 4, 20},
+        ErrorCase{"unknown_field", kHead + "    where: callr == \"1\"\n" + kAlert, "E203", 4, 12},
+        ErrorCase{"not_bool", kHead + "    where: duration_s + 1\n" + kAlert, "E201", 4, 12},
+        ErrorCase{"bad_aggregate", kHead + "    window: {group_by: [caller], size: 1h}\n    aggregates: {x: median(duration_s)}\n    having: x > 1\n" + kAlert, "E010", 5, 21},
+        ErrorCase{"sum_of_string", kHead + "    window: {group_by: [caller], size: 1h}\n    aggregates: {x: sum(callee)}\n    having: x > 1\n" + kAlert, "E201", 5, 21},
+        ErrorCase{"no_having", kHead + "    window: {group_by: [caller], size: 1h}\n" + kAlert, "E003", 2, 5},
+        ErrorCase{"bad_severity", kHead + "    alert: {severity: urgent}\n", "E011", 4, 23},
+        ErrorCase{"bad_title_name", kHead + "    alert: {severity: high, title: \"a {nope} b\"}\n", "E012", 4, 40}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Loader, JsonDiagnostics) {
+  const auto r = load(kHead + "    where: caller > 5\n" + kAlert);
+  const std::string j = format_json(r.diagnostics);
+  EXPECT_NE(j.find(R"("code":"E201")"), std::string::npos) << j;
+  EXPECT_NE(j.find(R"("line":4)"), std::string::npos) << j;
+}
+
+TEST(Loader, MissingFileIsAnError) {
+  const auto r = load_rule_files({"/nonexistent/rules.yaml"});
+  EXPECT_FALSE(r.ok());
+  ASSERT_EQ(r.diagnostics.size(), 1u);
+  EXPECT_EQ(r.diagnostics[0].code, "E000");
+}
+
+}  // namespace
+}  // namespace tocsin::rules
