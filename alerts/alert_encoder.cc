@@ -24,7 +24,9 @@ void AlertEncoder::on_signal(const rules::Signal& s) {
   const rules::Rule& r = *s.rule;
   const Event& e = *s.event;
   const StreamSchema& schema = schema_of(r.stream);
-  const std::string id = alert_id(r.id, s.key, s.window_end_ms);
+  // A windowed alert is one per (rule, key, window); a per-event alert is one per event.
+  const std::string_view event_id[] = {e.id()};
+  const std::string id = alert_id(r.id, r.windowed ? s.key : std::span<const std::string_view>(event_id), s.window_end_ms);
   json_.clear();
   JsonWriter w(json_);
   w.begin_object()

@@ -1,0 +1,231 @@
+#include "app/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "rules/expr.h"
+
+namespace tocsin::app {
+namespace {
+
+class Reader {
+ public:
+  Reader(std::vector<ConfigError>& errors) : errors_(errors) {}
+
+  void error(const YAML::Node& n, const std::string& path, std::string msg) {
+    const auto m = n.Mark();
+    errors_.push_back({path, m.line >= 0 ? m.line + 1 : 0, m.column >= 0 ? m.column + 1 : 0, std::move(msg)});
+  }
+
+  // Reports keys not in `allowed` (likely typos) with the allowed list.
+  bool map(const YAML::Node& n, const std::string& path, std::initializer_list<const char*> allowed) {
+    if (!n) return false;
+    if (!n.IsMap()) {
+      error(n, path, "must be a mapping");
+      return false;
+    }
+    for (const auto& kv : n) {
+      const std::string k = kv.first.Scalar();
+      bool ok = false;
+      for (const char* a : allowed) ok |= k == a;
+      if (!ok) {
+        std::string list;
+        for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+        error(kv.first, join(path, k), "unknown key; expected one of: " + list);
+      }
+    }
+    return true;
+  }
+
+  static std::string join(const std::string& a, const std::string& b) { return a.empty() ? b : a + "." + b; }
+
+  void str(const YAML::Node& parent, const std::string& path, const char* key, std::string& out) {
+    const YAML::Node n = parent[key];
+    if (!n) return;
+    if (!n.IsScalar()) return error(n, join(path, key), "must be a string");
+    out = n.Scalar();
+  }
+
+  void integer(const YAML::Node& parent, const std::string& path, const char* key, int64_t lo, int64_t hi, auto& out) {
+    const YAML::Node n = parent[key];
+    if (!n) return;
+    int64_t v;
+    if (!n.IsScalar() || !YAML::convert<int64_t>::decode(n, v) || v < lo || v > hi)
+      return error(n, join(path, key), "must be a whole number from " + std::to_string(lo) + " to " + std::to_string(hi) + " (got '" + (n.IsScalar() ? n.Scalar() : "a structure") + "')");
+    out = static_cast<std::remove_reference_t<decltype(out)>>(v);
+  }
+
+  void number(const YAML::Node& parent, const std::string& path, const char* key, double lo, double hi, double& out) {
+    const YAML::Node n = parent[key];
+    if (!n) return;
+    double v;
+    if (!n.IsScalar() || !YAML::convert<double>::decode(n, v) || v < lo || v > hi)
+      return error(n, join(path, key), "must be a number from " + std::to_string(lo) + " to " + std::to_string(hi));
+    out = v;
+  }
+
+  void boolean(const YAML::Node& parent, const std::string& path, const char* key, bool& out) {
+    const YAML::Node n = parent[key];
+    if (!n) return;
+    bool v;
+    if (!n.IsScalar() || !YAML::convert<bool>::decode(n, v)) return error(n, join(path, key), "must be true or false");
+    out = v;
+  }
+
+  void duration(const YAML::Node& parent, const std::string& path, const char* key, int64_t& out_ms) {
+    const YAML::Node n = parent[key];
+    if (!n) return;
+    const auto ms = n.IsScalar() ? rules::parse_duration_ms(n.Scalar()) : std::nullopt;
+    if (!ms) return error(n, join(path, key), "must be a duration such as 500ms, 30s, 15m or 1h");
+    out_ms = *ms;
+  }
+
+  void properties(const YAML::Node& parent, const std::string& path, const char* key, std::map<std::string, std::string>& out) {
+    const YAML::Node n = parent[key];
+    if (!n) return;
+    if (!n.IsMap()) return error(n, join(path, key), "must map librdkafka property names to values");
+    for (const auto& kv : n) {
+      if (!kv.second.IsScalar()) {
+        error(kv.second, join(join(path, key), kv.first.Scalar()), "must be a single value");
+        continue;
+      }
+      out[kv.first.Scalar()] = kv.second.Scalar();
+    }
+  }
+
+ private:
+  std::vector<ConfigError>& errors_;
+};
+
+}  // namespace
+
+std::string format(const ConfigError& e, const std::string& file) {
+  std::string s = file;
+  if (e.line) s += ":" + std::to_string(e.line) + ":" + std::to_string(e.column);
+  s += ": " + (e.path.empty() ? std::string() : e.path + ": ") + e.message;
+  return s;
+}
+
+bool split_host_port(const std::string& s, std::string& host, uint16_t& port) {
+  const auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  host = s.substr(0, colon);
+  const std::string p = s.substr(colon + 1);
+  if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos) return false;
+  const int v = std::stoi(p);
+  if (v > 65535) return false;
+  port = static_cast<uint16_t>(v);
+  return true;
+}
+
+std::vector<ConfigError> parse_config(const std::string& text, const std::string& file, Config& c) {
+  std::vector<ConfigError> errors;
+  c.path = file;
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    errors.push_back({"", e.mark.line + 1, e.mark.column + 1, "YAML syntax: " + e.msg});
+    return errors;
+  }
+  if (!root || root.IsNull()) return errors;  // an empty file means all defaults
+  Reader r(errors);
+  if (!r.map(root, "", {"kafka", "embedded", "demo", "pipeline", "rules", "http", "log"})) return errors;
+
+  if (const auto k = root["kafka"]; r.map(k, "kafka", {"bootstrap.servers", "group.id", "topics", "properties", "consumer", "producer", "batch_size"})) {
+    r.str(k, "kafka", "bootstrap.servers", c.kafka.bootstrap);
+    r.str(k, "kafka", "group.id", c.kafka.group_id);
+    if (const auto t = k["topics"]; r.map(t, "kafka.topics", {"calls", "faults", "complaints", "alerts", "dead_letter"})) {
+      for (int s = 0; s < kStreamCount; ++s)
+        r.str(t, "kafka.topics", std::string(to_string(static_cast<Stream>(s))).c_str(), c.kafka.topics.input[static_cast<size_t>(s)]);
+      r.str(t, "kafka.topics", "alerts", c.kafka.topics.alerts);
+      r.str(t, "kafka.topics", "dead_letter", c.kafka.topics.dead_letter);
+      std::set<std::string> names;
+      for (const auto& kv : t)
+        if (kv.second.IsScalar() && !names.insert(kv.second.Scalar()).second)
+          r.error(kv.second, "kafka.topics." + kv.first.Scalar(), "topic '" + kv.second.Scalar() + "' is used twice; every stream and output needs its own topic");
+    }
+    r.properties(k, "kafka", "properties", c.kafka.common);
+    r.properties(k, "kafka", "consumer", c.kafka.consumer);
+    r.properties(k, "kafka", "producer", c.kafka.producer);
+    r.integer(k, "kafka", "batch_size", 1, 100000, c.kafka.batch_size);
+    for (const auto* m : {&c.kafka.common, &c.kafka.consumer, &c.kafka.producer})
+      for (const auto& [key, v] : *m) {
+        (void)v;
+        if (key == "bootstrap.servers" || key == "group.id")
+          r.error(k, "kafka", "set '" + key + "' directly under kafka:, not among the librdkafka properties");
+      }
+    if (errors.empty()) {
+      // Let librdkafka judge every passed-through property now, not at start-up.
+      try {
+        connectors::check_properties(c.kafka);
+      } catch (const std::invalid_argument& e) {
+        r.error(k, "kafka", std::string(e.what()) + " (see librdkafka CONFIGURATION.md for valid names and values)");
+      }
+    }
+  }
+  if (const auto e = root["embedded"]; r.map(e, "embedded", {"brokers", "partitions", "bootstrap_file"})) {
+    r.integer(e, "embedded", "brokers", 1, 16, c.embedded.brokers);
+    r.integer(e, "embedded", "partitions", 1, 1024, c.embedded.partitions);
+    r.str(e, "embedded", "bootstrap_file", c.embedded.bootstrap_file);
+  }
+  if (const auto d = root["demo"]; r.map(d, "demo", {"enabled", "rate", "seed"})) {
+    r.boolean(d, "demo", "enabled", c.demo.enabled);
+    r.number(d, "demo", "rate", 0.1, 10'000'000, c.demo.rate);
+    r.integer(d, "demo", "seed", 0, INT64_MAX, c.demo.seed);
+  }
+  if (const auto p = root["pipeline"]; r.map(p, "pipeline", {"workers", "max_event_bytes", "max_future_skew", "poll_timeout"})) {
+    r.integer(p, "pipeline", "workers", 1, 256, c.pipeline.workers);
+    r.integer(p, "pipeline", "max_event_bytes", 64, 1 << 20, c.pipeline.limits.max_event_bytes);
+    r.duration(p, "pipeline", "max_future_skew", c.pipeline.limits.max_future_skew_ms);
+    int64_t poll = c.pipeline.poll_timeout_ms;
+    r.duration(p, "pipeline", "poll_timeout", poll);
+    if (poll < 1 || poll > 10000) r.error(p["poll_timeout"], "pipeline.poll_timeout", "must be between 1ms and 10s");
+    c.pipeline.poll_timeout_ms = static_cast<int>(poll);
+  }
+  const std::filesystem::path base = file.empty() ? std::filesystem::path(".") : std::filesystem::path(file).parent_path();
+  if (const auto rl = root["rules"]; r.map(rl, "rules", {"files"})) {
+    const auto f = rl["files"];
+    if (f) {
+      c.rule_paths.clear();
+      if (!f.IsSequence()) {
+        r.error(f, "rules.files", "must be a list of rule files or directories");
+      } else {
+        for (size_t i = 0; i < f.size(); ++i) {
+          std::filesystem::path p = f[i].Scalar();
+          if (p.is_relative()) p = base / p;
+          std::error_code ec;
+          if (!std::filesystem::exists(p, ec))
+            r.error(f[i], "rules.files[" + std::to_string(i) + "]", "'" + p.string() + "' does not exist; give a rule file or a directory of *.yaml rule files");
+          c.rule_paths.push_back(p.lexically_normal().string());
+        }
+      }
+    }
+  }
+  if (const auto h = root["http"]; r.map(h, "http", {"listen"})) {
+    r.str(h, "http", "listen", c.http_listen);
+    std::string host;
+    uint16_t port;
+    if (!split_host_port(c.http_listen, host, port)) r.error(h["listen"], "http.listen", "must be HOST:PORT, e.g. 127.0.0.1:9464 (port 0 picks a free port)");
+  }
+  if (const auto l = root["log"]; r.map(l, "log", {"level"})) {
+    r.str(l, "log", "level", c.log_level);
+    static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+    if (!kLevels.count(c.log_level)) r.error(l["level"], "log.level", "must be one of trace, debug, info, warn, error, critical, off");
+  }
+  return errors;
+}
+
+std::vector<ConfigError> load_config(const std::string& file, Config& out) {
+  std::ifstream in(file);
+  if (!in) return {{"", 0, 0, "cannot read the config file; check the path (examples/tocsin.yaml is a documented example)"}};
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), file, out);
+}
+
+}  // namespace tocsin::app

@@ -1,0 +1,64 @@
+#pragma once
+// The daemon's configuration: one YAML file (see examples/tocsin.yaml) read
+// into typed structs. validate() collects every error, each with its YAML path
+// and line, so `tocsin check` can report them all at once.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "connectors/kafka_options.h"
+#include "pipeline/decoder.h"
+
+namespace tocsin::app {
+
+struct EmbeddedConfig {
+  int brokers = 3;
+  int partitions = 8;
+  std::string bootstrap_file;  // write the bootstrap servers here, if set
+};
+
+struct DemoConfig {
+  bool enabled = true;  // generate demo traffic (only with the embedded broker unless forced)
+  double rate = 200;    // events per second
+  uint64_t seed = 42;
+};
+
+struct PipelineConfig {
+  int workers = 2;
+  DecodeLimits limits;
+  int poll_timeout_ms = 100;
+};
+
+struct Config {
+  std::string path;  // the file it was read from ("" for defaults)
+  connectors::KafkaOptions kafka;
+  EmbeddedConfig embedded;
+  DemoConfig demo;
+  PipelineConfig pipeline;
+  std::vector<std::string> rule_paths{"examples/rules"};
+  std::string http_listen = "127.0.0.1:9464";
+  std::string log_level = "info";
+
+  bool embedded_broker() const { return kafka.bootstrap.empty(); }
+};
+
+struct ConfigError {
+  std::string path;  // YAML path, e.g. "pipeline.workers"
+  int line = 0;      // 1-based, 0 if unknown
+  int column = 0;
+  std::string message;  // says what is wrong and how to fix it
+};
+
+std::string format(const ConfigError& e, const std::string& file);
+
+// Parses `text` (the content of `file`). Relative rule paths are resolved
+// against the file's directory. Returns the errors; `out` is usable only when
+// the list is empty.
+std::vector<ConfigError> parse_config(const std::string& text, const std::string& file, Config& out);
+// Reads and parses a file; a missing file is an error.
+std::vector<ConfigError> load_config(const std::string& file, Config& out);
+
+// Splits "host:port"; returns false when malformed.
+bool split_host_port(const std::string& s, std::string& host, uint16_t& port);
+
+}  // namespace tocsin::app

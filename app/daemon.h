@@ -1,0 +1,22 @@
+#pragma once
+// The daemon's wiring: embedded broker (when no bootstrap.servers is set),
+// demo traffic, metrics HTTP server, and N workers each with its own Kafka
+// I/O, rule engine and alert encoder. Only this file and main know every folder.
+#include <atomic>
+#include <iosfwd>
+
+#include "app/config.h"
+
+namespace tocsin::app {
+
+// Runs until `stop` becomes true. Prints the banner (bootstrap servers, how
+// to watch alerts, metrics URL, how to stop) to `banner`. Returns the process
+// exit code; rule or start-up errors are printed to stderr with how to fix them.
+int run_daemon(Config config, const std::atomic<bool>& stop, std::ostream& banner);
+
+// Blocks SIGINT and SIGTERM in the calling thread (call first in main, so
+// every thread inherits the mask) and starts a thread that sets `stop` when
+// one arrives.
+void install_stop_signals(std::atomic<bool>& stop);
+
+}  // namespace tocsin::app

@@ -1,0 +1,202 @@
+// tocsin: the single executable. Subcommands: run, check, rules check, broker, gen.
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "app/config.h"
+#include "app/daemon.h"
+#include "connectors/embedded_broker.h"
+#include "connectors/kafka_io.h"
+#include "gen/generator.h"
+#include "rules/rule_set.h"
+
+namespace {
+
+using namespace tocsin;
+
+int print_config_errors(const std::vector<app::ConfigError>& errors, const std::string& file) {
+  for (const auto& e : errors) std::cerr << app::format(e, file) << "\n";
+  std::cerr << "tocsin: " << errors.size() << " configuration error" << (errors.size() == 1 ? "" : "s")
+            << "; nothing was started\n";
+  return 2;
+}
+
+int cmd_check(const std::string& file) {
+  app::Config cfg;
+  const auto errors = app::load_config(file, cfg);
+  if (!errors.empty()) return print_config_errors(errors, file);
+  const auto loaded = rules::load_rule_files(cfg.rule_paths);
+  for (const auto& d : loaded.diagnostics) std::cerr << rules::format_text(d) << "\n";
+  if (!loaded.ok()) return 1;
+  std::cout << file << ": OK (" << loaded.rules->rules.size() << " rules, version " << loaded.rules->version
+            << ", " << (cfg.embedded_broker() ? "embedded broker" : "brokers " + cfg.kafka.bootstrap) << ")\n";
+  return 0;
+}
+
+int cmd_rules_check(const std::vector<std::string>& files, const std::string& format) {
+  const auto loaded = rules::load_rule_files(files);
+  if (format == "json") {
+    std::cout << rules::format_json(loaded.diagnostics) << "\n";
+  } else {
+    for (const auto& d : loaded.diagnostics) std::cerr << rules::format_text(d) << "\n";
+    if (loaded.ok()) std::cout << "OK: " << loaded.rules->rules.size() << " rules, version " << loaded.rules->version << "\n";
+  }
+  return loaded.ok() ? 0 : 1;
+}
+
+struct BrokerArgs {
+  int brokers = 3;
+  int partitions = 8;
+  std::vector<std::string> topics{"calls", "faults", "complaints", "alerts", "tocsin.dlq"};
+  std::string bootstrap_file;
+};
+
+// Runs the embedded broker until SIGINT/SIGTERM or end of input; each stdin
+// line is a fault-injection command answered with "ok" or "error: ...".
+int cmd_broker(const BrokerArgs& a, std::atomic<bool>& stop) {
+  connectors::EmbeddedBroker broker(a.brokers);
+  for (const auto& t : a.topics) {
+    const auto colon = t.find(':');
+    broker.create_topic(t.substr(0, colon), colon == std::string::npos ? a.partitions : std::stoi(t.substr(colon + 1)));
+  }
+  if (!a.bootstrap_file.empty()) {
+    const std::string tmp = a.bootstrap_file + ".tmp";
+    std::ofstream(tmp) << broker.bootstrap() << "\n";
+    std::filesystem::rename(tmp, a.bootstrap_file);  // readers never see a partial file
+  }
+  std::cout << "bootstrap.servers=" << broker.bootstrap() << "\n"
+            << "commands on stdin: down ID | up ID | rtt ID MS | errors API_KEY COUNT ERROR_NAME | topic NAME PARTITIONS\n"
+            << std::flush;
+  std::thread([&broker, &stop] {
+    for (std::string line; std::getline(std::cin, line);) {
+      if (line.empty()) continue;
+      const std::string err = broker.command(line);
+      std::cout << (err.empty() ? "ok" : "error: " + err) << "\n" << std::flush;
+    }
+  }).detach();
+  while (!stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  return 0;
+}
+
+struct GenArgs {
+  std::string bootstrap;
+  std::string out_dir;
+  double rate = 0;  // 0: as fast as possible
+  int64_t count = 10000;
+  uint64_t seed = 42;
+  int64_t start_ms = 0;
+  int64_t plant_every = 5000;
+  connectors::Topics topics;
+};
+
+int cmd_gen(const GenArgs& a, const std::atomic<bool>& stop) {
+  gen::Options o;
+  o.seed = a.seed;
+  o.start_time_ms = a.start_ms;
+  o.plant_every = a.plant_every;
+  if (a.rate > 0) o.events_per_second = a.rate;
+  gen::Generator g(o);
+  gen::Message m;
+  std::unique_ptr<connectors::KafkaProducer> producer;
+  std::array<std::ofstream, kStreamCount> files;
+  if (!a.bootstrap.empty()) {
+    connectors::KafkaOptions k;
+    k.bootstrap = a.bootstrap;
+    k.producer["linger.ms"] = "5";
+    producer = std::make_unique<connectors::KafkaProducer>(k);
+  } else {
+    std::filesystem::create_directories(a.out_dir);
+    for (int s = 0; s < kStreamCount; ++s)
+      files[static_cast<size_t>(s)].open(std::filesystem::path(a.out_dir) / (std::string(to_string(static_cast<Stream>(s))) + ".jsonl"));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  int64_t i = 0;
+  for (; i < a.count && !stop.load(std::memory_order_relaxed); ++i) {
+    g.next(m);
+    if (producer) producer->produce(a.topics.input[static_cast<size_t>(m.stream)], m.key, m.json);
+    else files[static_cast<size_t>(m.stream)] << m.json << '\n';
+    if (a.rate > 0) {
+      const auto due = start + std::chrono::microseconds(static_cast<int64_t>(static_cast<double>(i) * 1e6 / a.rate));
+      if (due > std::chrono::steady_clock::now() + std::chrono::milliseconds(2)) std::this_thread::sleep_until(due);
+    }
+  }
+  int64_t failed = 0;
+  if (producer) failed = producer->flush(30000);
+  const auto& p = g.planted();
+  std::cerr << "generated " << i << " events (planted: " << p.fraud_fan_out << " fraud fan-outs, " << p.heating_outages
+            << " heating outages, " << p.late_tickets << " late tickets)" << (failed ? ", " + std::to_string(failed) + " NOT delivered" : "") << "\n";
+  return failed ? 1 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::atomic<bool> stop{false};
+  app::install_stop_signals(stop);
+  spdlog::set_default_logger(spdlog::stderr_color_mt("tocsin"));
+
+  CLI::App cli{"Tocsin: real-time alerting and must-reach warnings for city control rooms"};
+  cli.require_subcommand(1);
+
+  std::string config_file;
+  auto* run = cli.add_subcommand("run", "Run the pipeline (embedded broker and demo traffic when no bootstrap.servers is set)");
+  run->add_option("-c,--config", config_file, "Config file (YAML); see examples/tocsin.yaml");
+
+  std::string check_file;
+  auto* check = cli.add_subcommand("check", "Validate a config file and its rules without starting anything");
+  check->add_option("config", check_file, "Config file")->required();
+
+  auto* rules_cmd = cli.add_subcommand("rules", "Rule tools");
+  rules_cmd->require_subcommand(1);
+  std::vector<std::string> rule_files;
+  std::string rule_format = "text";
+  auto* rules_check = rules_cmd->add_subcommand("check", "Check rule files; exit 0 when they can go live");
+  rules_check->add_option("files", rule_files, "Rule files or directories")->required();
+  rules_check->add_option("--format", rule_format, "text or json")->check(CLI::IsMember({"text", "json"}));
+
+  BrokerArgs ba;
+  auto* broker = cli.add_subcommand("broker", "Run the embedded Kafka-protocol broker alone (for tests and tools)");
+  broker->add_option("--brokers", ba.brokers, "Number of brokers")->check(CLI::Range(1, 16));
+  broker->add_option("--partitions", ba.partitions, "Default partitions per topic")->check(CLI::Range(1, 1024));
+  broker->add_option("--topic", ba.topics, "Topic to create, NAME or NAME:PARTITIONS (repeatable; replaces the defaults)");
+  broker->add_option("--bootstrap-file", ba.bootstrap_file, "Write the bootstrap servers to this file");
+
+  GenArgs ga;
+  auto* gen_cmd = cli.add_subcommand("gen", "Generate seeded demo traffic to Kafka or JSONL files");
+  auto* dest = gen_cmd->add_option_group("destination");
+  dest->add_option("-b,--bootstrap", ga.bootstrap, "Kafka bootstrap servers");
+  dest->add_option("-o,--out", ga.out_dir, "Directory for calls.jsonl, faults.jsonl, complaints.jsonl");
+  dest->require_option(1);
+  gen_cmd->add_option("--rate", ga.rate, "Events per second (default: as fast as possible)");
+  gen_cmd->add_option("-n,--count", ga.count, "Number of events");
+  gen_cmd->add_option("--seed", ga.seed, "Random seed");
+  gen_cmd->add_option("--start-ms", ga.start_ms, "Event time of the first event, epoch ms (default: now)");
+  gen_cmd->add_option("--plant-every", ga.plant_every, "Planted scenarios every N background events (0: none)");
+
+  CLI11_PARSE(cli, argc, argv);
+  try {
+    if (*run) {
+      app::Config cfg;
+      if (!config_file.empty()) {
+        const auto errors = app::load_config(config_file, cfg);
+        if (!errors.empty()) return print_config_errors(errors, config_file);
+      }
+      return app::run_daemon(std::move(cfg), stop, std::cout);
+    }
+    if (*check) return cmd_check(check_file);
+    if (*rules_check) return cmd_rules_check(rule_files, rule_format);
+    if (*broker) return cmd_broker(ba, stop);
+    if (*gen_cmd) return cmd_gen(ga, stop);
+  } catch (const std::exception& e) {
+    std::cerr << "tocsin: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,138 @@
+#include "monitoring/metrics.h"
+
+#include <prometheus/gauge.h>
+#include <prometheus/text_serializer.h>
+
+#include <limits>
+
+#include <sstream>
+
+#include "rules/engine.h"
+
+namespace tocsin::monitoring {
+
+using prometheus::MetricType;
+
+Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {}
+
+void Metrics::add_collector(Collector c) {
+  std::lock_guard lock(mu_);
+  collectors_.push_back(std::move(c));
+}
+
+std::string Metrics::render() const {
+  Families families = registry_->Collect();
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& c : collectors_) c(families);
+  }
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, families);
+  return out.str();
+}
+
+prometheus::MetricFamily make_family(std::string name, std::string help, MetricType type) {
+  prometheus::MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = type;
+  return f;
+}
+
+void add_sample(prometheus::MetricFamily& f, std::vector<prometheus::ClientMetric::Label> labels, double value) {
+  prometheus::ClientMetric m;
+  m.label = std::move(labels);
+  switch (f.type) {
+    case MetricType::Counter: m.counter.value = value; break;
+    case MetricType::Gauge: m.gauge.value = value; break;
+    default: m.untyped.value = value;
+  }
+  f.metric.push_back(std::move(m));
+}
+
+void add_build_info(Metrics& m, const std::string& version) {
+  auto& fam = prometheus::BuildGauge()
+                  .Name("tocsin_build_info")
+                  .Help("Tocsin build; the value is always 1")
+                  .Register(m.registry());
+  fam.Add({{"version", version}}).Set(1);
+}
+
+Metrics::Collector pipeline_collector(std::vector<const WorkerStats*> workers,
+                                      std::array<std::string, kStreamCount> topics) {
+  return [workers = std::move(workers), topics = std::move(topics)](Families& out) {
+    auto sum = [&](auto get) {
+      double v = 0;
+      for (const WorkerStats* w : workers) v += static_cast<double>(get(*w));
+      return v;
+    };
+    auto consumed = make_family("tocsin_events_consumed_total", "Messages read from the input topics", MetricType::Counter);
+    auto processed = make_family("tocsin_events_processed_total", "Messages decoded and evaluated by the rules", MetricType::Counter);
+    auto failed = make_family("tocsin_events_failed_total", "Messages rejected and sent to the dead-letter topic, by stage and reason", MetricType::Counter);
+    auto last = make_family("tocsin_last_event_time_seconds", "Event time of the newest processed event, by topic", MetricType::Gauge);
+    for (int s = 0; s < kStreamCount; ++s) {
+      const std::string& topic = topics[static_cast<size_t>(s)];
+      add_sample(consumed, {{"topic", topic}}, sum([s](const WorkerStats& w) { return w.consumed[s].load(std::memory_order_relaxed); }));
+      add_sample(processed, {{"topic", topic}}, sum([s](const WorkerStats& w) { return w.processed[s].load(std::memory_order_relaxed); }));
+      int64_t newest = 0;
+      for (const WorkerStats* w : workers) newest = std::max(newest, w->last_event_time_ms[s].load(std::memory_order_relaxed));
+      add_sample(last, {{"topic", topic}}, static_cast<double>(newest) / 1000.0);
+    }
+    for (int r = 1; r < kDecodeErrorCount; ++r) {
+      const double v = sum([r](const WorkerStats& w) {
+        uint64_t n = 0;
+        for (int s = 0; s < kStreamCount; ++s) n += w.failed[s][r].load(std::memory_order_relaxed);
+        return n;
+      });
+      add_sample(failed, {{"stage", "decode"}, {"reason", std::string(reason_code(static_cast<DecodeError>(r)))}}, v);
+    }
+    auto hist = make_family("tocsin_event_processing_seconds", "Time to decode one event and evaluate the rules on it", MetricType::Histogram);
+    prometheus::ClientMetric h;
+    uint64_t cumulative = 0;
+    for (size_t b = 0; b <= kLatencyBucketsSeconds.size(); ++b) {
+      cumulative += static_cast<uint64_t>(sum([b](const WorkerStats& w) { return w.latency_buckets[b].load(std::memory_order_relaxed); }));
+      prometheus::ClientMetric::Bucket bucket;
+      bucket.cumulative_count = cumulative;
+      bucket.upper_bound = b < kLatencyBucketsSeconds.size() ? kLatencyBucketsSeconds[b] : std::numeric_limits<double>::infinity();
+      h.histogram.bucket.push_back(bucket);
+    }
+    h.histogram.sample_count = cumulative;
+    h.histogram.sample_sum = sum([](const WorkerStats& w) { return w.latency_sum_ns.load(std::memory_order_relaxed); }) * 1e-9;
+    hist.metric.push_back(std::move(h));
+    for (auto* f : {&consumed, &processed, &failed, &last, &hist}) out.push_back(std::move(*f));
+  };
+}
+
+Metrics::Collector rules_collector(std::vector<const rules::Engine*> engines) {
+  return [engines = std::move(engines)](Families& out) {
+    if (engines.empty()) return;
+    const rules::RuleSet& set = engines.front()->rule_set();
+    auto evals = make_family("tocsin_rule_evaluations_total", "Events offered to a rule", MetricType::Counter);
+    auto matches = make_family("tocsin_rule_matches_total", "Events that passed a rule's where clause", MetricType::Counter);
+    auto alerts = make_family("tocsin_alerts_emitted_total", "Alerts raised, by rule and severity", MetricType::Counter);
+    auto late = make_family("tocsin_rule_late_events_total", "Events too old for a rule's window (not aggregated)", MetricType::Counter);
+    auto keys = make_family("tocsin_rule_state_keys", "Live window keys held by a rule", MetricType::Gauge);
+    auto rules_loaded = make_family("tocsin_rules_loaded", "Rules in the active rule set, labelled with its version", MetricType::Gauge);
+    add_sample(rules_loaded, {{"rule_set_version", set.version}}, static_cast<double>(set.rules.size()));
+    for (size_t i = 0; i < set.rules.size(); ++i) {
+      double e = 0, m = 0, a = 0, l = 0, k = 0;
+      for (const rules::Engine* eng : engines) {
+        const auto& c = eng->counters()[i];
+        e += static_cast<double>(c.evaluations.load(std::memory_order_relaxed));
+        m += static_cast<double>(c.matches.load(std::memory_order_relaxed));
+        a += static_cast<double>(c.signals.load(std::memory_order_relaxed));
+        l += static_cast<double>(c.late.load(std::memory_order_relaxed));
+        k += static_cast<double>(c.keys.load(std::memory_order_relaxed));
+      }
+      const std::string& id = set.rules[i].id;
+      add_sample(evals, {{"rule", id}}, e);
+      add_sample(matches, {{"rule", id}}, m);
+      add_sample(alerts, {{"rule", id}, {"severity", set.rules[i].severity}}, a);
+      add_sample(late, {{"rule", id}}, l);
+      add_sample(keys, {{"rule", id}}, k);
+    }
+    for (auto* f : {&rules_loaded, &evals, &matches, &alerts, &late, &keys}) out.push_back(std::move(*f));
+  };
+}
+
+}  // namespace tocsin::monitoring
