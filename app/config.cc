@@ -93,6 +93,9 @@ class Reader {
         error(kv.second, join(join(path, key), kv.first.Scalar()), "must be a single value");
         continue;
       }
+      // librdkafka judges each passed-through property now, not at start-up.
+      if (const std::string err = connectors::check_property(kv.first.Scalar(), kv.second.Scalar()); !err.empty())
+        error(kv.second, join(join(path, key), kv.first.Scalar()), err + " (see librdkafka CONFIGURATION.md)");
       out[kv.first.Scalar()] = kv.second.Scalar();
     }
   }
@@ -159,14 +162,6 @@ std::vector<ConfigError> parse_config(const std::string& text, const std::string
         if (key == "bootstrap.servers" || key == "group.id")
           r.error(k, "kafka", "set '" + key + "' directly under kafka:, not among the librdkafka properties");
       }
-    if (errors.empty()) {
-      // Let librdkafka judge every passed-through property now, not at start-up.
-      try {
-        connectors::check_properties(c.kafka);
-      } catch (const std::invalid_argument& e) {
-        r.error(k, "kafka", std::string(e.what()) + " (see librdkafka CONFIGURATION.md for valid names and values)");
-      }
-    }
   }
   if (const auto e = root["embedded"]; r.map(e, "embedded", {"brokers", "partitions", "bootstrap_file"})) {
     r.integer(e, "embedded", "brokers", 1, 16, c.embedded.brokers);

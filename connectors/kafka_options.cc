@@ -41,8 +41,12 @@ rd_kafka_conf_t* make_conf(const KafkaOptions& o, ClientRole role) {
   return conf;
 }
 
-void check_properties(const KafkaOptions& o) {
-  for (auto role : {ClientRole::kConsumer, ClientRole::kProducer}) rd_kafka_conf_destroy(make_conf(o, role));
+std::string check_property(const std::string& name, const std::string& value) {
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  char err[512];
+  const bool ok = rd_kafka_conf_set(conf, name.c_str(), value.c_str(), err, sizeof err) == RD_KAFKA_CONF_OK;
+  rd_kafka_conf_destroy(conf);
+  return ok ? "" : err;
 }
 
 }  // namespace tocsin::connectors

@@ -37,8 +37,7 @@ enum class ClientRole { kConsumer, kProducer };
 // Builds a librdkafka conf: Tocsin's defaults for the role, then `common`, then
 // the role's map. Throws std::invalid_argument naming a bad property.
 rd_kafka_conf_t* make_conf(const KafkaOptions& o, ClientRole role);
-// Builds both confs and discards them: throws std::invalid_argument naming the
-// first property librdkafka rejects.
-void check_properties(const KafkaOptions& o);
+// Returns librdkafka's complaint about one property, or "" when it is valid.
+std::string check_property(const std::string& name, const std::string& value);
 
 }  // namespace tocsin::connectors
