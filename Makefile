@@ -28,7 +28,7 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	@cmake -S . -B $(BUILD)-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14 \
 	  -DTOCSIN_FUZZ=ON -DTOCSIN_BUILD_TESTS=OFF -DTOCSIN_BUILD_BENCH=OFF > $(BUILD)-fuzz.cmake.log 2>&1 || (cat $(BUILD)-fuzz.cmake.log; exit 1)
-	@cmake --build $(BUILD)-fuzz -j $(JOBS) --target fuzz_decoder
+	@cmake --build $(BUILD)-fuzz -j $(JOBS) --target fuzz_decoder fuzz_rules
 	@bash tests/fuzz/run.sh $(BUILD)-fuzz $(FUZZ_SECONDS)
 
 bench: build

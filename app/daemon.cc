@@ -131,7 +131,14 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
          << "  stop:              Ctrl-C\n"
          << std::flush;
 
-  for (auto& s : slots) s.thread = std::thread([&s, &stop, &cfg] { s.worker->run(stop, cfg.pipeline.poll_timeout_ms); });
+  std::atomic<int> unclean{0};
+  for (auto& s : slots)
+    s.thread = std::thread([&s, &stop, &cfg, &unclean] {
+      s.worker->run(stop, cfg.pipeline.poll_timeout_ms);
+      // Drain in every worker's own thread at once, so the group can finish
+      // any rebalance while the members commit.
+      if (!s.io->drain(10000)) unclean.fetch_add(1);
+    });
   std::thread demo;
   if (broker && cfg.demo.enabled) {
     spdlog::info("demo traffic: {} events/s, seed {}", cfg.demo.rate, cfg.demo.seed);
@@ -139,10 +146,9 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
   }
   while (!stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   if (demo.joinable()) demo.join();
-  bool clean = true;
   for (auto& s : slots) s.thread.join();
-  for (auto& s : slots) clean &= s.io->drain(10000);
   for (auto& s : slots) s.io->close(10000);
+  const bool clean = unclean.load() == 0;
   http.stop();
   spdlog::info("stopped{}", clean ? " cleanly" : " with unacknowledged outputs (they will be redone)");
   return 0;

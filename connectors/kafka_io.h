@@ -44,8 +44,9 @@ class KafkaIO final : public EventSource, public OutputSink {
   // Waits up to timeout_ms for every produced message to be acknowledged,
   // stores the offsets of completed batches and commits them synchronously.
   // Returns false if some outputs were still unacknowledged (their input will
-  // be consumed again). Call drain() on every worker before close() on any, so
-  // that no commit races the rebalance a leaving member causes.
+  // be consumed again). Call drain() on every worker (each in its own thread,
+  // concurrently) before close() on any: a commit refused because the group
+  // is rebalancing is retried while the rebalance is served.
   bool drain(int timeout_ms);
   // Drains if not yet drained, then leaves the group and frees the clients.
   void close(int timeout_ms);

@@ -105,7 +105,8 @@ uint64_t permute_suffix(uint64_t x) {
 
 // Injective for index < kMaxPool.
 uint64_t number_of_index(uint64_t index) {
-  return kPoolPrefixes[index % kPrefixCount] * kSuffixSpace + permute_suffix((index / kPrefixCount) % kSuffixSpace);
+  return kPoolPrefixes[index % kPrefixCount] * kSuffixSpace +
+         permute_suffix((index / kPrefixCount) % kSuffixSpace);
 }
 
 bool is_fixed_index(uint64_t index) { return kPoolPrefixes[index % kPrefixCount] == kFixedPrefix; }
@@ -607,7 +608,8 @@ void Generator::Impl::emit_fraud_call(const Pending& p, Message& out) {
 void Generator::Impl::plant_fraud(int64_t t) {
   uint64_t caller;
   if (rng.chance(0.5)) {
-    caller = static_cast<uint64_t>(rng.range(170, 171)) * kSuffixSpace + permute_suffix(virtual_counter++ % kSuffixSpace);
+    caller = static_cast<uint64_t>(rng.range(170, 171)) * kSuffixSpace +
+             permute_suffix(virtual_counter++ % kSuffixSpace);
   } else {
     do caller = fresh_number();
     while (caller / kSuffixSpace == kFixedPrefix);
@@ -646,7 +648,8 @@ Pending Generator::Impl::new_ticket(int64_t t) {
   uint8_t c = 0;
   while (c + 1 < kCategoryCount && u >= category_cdf[c]) ++c;
   p.category = c;
-  p.urgency = rng.chance(0.85) ? static_cast<uint8_t>(kCategories[c].urgency) : static_cast<uint8_t>(rng.range(0, 3));
+  p.urgency = rng.chance(0.85) ? static_cast<uint8_t>(kCategories[c].urgency)
+                               : static_cast<uint8_t>(rng.range(0, 3));
   return p;
 }
 
@@ -724,7 +727,8 @@ void Generator::Impl::emit_ticket(const Pending& p, Message& out) {
       case kLevelCity: j.str("assignee", "city-hall"); break;
       case kLevelUtility:
         if (cat.heating)
-          j.str2("assignee", "heat-", network_ids[static_cast<size_t>(network_of_community(community_of(b)))]);
+          j.str2("assignee", "heat-",
+                 network_ids[static_cast<size_t>(network_of_community(community_of(b)))]);
         else
           j.str("assignee", "water-utility");
         break;

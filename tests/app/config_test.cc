@@ -1,0 +1,121 @@
+#include "app/config.h"
+
+#include <gtest/gtest.h>
+
+namespace tocsin::app {
+namespace {
+
+TEST(Config, ExampleFileIsValidAndDocumentsTheDefaults) {
+  Config c;
+  const auto errors = load_config(TOCSIN_SOURCE_DIR "/examples/tocsin.yaml", c);
+  ASSERT_TRUE(errors.empty()) << format(errors[0], "examples/tocsin.yaml");
+  const Config defaults;
+  EXPECT_TRUE(c.embedded_broker());
+  EXPECT_EQ(c.kafka.group_id, defaults.kafka.group_id);
+  EXPECT_EQ(c.kafka.topics.input, defaults.kafka.topics.input);
+  EXPECT_EQ(c.kafka.topics.dead_letter, defaults.kafka.topics.dead_letter);
+  EXPECT_EQ(c.pipeline.workers, defaults.pipeline.workers);
+  EXPECT_EQ(c.pipeline.limits.max_event_bytes, defaults.pipeline.limits.max_event_bytes);
+  EXPECT_EQ(c.pipeline.limits.max_future_skew_ms, defaults.pipeline.limits.max_future_skew_ms);
+  EXPECT_EQ(c.http_listen, defaults.http_listen);
+  ASSERT_EQ(c.rule_paths.size(), 1u);
+  EXPECT_EQ(c.rule_paths[0], TOCSIN_SOURCE_DIR "/examples/rules");  // relative to the config file
+}
+
+TEST(Config, ReadsEverySection) {
+  Config c;
+  const auto errors = parse_config(R"(kafka:
+  bootstrap.servers: "k1:9092,k2:9092"
+  group.id: city
+  topics: {calls: cdr, alerts: out}
+  properties: {security.protocol: plaintext}
+  consumer: {fetch.wait.max.ms: "10"}
+  producer: {linger.ms: "2"}
+pipeline: {workers: 4, max_event_bytes: 1024, max_future_skew: 5m, poll_timeout: 20ms}
+demo: {enabled: false, rate: 50, seed: 7}
+http: {listen: "0.0.0.0:8080"}
+)", "", c);
+  ASSERT_TRUE(errors.empty()) << format(errors[0], "x");
+  EXPECT_FALSE(c.embedded_broker());
+  EXPECT_EQ(c.kafka.bootstrap, "k1:9092,k2:9092");
+  EXPECT_EQ(c.kafka.group_id, "city");
+  EXPECT_EQ(c.kafka.topics.input[0], "cdr");
+  EXPECT_EQ(c.kafka.topics.input[1], "faults");
+  EXPECT_EQ(c.kafka.topics.alerts, "out");
+  EXPECT_EQ(c.kafka.common.at("security.protocol"), "plaintext");
+  EXPECT_EQ(c.kafka.consumer.at("fetch.wait.max.ms"), "10");
+  EXPECT_EQ(c.kafka.producer.at("linger.ms"), "2");
+  EXPECT_EQ(c.pipeline.workers, 4);
+  EXPECT_EQ(c.pipeline.limits.max_event_bytes, 1024u);
+  EXPECT_EQ(c.pipeline.limits.max_future_skew_ms, 300000);
+  EXPECT_EQ(c.pipeline.poll_timeout_ms, 20);
+  EXPECT_FALSE(c.demo.enabled);
+  EXPECT_EQ(c.demo.seed, 7u);
+  EXPECT_EQ(c.http_listen, "0.0.0.0:8080");
+}
+
+TEST(Config, EveryErrorNamesItsPathAndLine) {
+  Config c;
+  const auto errors = parse_config(R"(pipeline:
+  workers: lots
+  bogus: 1
+kafka:
+  topics: {calls: same, faults: same}
+  consumer:
+    fetch.wait.max.ms: soon
+  properties: {group.id: x}
+http:
+  listen: nowhere
+rules:
+  files: [no/such/dir]
+log: {level: loud}
+)", "/etc/tocsin.yaml", c);
+  ASSERT_EQ(errors.size(), 8u);
+  auto find = [&](const std::string& path) -> const ConfigError& {
+    for (const auto& e : errors)
+      if (e.path == path) return e;
+    ADD_FAILURE() << "no error for " << path;
+    return errors[0];
+  };
+  EXPECT_EQ(find("pipeline.workers").line, 2);
+  EXPECT_NE(find("pipeline.workers").message.find("whole number"), std::string::npos);
+  EXPECT_EQ(find("pipeline.bogus").line, 3);
+  EXPECT_NE(find("pipeline.bogus").message.find("workers"), std::string::npos) << "lists the valid keys";
+  EXPECT_EQ(find("kafka.topics.faults").line, 5);
+  EXPECT_EQ(find("kafka.consumer.fetch.wait.max.ms").line, 7);
+  EXPECT_EQ(find("kafka").message.find("group.id") != std::string::npos, true);
+  EXPECT_EQ(find("http.listen").line, 10);
+  EXPECT_EQ(find("rules.files[0]").line, 12);
+  EXPECT_NE(find("rules.files[0]").message.find("/etc/no/such/dir"), std::string::npos) << "relative to the file";
+  EXPECT_EQ(find("log.level").line, 13);
+  EXPECT_EQ(format(find("log.level"), "/etc/tocsin.yaml").rfind("/etc/tocsin.yaml:13:", 0), 0u);
+}
+
+TEST(Config, SyntaxErrorHasALine) {
+  Config c;
+  const auto errors = parse_config("pipeline:\n  workers: [1\n", "f.yaml", c);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].line, 3);
+  EXPECT_NE(errors[0].message.find("YAML syntax"), std::string::npos);
+}
+
+TEST(Config, MissingFile) {
+  Config c;
+  const auto errors = load_config("/no/such/tocsin.yaml", c);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].message.find("cannot read"), std::string::npos);
+}
+
+TEST(Config, HostPort) {
+  std::string h;
+  uint16_t p;
+  EXPECT_TRUE(split_host_port("127.0.0.1:0", h, p));
+  EXPECT_EQ(h, "127.0.0.1");
+  EXPECT_EQ(p, 0);
+  EXPECT_FALSE(split_host_port("127.0.0.1:99999", h, p));
+  EXPECT_FALSE(split_host_port(":80", h, p));
+  EXPECT_FALSE(split_host_port("host", h, p));
+}
+
+}  // namespace
+}  // namespace tocsin::app
