@@ -106,7 +106,9 @@ Metrics::Collector pipeline_collector(std::vector<const WorkerStats*> workers,
 Metrics::Collector rules_collector(std::vector<const rules::Engine*> engines) {
   return [engines = std::move(engines)](Families& out) {
     if (engines.empty()) return;
-    const rules::RuleSet& set = engines.front()->rule_set();
+    std::vector<rules::EngineSnapshot> snaps;
+    for (const rules::Engine* e : engines) snaps.push_back(e->snapshot());
+    const rules::RuleSet& set = *snaps.front().rules;  // workers converge on one version
     auto evals = make_family("tocsin_rule_evaluations_total", "Events offered to a rule", MetricType::Counter);
     auto matches = make_family("tocsin_rule_matches_total", "Events that passed a rule's where clause", MetricType::Counter);
     auto alerts = make_family("tocsin_alerts_emitted_total", "Alerts raised, by rule and severity", MetricType::Counter);
@@ -115,16 +117,21 @@ Metrics::Collector rules_collector(std::vector<const rules::Engine*> engines) {
     auto rules_loaded = make_family("tocsin_rules_loaded", "Rules in the active rule set, labelled with its version", MetricType::Gauge);
     add_sample(rules_loaded, {{"rule_set_version", set.version}}, static_cast<double>(set.rules.size()));
     for (size_t i = 0; i < set.rules.size(); ++i) {
-      double e = 0, m = 0, a = 0, l = 0, k = 0;
-      for (const rules::Engine* eng : engines) {
-        const auto& c = eng->counters()[i];
-        e += static_cast<double>(c.evaluations.load(std::memory_order_relaxed));
-        m += static_cast<double>(c.matches.load(std::memory_order_relaxed));
-        a += static_cast<double>(c.signals.load(std::memory_order_relaxed));
-        l += static_cast<double>(c.late.load(std::memory_order_relaxed));
-        k += static_cast<double>(c.keys.load(std::memory_order_relaxed));
-      }
       const std::string& id = set.rules[i].id;
+      double e = 0, m = 0, a = 0, l = 0, k = 0;
+      for (const auto& snap : snaps) {
+        // A worker may still run the previous version: find the rule by id.
+        for (size_t j = 0; j < snap.rules->rules.size(); ++j) {
+          if (snap.rules->rules[j].id != id) continue;
+          const auto& c = snap.counters[j];
+          e += static_cast<double>(c.evaluations.load(std::memory_order_relaxed));
+          m += static_cast<double>(c.matches.load(std::memory_order_relaxed));
+          a += static_cast<double>(c.signals.load(std::memory_order_relaxed));
+          l += static_cast<double>(c.late.load(std::memory_order_relaxed));
+          k += static_cast<double>(c.keys.load(std::memory_order_relaxed));
+          break;
+        }
+      }
       add_sample(evals, {{"rule", id}}, e);
       add_sample(matches, {{"rule", id}}, m);
       add_sample(alerts, {{"rule", id}, {"severity", set.rules[i].severity}}, a);

@@ -116,10 +116,43 @@ struct Engine::RuleState {
   int64_t newest = INT64_MIN;  // newest event time seen by the rule (its watermark)
 };
 
-Engine::Engine(std::shared_ptr<const RuleSet> rules, SignalSink& sink)
-    : rules_(std::move(rules)), sink_(sink),
-      counters_(std::make_unique<RuleCounters[]>(rules_->rules.size())) {
+Engine::Engine(std::shared_ptr<const RuleSet> rules, SignalSink& sink, const RuleFeed* feed)
+    : rules_(std::move(rules)), sink_(sink), feed_(feed),
+      counters_(new RuleCounters[rules_->rules.size()]()) {
+  if (feed_) feed_version_ = feed_->version();
   for (size_t i = 0; i < rules_->rules.size(); ++i) state_.push_back(std::make_unique<RuleState>());
+}
+
+void Engine::replace_rules(std::shared_ptr<const RuleSet> next) {
+  std::shared_ptr<RuleCounters[]> counters(new RuleCounters[next->rules.size()]());
+  std::vector<std::unique_ptr<RuleState>> state(next->rules.size());
+  for (size_t i = 0; i < next->rules.size(); ++i) {
+    const Rule& r = next->rules[i];
+    for (size_t j = 0; j < rules_->rules.size(); ++j) {
+      const Rule& old = rules_->rules[j];
+      if (old.id != r.id) continue;
+      // Counters are monotonic per rule id, whatever the definition.
+      const RuleCounters& oc = counters_[j];
+      for (auto [to, from] : {std::pair{&counters[i].evaluations, &oc.evaluations}, {&counters[i].matches, &oc.matches},
+                              {&counters[i].signals, &oc.signals}, {&counters[i].late, &oc.late}})
+        to->store(from->load(std::memory_order_relaxed), std::memory_order_relaxed);
+      if (old.definition_hash == r.definition_hash && state_[j]) {
+        state[i] = std::move(state_[j]);
+        counters[i].keys.store(oc.keys.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      }
+      break;
+    }
+    if (!state[i]) state[i] = std::make_unique<RuleState>();
+  }
+  std::lock_guard lock(snapshot_mu_);
+  rules_ = std::move(next);
+  counters_ = std::move(counters);
+  state_ = std::move(state);
+}
+
+EngineSnapshot Engine::snapshot() const {
+  std::lock_guard lock(snapshot_mu_);
+  return {rules_, counters_};
 }
 
 Engine::~Engine() = default;
@@ -281,6 +314,10 @@ void Engine::on_event(const Event& e) {
 }
 
 void Engine::on_tick(int64_t now_ms) {
+  if (feed_ && feed_->version() != feed_version_) {
+    feed_version_ = feed_->version();
+    if (auto next = feed_->current(); next && next != rules_) replace_rules(std::move(next));
+  }
   // Drop keys whose whole window lies behind the rule's watermark, at most
   // every 10 s, so memory follows the live key set.
   if (now_ms - last_sweep_ms_ < 10'000) return;

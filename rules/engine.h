@@ -6,6 +6,7 @@
 // that the metrics scrape may read from any thread. In steady state (no new
 // keys, windows at their usual size) evaluation does not allocate.
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -45,16 +46,40 @@ struct RuleCounters {
   std::atomic<int64_t> keys{0};  // live window keys (gauge)
 };
 
+// Where an engine gets new rule sets from (hot reload). version() is read
+// once per batch (a relaxed atomic load); current() only when it changed.
+class RuleFeed {
+ public:
+  virtual ~RuleFeed() = default;
+  virtual uint64_t version() const = 0;
+  virtual std::shared_ptr<const RuleSet> current() const = 0;
+};
+
+// What the metrics scrape reads: the active rule set and its counters,
+// kept alive while a scrape uses them even if the engine swaps rule sets.
+struct EngineSnapshot {
+  std::shared_ptr<const RuleSet> rules;
+  std::shared_ptr<const RuleCounters[]> counters;
+};
+
 class Engine final : public EventHandler {
  public:
-  Engine(std::shared_ptr<const RuleSet> rules, SignalSink& sink);
+  Engine(std::shared_ptr<const RuleSet> rules, SignalSink& sink, const RuleFeed* feed = nullptr);
   ~Engine() override;
 
   void on_event(const Event& e) override;
+  // Fires due timers, sweeps idle keys and picks up a new rule set from the feed.
   void on_tick(int64_t now_ms) override;
 
+  // Swaps in a new rule set. Rules whose id and definition are unchanged keep
+  // their window state and counter values; others start empty. Owner thread only.
+  void replace_rules(std::shared_ptr<const RuleSet> rules);
+
+  // Owner thread only.
   const RuleSet& rule_set() const { return *rules_; }
   std::span<const RuleCounters> counters() const;
+  // Any thread.
+  EngineSnapshot snapshot() const;
 
  private:
   struct RuleState;
@@ -64,7 +89,10 @@ class Engine final : public EventHandler {
 
   std::shared_ptr<const RuleSet> rules_;
   SignalSink& sink_;
-  std::unique_ptr<RuleCounters[]> counters_;
+  const RuleFeed* feed_;
+  uint64_t feed_version_ = 0;
+  std::shared_ptr<RuleCounters[]> counters_;
+  mutable std::mutex snapshot_mu_;  // guards the pointers handed to snapshot()
   std::vector<std::unique_ptr<RuleState>> state_;
   std::string key_buffer_;
   std::string title_buffer_;

@@ -9,7 +9,7 @@ namespace tocsin::rules {
 namespace {
 
 enum class Op : uint8_t {
-  kConst, kField, kAgg, kNot, kNeg, kAnd, kOr, kAdd, kSub, kMul, kDiv, kMod,
+  kConst, kField, kPriorField, kAgg, kNot, kNeg, kAnd, kOr, kAdd, kSub, kMul, kDiv, kMod,
   kEq, kNe, kLt, kLe, kGt, kGe, kIn, kNotIn,
   kStartsWith, kEndsWith, kContains, kMatches, kExists, kHour, kWeekday, kLen, kAbs,
 };
@@ -127,6 +127,7 @@ Value Expr::Program::eval(int idx, const EvalContext& c) const {
   switch (n.op) {
     case Op::kConst: return n.k;
     case Op::kField: return c.event->at(n.index);
+    case Op::kPriorField: return c.prior ? c.prior->at(n.index) : null_value();
     case Op::kAgg: {
       const double v = c.aggregates[n.index];
       return std::isnan(v) ? null_value() : Value::of_double(v);
@@ -354,7 +355,7 @@ class Parser {
   // Folds a node whose operands are constants into a constant.
   int fold(int i) {
     N& n = p_.nodes[static_cast<size_t>(i)];
-    if (n.op == Op::kConst || n.op == Op::kField || n.op == Op::kAgg) return i;
+    if (n.op == Op::kConst || n.op == Op::kField || n.op == Op::kPriorField || n.op == Op::kAgg) return i;
     if (n.a >= 0 && node(n.a).op != Op::kConst) return i;
     if (n.b >= 0 && node(n.b).op != Op::kConst) return i;
     const Value v = p_.eval(i, EvalContext{});
@@ -575,7 +576,9 @@ class Parser {
     const auto ref = scope_.resolve(t.text);
     if (!ref) return fail(t.offset, "E203", "unknown name '" + std::string(t.text) + "'");
     N n;
-    n.op = ref->kind == NameRef::kEventField ? Op::kField : Op::kAgg;
+    n.op = ref->kind == NameRef::kEventField ? Op::kField
+           : ref->kind == NameRef::kPriorField ? Op::kPriorField
+                                               : Op::kAgg;
     n.type = ref->type;
     n.index = ref->index;
     return add(std::move(n));

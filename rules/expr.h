@@ -26,15 +26,38 @@ std::string_view to_string(Type t);
 
 // What a name in an expression refers to.
 struct NameRef {
-  enum Kind : uint8_t { kEventField, kAggregate } kind;
+  enum Kind : uint8_t {
+    kEventField,  // a field of the current event
+    kAggregate,   // a window aggregate (having) or a score feature
+    kPriorField,  // a field of the earlier event of a sequence (`first.caller`)
+  } kind;
   int index;  // event slot or aggregate index
   Type type;
+};
+
+class TableSet;  // reference tables (rules/tables.h)
+
+// A reference table as the compiler sees it: its id in a TableSet and its
+// columns with their types. Column 0 is the key.
+struct TableRef {
+  int id = -1;
+  std::vector<std::pair<std::string, Type>> columns;
+  int column(std::string_view name) const {
+    for (size_t i = 0; i < columns.size(); ++i)
+      if (columns[i].first == name) return static_cast<int>(i);
+    return -1;
+  }
 };
 
 class Scope {
  public:
   virtual ~Scope() = default;
   virtual std::optional<NameRef> resolve(std::string_view name) const = 0;
+  // Tables the expression may look up; nullopt when unknown.
+  virtual std::optional<TableRef> table(std::string_view name) const {
+    (void)name;
+    return std::nullopt;
+  }
 };
 
 // Position of an error inside the expression text (0-based byte offset).
@@ -48,6 +71,8 @@ struct ExprError {
 struct EvalContext {
   const Event* event = nullptr;
   const double* aggregates = nullptr;
+  const Event* prior = nullptr;      // the earlier event of a sequence
+  const TableSet* tables = nullptr;  // the worker's current table snapshot
 };
 
 class Expr {

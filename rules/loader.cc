@@ -8,6 +8,7 @@
 
 #include "pipeline/json_writer.h"
 #include "rules/rule_set.h"
+#include "rules/tables.h"
 
 namespace tocsin::rules {
 namespace {
@@ -29,8 +30,12 @@ constexpr std::string_view kSeverities[] = {"info", "low", "medium", "high", "cr
 // Resolves names to event fields of one stream, then to the rule's aggregates.
 class RuleScope final : public Scope {
  public:
-  RuleScope(const StreamSchema& schema, const std::vector<Aggregate>* aggs)
-      : schema_(schema), aggs_(aggs) {}
+  RuleScope(const StreamSchema& schema, const std::vector<Aggregate>* aggs,
+            const TableCatalog* tables = nullptr)
+      : schema_(schema), aggs_(aggs), tables_(tables) {}
+  std::optional<TableRef> table(std::string_view name) const override {
+    return tables_ ? tables_->find(name) : std::nullopt;
+  }
   std::optional<NameRef> resolve(std::string_view name) const override {
     if (aggs_)
       for (size_t i = 0; i < aggs_->size(); ++i)
@@ -52,11 +57,12 @@ class RuleScope final : public Scope {
  private:
   const StreamSchema& schema_;
   const std::vector<Aggregate>* aggs_;
+  const TableCatalog* tables_;
 };
 
 class Compiler {
  public:
-  explicit Compiler(std::vector<Diagnostic>& out) : diags_(out) {}
+  Compiler(std::vector<Diagnostic>& out, const TableCatalog* tables) : diags_(out), tables_(tables) {}
 
   void compile_source(const Source& src, RuleSet& set) {
     file_ = src.name;
@@ -196,7 +202,7 @@ class Compiler {
       }
     }
 
-    RuleScope event_scope(schema, nullptr);
+    RuleScope event_scope(schema, nullptr, tables_);
     if (node["where"]) r.where = expression(node["where"], event_scope, "where");
 
     if (const auto w = node["window"]) {
@@ -229,7 +235,7 @@ class Compiler {
       }
       if (r.aggregates.size() > static_cast<size_t>(kMaxAggregates)) error(node["aggregates"], "E010", "at most 8 aggregates");
       if (r.aggregates.empty()) r.aggregates.push_back({"count", AggregateKind::kCount, -1});
-      RuleScope agg_scope(schema, &r.aggregates);
+      RuleScope agg_scope(schema, &r.aggregates, tables_);
       if (node["having"]) r.having = expression(node["having"], agg_scope, "having");
       else error(node, "E003", "a windowed rule needs 'having' (e.g. count >= 20)");
     } else if (node["aggregates"] || node["having"]) {
@@ -320,6 +326,7 @@ class Compiler {
   }
 
   std::vector<Diagnostic>& diags_;
+  const TableCatalog* tables_;
   std::string file_;
   std::vector<std::string> lines_;
 };
@@ -356,10 +363,10 @@ std::string format_json(const std::vector<Diagnostic>& ds) {
   return out;
 }
 
-LoadResult load_rules(const std::vector<Source>& sources) {
+LoadResult load_rules(const std::vector<Source>& sources, const TableCatalog* tables) {
   LoadResult result;
   auto set = std::make_shared<RuleSet>();
-  Compiler c(result.diagnostics);
+  Compiler c(result.diagnostics, tables);
   uint64_t h = 1469598103934665603ull;
   for (const auto& src : sources) {
     set->files.push_back(src.name);
@@ -387,7 +394,7 @@ LoadResult load_rules(const std::vector<Source>& sources) {
   return result;
 }
 
-LoadResult load_rule_files(const std::vector<std::string>& paths) {
+LoadResult load_rule_files(const std::vector<std::string>& paths, const TableCatalog* tables) {
   std::vector<Source> sources;
   LoadResult failed;
   auto read = [&](const std::filesystem::path& p) {
@@ -413,7 +420,7 @@ LoadResult load_rule_files(const std::vector<std::string>& paths) {
     }
   }
   if (!failed.diagnostics.empty()) return failed;
-  return load_rules(sources);
+  return load_rules(sources, tables);
 }
 
 }  // namespace tocsin::rules

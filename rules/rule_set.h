@@ -97,8 +97,10 @@ struct Source {
   std::string text;
 };
 
-LoadResult load_rules(const std::vector<Source>& sources);
+struct TableCatalog;
+// `tables` declares the reference tables rules may look up (none when null).
+LoadResult load_rules(const std::vector<Source>& sources, const TableCatalog* tables = nullptr);
 // Reads files (a directory means every *.yaml / *.yml in it, sorted) and loads them.
-LoadResult load_rule_files(const std::vector<std::string>& paths);
+LoadResult load_rule_files(const std::vector<std::string>& paths, const TableCatalog* tables = nullptr);
 
 }  // namespace tocsin::rules

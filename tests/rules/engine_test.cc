@@ -143,3 +143,58 @@ TEST_F(EngineTest, PerEventRulesMatchOnlyTheirKind) {
 
 }  // namespace
 }  // namespace tocsin::rules
+
+namespace tocsin::rules {
+namespace {
+
+TEST_F(EngineTest, ReplaceRulesKeepsStateOfUnchangedRulesOnly) {
+  for (int i = 0; i < 19; ++i) call("13800000007", "1390000" + std::to_string(4000 + i), i);
+  // Same fan_out rule, a changed per-event rule: fan_out keeps its 19 callees.
+  std::string changed(kRules);
+  changed.replace(changed.find("outage on {network_id}"), 22, "outage: {network_id}");
+  auto next = load_rules({{"t.yaml", changed}});
+  ASSERT_TRUE(next.ok());
+  engine->replace_rules(next.rules);
+  EXPECT_EQ(engine->counters()[0].matches, 19u) << "counter values carry over";
+  call("13800000007", "13900009999", 20);
+  ASSERT_EQ(rec.got.size(), 1u) << "the 20th callee completes the window kept across the reload";
+
+  // A changed definition starts empty.
+  std::string lowered(kRules);
+  lowered.replace(lowered.find("strangers >= 20"), 15, "strangers >= 21");
+  auto third = load_rules({{"t.yaml", lowered}});
+  ASSERT_TRUE(third.ok());
+  engine->replace_rules(third.rules);
+  EXPECT_EQ(engine->counters()[0].keys.load(), 0);
+  const auto snap = engine->snapshot();
+  EXPECT_EQ(snap.rules->version, third.rules->version);
+  EXPECT_EQ(snap.counters[0].signals.load(), 1u);
+}
+
+class StaticFeed final : public RuleFeed {
+ public:
+  std::atomic<uint64_t> v{1};
+  std::shared_ptr<const RuleSet> set;
+  uint64_t version() const override { return v.load(); }
+  std::shared_ptr<const RuleSet> current() const override { return set; }
+};
+
+TEST(EngineFeed, PicksUpANewVersionOnTick) {
+  auto first = load_rules({{"a.yaml", kRules}});
+  auto second = load_rules({{"b.yaml", "rules:\n  - id: only\n    stream: calls\n    alert: {severity: low}\n"}});
+  ASSERT_TRUE(first.ok() && second.ok());
+  StaticFeed feed;
+  feed.set = first.rules;
+  Recorder rec;
+  Engine engine(first.rules, rec, &feed);
+  engine.on_tick(1);
+  EXPECT_EQ(engine.rule_set().version, first.rules->version);
+  feed.set = second.rules;
+  feed.v = 2;
+  engine.on_tick(2);
+  EXPECT_EQ(engine.rule_set().version, second.rules->version);
+  EXPECT_EQ(engine.counters().size(), 1u);
+}
+
+}  // namespace
+}  // namespace tocsin::rules
