@@ -116,10 +116,15 @@ struct Engine::RuleState {
   int64_t newest = INT64_MIN;  // newest event time seen by the rule (its watermark)
 };
 
-Engine::Engine(std::shared_ptr<const RuleSet> rules, SignalSink& sink, const RuleFeed* feed)
-    : rules_(std::move(rules)), sink_(sink), feed_(feed),
+Engine::Engine(std::shared_ptr<const RuleSet> rules, SignalSink& sink, const RuleFeed* feed,
+               const TableSource* tables)
+    : rules_(std::move(rules)), sink_(sink), feed_(feed), table_source_(tables),
       counters_(new RuleCounters[rules_->rules.size()]()) {
   if (feed_) feed_version_ = feed_->version();
+  if (table_source_) {
+    tables_version_ = table_source_->version();
+    tables_ = table_source_->snapshot();
+  }
   for (size_t i = 0; i < rules_->rules.size(); ++i) state_.push_back(std::make_unique<RuleState>());
 }
 
@@ -215,7 +220,7 @@ void Engine::on_event(const Event& e) {
     const Rule& rule = set.rules[static_cast<size_t>(ri)];
     RuleCounters& c = counters_[static_cast<size_t>(ri)];
     bump(c.evaluations);
-    const EvalContext ctx{&e, nullptr};
+    const EvalContext ctx{&e, nullptr, nullptr, tables_.get()};
     if (rule.where && !rule.where->test(ctx)) continue;
     bump(c.matches);
     if (!rule.windowed) {
@@ -301,7 +306,7 @@ void Engine::on_event(const Event& e) {
         case AggregateKind::kAvg: values[a] = ks.sums[a] / n; break;
       }
     }
-    const bool hit = rule.having->test(EvalContext{&e, values.data()});
+    const bool hit = rule.having->test(EvalContext{&e, values.data(), nullptr, tables_.get()});
     if (hit && !ks.firing) {
       bump(c.signals);
       const Entry& first = ks.window.front();
@@ -314,6 +319,10 @@ void Engine::on_event(const Event& e) {
 }
 
 void Engine::on_tick(int64_t now_ms) {
+  if (table_source_ && table_source_->version() != tables_version_) {
+    tables_version_ = table_source_->version();
+    tables_ = table_source_->snapshot();
+  }
   if (feed_ && feed_->version() != feed_version_) {
     feed_version_ = feed_->version();
     if (auto next = feed_->current(); next && next != rules_) replace_rules(std::move(next));

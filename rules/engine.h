@@ -14,6 +14,7 @@
 #include "pipeline/io.h"
 #include "pipeline/stats.h"
 #include "rules/rule_set.h"
+#include "rules/tables.h"
 
 namespace tocsin::rules {
 
@@ -64,7 +65,8 @@ struct EngineSnapshot {
 
 class Engine final : public EventHandler {
  public:
-  Engine(std::shared_ptr<const RuleSet> rules, SignalSink& sink, const RuleFeed* feed = nullptr);
+  Engine(std::shared_ptr<const RuleSet> rules, SignalSink& sink, const RuleFeed* feed = nullptr,
+         const TableSource* tables = nullptr);
   ~Engine() override;
 
   void on_event(const Event& e) override;
@@ -91,6 +93,9 @@ class Engine final : public EventHandler {
   SignalSink& sink_;
   const RuleFeed* feed_;
   uint64_t feed_version_ = 0;
+  const TableSource* table_source_;
+  uint64_t tables_version_ = 0;
+  std::shared_ptr<const TableSet> tables_;  // the snapshot expressions see
   std::shared_ptr<RuleCounters[]> counters_;
   mutable std::mutex snapshot_mu_;  // guards the pointers handed to snapshot()
   std::vector<std::unique_ptr<RuleState>> state_;

@@ -47,6 +47,15 @@ class TableSet {
   virtual const Value* find(int table_id, std::string_view key) const = 0;
 };
 
+// Where an engine gets table snapshots from. version() is read once per batch
+// (a relaxed atomic load); snapshot() only when it changed. Thread-safe.
+class TableSource {
+ public:
+  virtual ~TableSource() = default;
+  virtual uint64_t version() const = 0;
+  virtual std::shared_ptr<const TableSet> snapshot() const = 0;
+};
+
 // Normalises a phone number into `out` (digits only, with country code 86 for
 // Chinese numbers written nationally); returns the view of `out` used.
 std::string_view normalize_phone(std::string_view number, char (&out)[32]);
