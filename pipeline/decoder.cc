@@ -86,6 +86,8 @@ struct Decoder::Impl {
     od::json_type t;
     if (auto ec = v.type().get(t)) return fail(from_simdjson(ec), f.name);
     if (t == od::json_type::null) {
+      bool is_null = false;  // type() looks at the first byte only: check the whole atom
+      if (v.is_null().get(is_null) || !is_null) return fail(DecodeError::kInvalidJson, f.name);
       out.present = false;
       return {};
     }
@@ -121,6 +123,8 @@ struct Decoder::Impl {
         } else {
           return fail(DecodeError::kWrongType, f.name);
         }
+        // Every time must be writable back as RFC 3339 (years 0000-9999).
+        if (out.i < kMinRfc3339Ms || out.i > kMaxRfc3339Ms) return fail(DecodeError::kImpossibleTime, f.name);
         if (is_event_time)
           if (auto r = check_time(f, out.i, now_ms); !r.ok()) return r;
         break;
@@ -158,7 +162,11 @@ struct Decoder::Impl {
       case od::json_type::string: return v.get_string().error();
       case od::json_type::number: return v.get_double().error();
       case od::json_type::boolean: return v.get_bool().error();
-      case od::json_type::null: return v.is_null() ? simdjson::SUCCESS : simdjson::N_ATOM_ERROR;
+      case od::json_type::null: {
+        bool is_null = false;  // type() looks at the first byte only: check the whole atom
+        if (auto ec = v.is_null().get(is_null)) return ec;
+        return is_null ? simdjson::SUCCESS : simdjson::N_ATOM_ERROR;
+      }
     }
     return simdjson::SUCCESS;
   }
@@ -189,7 +197,8 @@ struct Decoder::Impl {
       const int slot = fields.find(key);
       if (slot < 0) {
         // Unknown fields are ignored, but must still be well-formed JSON.
-        if (auto ec = validate(field.value())) return fail(from_simdjson(ec), "value");
+        if (auto ec = validate(field.value()))
+          return fail(ec == simdjson::UTF8_ERROR ? DecodeError::kInvalidUtf8 : DecodeError::kInvalidJson, "value");
         continue;
       }
       const FieldDef& f = schema.fields[static_cast<size_t>(slot)];

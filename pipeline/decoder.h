@@ -58,10 +58,16 @@ class Decoder {
   std::unique_ptr<Impl> impl_;
 };
 
+// The instants RFC 3339 can write: 0000-01-01T00:00:00.000Z .. 9999-12-31T23:59:59.999Z.
+inline constexpr int64_t kMinRfc3339Ms = -62167219200000;
+inline constexpr int64_t kMaxRfc3339Ms = 253402300799999;
+
 // Parses RFC 3339 ("2026-11-26T14:03:07.123Z", "...+08:00", fraction optional).
-// Returns kOk, kWrongType (not a timestamp) or kImpossibleTime (no such date/time).
+// Returns kOk, kWrongType (not a timestamp) or kImpossibleTime (no such date/time,
+// or an instant outside kMinRfc3339Ms..kMaxRfc3339Ms once the offset is applied).
 DecodeError parse_rfc3339_ms(std::string_view text, int64_t& epoch_ms);
-// Formats epoch milliseconds as "YYYY-MM-DDTHH:MM:SS.mmmZ" into buf (24 bytes).
+// Formats epoch milliseconds as "YYYY-MM-DDTHH:MM:SS.mmmZ" into buf (24 bytes);
+// values outside kMinRfc3339Ms..kMaxRfc3339Ms are clamped to that range.
 std::string_view format_rfc3339_ms(int64_t epoch_ms, char (&buf)[32]);
 
 }  // namespace tocsin

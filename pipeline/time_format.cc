@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 
 #include "pipeline/decoder.h"
@@ -87,10 +88,12 @@ DecodeError parse_rfc3339_ms(std::string_view s, int64_t& epoch_ms) {
   if (ss == 60) ss = 59;  // leap second: clamp
   const int64_t days = days_from_civil(year, static_cast<unsigned>(mon), static_cast<unsigned>(day));
   epoch_ms = ((days * 24 + hh) * 60 + mm) * 60000LL + ss * 1000LL + ms - offset_min * 60000LL;
+  if (epoch_ms < kMinRfc3339Ms || epoch_ms > kMaxRfc3339Ms) return DecodeError::kImpossibleTime;
   return DecodeError::kOk;
 }
 
 std::string_view format_rfc3339_ms(int64_t epoch_ms, char (&buf)[32]) {
+  epoch_ms = std::clamp(epoch_ms, kMinRfc3339Ms, kMaxRfc3339Ms);
   int64_t days = epoch_ms >= 0 ? epoch_ms / 86400000 : (epoch_ms - 86399999) / 86400000;
   int64_t rem = epoch_ms - days * 86400000;
   int64_t y;

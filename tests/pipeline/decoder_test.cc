@@ -104,6 +104,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"feb_30", Stream::kCalls, R"({"call_id":"c","start_time":"2026-02-30T00:00:00Z","caller":"1","callee":"2","duration_s":1,"answered":true})", DecodeError::kImpossibleTime, "start_time"},
         BadCase{"before_2000", Stream::kCalls, R"({"call_id":"c","start_time":"1999-12-31T23:59:59Z","caller":"1","callee":"2","duration_s":1,"answered":true})", DecodeError::kImpossibleTime, "start_time"},
         BadCase{"far_future", Stream::kCalls, R"({"call_id":"c","start_time":"2027-06-01T00:00:00Z","caller":"1","callee":"2","duration_s":1,"answered":true})", DecodeError::kImpossibleTime, "start_time"},
+        BadCase{"broken_null_unknown_field", Stream::kCalls, "{" + kBase + ",\"x\":nul}", DecodeError::kInvalidJson, nullptr},
+        BadCase{"broken_null_nested", Stream::kCalls, "{" + kBase + ",\"x\":[1,nullu]}", DecodeError::kInvalidJson, nullptr},
+        BadCase{"broken_null_known_field", Stream::kCalls, "{" + kBase + ",\"city\":nulx}", DecodeError::kInvalidJson, "city"},
+        BadCase{"unwritable_offset_time", Stream::kComplaints, R"({"ticket_id":"t","time":1794996000000,"status":"extended","deadline_at":"9999-12-31T23:59:59-23:59"})", DecodeError::kImpossibleTime, "deadline_at"},
+        BadCase{"int64_min_time", Stream::kComplaints, R"({"ticket_id":"t","time":1794996000000,"status":"extended","deadline_at":-9223372036854775808})", DecodeError::kImpossibleTime, "deadline_at"},
         BadCase{"epoch_seconds", Stream::kCalls, R"({"call_id":"c","start_time":1794996000,"caller":"1","callee":"2","duration_s":1,"answered":true})", DecodeError::kImpossibleTime, "start_time"}),
     [](const auto& info) { return std::string(info.param.name); });
 
@@ -124,6 +129,9 @@ TEST(Rfc3339, ParsesAndFormats) {
   EXPECT_EQ(parse_rfc3339_ms("2023-01-01T08:00:00+08:00", ms), DecodeError::kOk);
   EXPECT_EQ(format_rfc3339_ms(ms, buf), "2023-01-01T00:00:00.000Z");
   EXPECT_EQ(format_rfc3339_ms(0, buf), "1970-01-01T00:00:00.000Z");
+  EXPECT_EQ(format_rfc3339_ms(INT64_MIN, buf), "0000-01-01T00:00:00.000Z");
+  EXPECT_EQ(format_rfc3339_ms(INT64_MAX, buf), "9999-12-31T23:59:59.999Z");
+  EXPECT_EQ(parse_rfc3339_ms("0000-01-01T00:00:00+00:01", ms), DecodeError::kImpossibleTime);
 }
 
 }  // namespace
