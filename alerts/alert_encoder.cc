@@ -23,10 +23,12 @@ std::string alert_id(std::string_view rule_id, std::span<const std::string_view>
 void AlertEncoder::on_signal(const rules::Signal& s) {
   const rules::Rule& r = *s.rule;
   const Event& e = *s.event;
-  const StreamSchema& schema = schema_of(r.stream);
-  // A windowed alert is one per (rule, key, window); a per-event alert is one per event.
+  // A per-event alert is one per event; every other kind one per (rule, key, instance).
   const std::string_view event_id[] = {e.id()};
-  const std::string id = alert_id(r.id, r.windowed ? s.key : std::span<const std::string_view>(event_id), s.window_end_ms);
+  const bool per_event = r.kind == rules::RuleKind::kPerEvent;
+  const std::string id = alert_id(r.id, per_event ? std::span<const std::string_view>(event_id) : s.key, s.instance_ms);
+  const StreamSchema& key_schema = schema_of(r.kind == rules::RuleKind::kSequence ? r.then.stream : r.match.stream);
+  const std::vector<int>& key_slots = r.kind == rules::RuleKind::kSequence ? r.then.key : r.match.key;
   json_.clear();
   JsonWriter w(json_);
   w.begin_object()
@@ -34,39 +36,59 @@ void AlertEncoder::on_signal(const rules::Signal& s) {
       .key("rule").str(r.id)
       .key("rule_set_version").str(s.rule_set->version)
       .key("type").str(r.alert_type)
-      .key("severity").str(r.severity)
+      .key("severity").str(s.severity)
       .key("title").str(s.title)
-      .key("stream").str(schema.name);
+      .key("stream").str(schema_of(e.stream).name);
   w.key("key").begin_object();
-  for (size_t g = 0; g < s.key.size(); ++g)
-    w.key(schema.fields[static_cast<size_t>(r.group_by[g])].name).str(s.key[g]);
+  for (size_t g = 0; g < s.key.size() && g < key_slots.size(); ++g)
+    w.key(key_schema.fields[static_cast<size_t>(key_slots[g])].name).str(s.key[g]);
   w.end_object();
   w.key("window").begin_object()
       .key("start").time(s.window_start_ms)
       .key("end").time(s.window_end_ms)
-      .key("size_ms").num(r.window_ms)
+      .key("size_ms").num(s.window_end_ms - s.window_start_ms)
       .end_object();
   w.key("evidence").begin_object().key("count").num(static_cast<int64_t>(s.count));
-  for (size_t a = 0; a < s.aggregates.size(); ++a)
+  for (size_t a = 0; a < r.aggregates.size() && a < s.values.size(); ++a)
     if (r.aggregates[a].kind == rules::AggregateKind::kCountDistinct) {
-      w.key("distinct").num(static_cast<int64_t>(s.aggregates[a]));
+      w.key("distinct").num(static_cast<int64_t>(s.values[a]));
       break;
     }
-  if (!s.aggregates.empty()) {
+  if (!r.aggregates.empty() && s.values.size() >= r.aggregates.size()) {
     w.key("aggregates").begin_object();
-    for (size_t a = 0; a < s.aggregates.size(); ++a) w.key(r.aggregates[a].name).num(s.aggregates[a]);
+    for (size_t a = 0; a < r.aggregates.size(); ++a) w.key(r.aggregates[a].name).num(s.values[a]);
     w.end_object();
   }
+  if (!s.deadline.empty()) w.key("deadline").str(s.deadline);
   w.key("first_event_id").str(s.first_event_id)
-      .key("first_event_time").time(s.first_event_time_ms)
-      .key("last_event_id").str(e.id())
-      .key("last_event_time").time(e.time_ms)
-      .end_object();
-  w.key("source").begin_object()
-      .key("topic").str(e.source.topic)
-      .key("partition").num(static_cast<int64_t>(e.source.partition))
-      .key("offset").num(e.source.offset)
-      .end_object();
+      .key("first_event_time").time(s.first_event_time_ms);
+  if (r.kind != rules::RuleKind::kAbsence) w.key("last_event_id").str(e.id()).key("last_event_time").time(e.time_ms);
+  w.end_object();
+  if (r.score && s.values.size() == r.value_count()) {
+    const auto& features = r.score->features;
+    const size_t base = r.aggregates.size();
+    w.key("score").begin_object().key("value").num(s.values[base + features.size()]).key("level").str(s.level);
+    w.key("labels").begin_array();
+    for (size_t f = 0; f < features.size(); ++f)
+      if (!features[f].label.empty() && s.values[base + f] > 0) w.str(features[f].label);
+    w.end_array();
+    w.key("features").begin_array();
+    for (size_t f = 0; f < features.size(); ++f)
+      w.begin_object()
+          .key("name").str(features[f].name)
+          .key("value").num(s.values[base + f])
+          .key("weight").num(features[f].weight)
+          .key("contribution").num(s.values[base + f] * features[f].weight)
+          .end_object();
+    w.end_array().end_object();
+  }
+  if (e.source.partition >= 0) {
+    w.key("source").begin_object()
+        .key("topic").str(e.source.topic)
+        .key("partition").num(static_cast<int64_t>(e.source.partition))
+        .key("offset").num(e.source.offset)
+        .end_object();
+  }
   w.key("emitted_at").time(clock_.now_ms());
   w.end_object();
   out_.alert(id, json_);

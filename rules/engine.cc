@@ -1,7 +1,9 @@
 #include "rules/engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <queue>
 #include <unordered_map>
 
 #include "pipeline/json_writer.h"
@@ -21,6 +23,10 @@ uint64_t hash_bytes(std::string_view s) {
 class DistinctCounter {
  public:
   size_t size() const { return size_; }
+  void clear() {
+    std::fill(slots_.begin(), slots_.end(), Slot{});
+    size_ = 0;
+  }
   void add(uint64_t h) {
     if ((size_ + 1) * 4 > slots_.size() * 3) grow();
     size_t i = h & mask();
@@ -59,8 +65,12 @@ class DistinctCounter {
   size_t size_ = 0;
 };
 
-// One event inside a window: its time, id (for evidence) and the value each
-// aggregate took from it (hash for count_distinct, the number for sum/avg).
+uint64_t double_bits(double d) { uint64_t u; std::memcpy(&u, &d, sizeof u); return u; }
+double bits_double(uint64_t u) { double d; std::memcpy(&d, &u, sizeof d); return d; }
+
+// One event inside a sliding window: its time, id (for evidence) and what
+// each aggregate took from it (hash for count_distinct, 1/0 for count_if,
+// the number for sum/avg/min/max).
 struct Entry {
   int64_t time = 0;
   std::array<uint64_t, kMaxAggregates> payload{};
@@ -74,11 +84,11 @@ class EntryRing {
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
   Entry& front() { return buf_[head_]; }
-  Entry& back() { return buf_[(head_ + size_ - 1) & (buf_.size() - 1)]; }
+  const Entry& at(size_t i) const { return buf_[(head_ + i) & (buf_.size() - 1)]; }
   Entry& push() {
     if (size_ == buf_.size()) grow();
     ++size_;
-    return back();
+    return buf_[(head_ + size_ - 1) & (buf_.size() - 1)];
   }
   void pop() { head_ = (head_ + 1) & (buf_.size() - 1); --size_; }
 
@@ -93,12 +103,116 @@ class EntryRing {
   size_t head_ = 0, size_ = 0;
 };
 
-struct KeyState {
-  EntryRing window;
+// The aggregates of one key's current window.
+struct WindowKey {
+  EntryRing ring;  // sliding windows only
   std::array<DistinctCounter, kMaxAggregates> distinct;
-  std::array<double, kMaxAggregates> sums{};
-  int64_t newest = INT64_MIN;
+  std::array<double, kMaxAggregates> acc{};  // sum, count_if count, min or max
+  uint64_t count = 0;
+  int64_t start = INT64_MIN;   // tumbling bucket start / session start
+  int64_t newest = INT64_MIN;  // newest event time of the key
+  int64_t first_time = 0;      // tumbling and session: the first event
+  std::array<char, 40> first_id{};
+  uint8_t first_id_len = 0;
   bool firing = false;
+
+  void reset(size_t naggs) {
+    for (size_t a = 0; a < naggs; ++a) {
+      distinct[a].clear();
+      acc[a] = 0;
+    }
+    count = 0;
+    firing = false;
+  }
+};
+
+// A stored event: only the slots a rule needs later, packed into one string
+// ([slot][type][payload] ...), so millions of pending clocks stay small.
+void pack_event(const Event& e, uint32_t slots, std::string& out) {
+  out.clear();
+  for (int i = 0; i < kMaxSlots; ++i) {
+    if (!(slots >> i & 1)) continue;
+    const Value& v = e.at(i);
+    if (!v.present) continue;
+    out += static_cast<char>(i);
+    out += static_cast<char>(v.type);
+    switch (v.type) {
+      case FieldType::kString: {
+        const uint16_t n = static_cast<uint16_t>(std::min<size_t>(v.s.size(), 65535));
+        out.append(reinterpret_cast<const char*>(&n), 2);
+        out.append(v.s.data(), n);
+        break;
+      }
+      case FieldType::kDouble: out.append(reinterpret_cast<const char*>(&v.d), 8); break;
+      case FieldType::kBool: out += static_cast<char>(v.b); break;
+      default: out.append(reinterpret_cast<const char*>(&v.i), 8);
+    }
+  }
+}
+
+// Fills `e` from a packed event; string views point into `packed`.
+bool unpack_event(std::string_view packed, Stream stream, int64_t time_ms, Event& e) {
+  e.stream = stream;
+  e.kind = -1;
+  e.time_ms = time_ms;
+  e.source = {};
+  for (auto& v : e.slots) v.present = false;
+  size_t i = 0;
+  auto need = [&](size_t n) { return i + n <= packed.size(); };
+  while (i < packed.size()) {
+    if (!need(2)) return false;
+    const int slot = static_cast<uint8_t>(packed[i]);
+    const auto type = static_cast<FieldType>(packed[i + 1]);
+    i += 2;
+    if (slot >= kMaxSlots) return false;
+    Value& v = e.slots[static_cast<size_t>(slot)];
+    v = Value{};
+    v.type = type;
+    v.present = true;
+    switch (type) {
+      case FieldType::kString: {
+        uint16_t n;
+        if (!need(2)) return false;
+        std::memcpy(&n, packed.data() + i, 2);
+        i += 2;
+        if (!need(n)) return false;
+        v.s = packed.substr(i, n);
+        i += n;
+        break;
+      }
+      case FieldType::kDouble: if (!need(8)) return false; std::memcpy(&v.d, packed.data() + i, 8); i += 8; break;
+      case FieldType::kBool: if (!need(1)) return false; v.b = packed[i++] != 0; break;
+      default: if (!need(8)) return false; std::memcpy(&v.i, packed.data() + i, 8); i += 8;
+    }
+  }
+  return true;
+}
+
+struct SequenceFirst {
+  int64_t time = 0;
+  std::string packed;  // the slots `then` and the alert need
+};
+
+struct SequenceKey {
+  std::vector<SequenceFirst> pending;  // oldest first
+};
+
+// A running set of clocks started by one `start` event.
+struct Clocks {
+  int64_t start = 0;
+  uint32_t generation = 0;  // bumped by a restart or cancel; stale timers are skipped
+  uint32_t pending = 0;     // bit d: deadline d not yet met
+  uint32_t refs = 0;        // timers in the queue that point here
+  std::string packed;       // the start event's slots the alert needs
+  const std::string* key = nullptr;
+};
+
+struct Timer {
+  int64_t due;
+  Clocks* clocks;
+  uint32_t generation;
+  uint8_t deadline;
+  bool operator>(const Timer& o) const { return due > o.due; }
 };
 
 struct StringHash {
@@ -106,20 +220,45 @@ struct StringHash {
   size_t operator()(std::string_view s) const { return hash_bytes(s); }
 };
 
-uint64_t double_bits(double d) { uint64_t u; std::memcpy(&u, &d, sizeof u); return u; }
-double bits_double(uint64_t u) { double d; std::memcpy(&d, &u, sizeof d); return d; }
+template <typename V>
+using KeyMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
+
+// Slots of an event that must be kept to fire its alert later.
+uint32_t kept_slots(const Rule& r, Stream s) {
+  const StreamSchema& schema = schema_of(s);
+  uint32_t m = r.title_slots | (1u << schema.id_slot) | (1u << schema.time_slot);
+  for (int k : r.match.key) m |= 1u << k;
+  return m;
+}
 
 }  // namespace
 
 struct Engine::RuleState {
-  std::unordered_map<std::string, KeyState, StringHash, std::equal_to<>> keys;
+  KeyMap<WindowKey> windows;
+  KeyMap<SequenceKey> sequences;
+  KeyMap<Clocks> clocks;
+  std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers;
   int64_t newest = INT64_MIN;  // newest event time seen by the rule (its watermark)
 };
 
+struct Engine::Fire {
+  const Rule* rule;
+  const Event* event;
+  size_t key_parts = 0;
+  int64_t start = 0, end = 0, instance = 0;
+  std::span<const double> values;
+  std::string_view first_id;
+  int64_t first_time = 0;
+  uint64_t count = 1;
+  std::string_view deadline;
+  std::string_view level;
+  std::string_view severity;
+};
+
 Engine::Engine(std::shared_ptr<const RuleSet> rules, SignalSink& sink, const RuleFeed* feed,
-               const TableSource* tables)
+               const TableSource* tables, EngineOptions options)
     : rules_(std::move(rules)), sink_(sink), feed_(feed), table_source_(tables),
-      counters_(new RuleCounters[rules_->rules.size()]()) {
+      counters_(new RuleCounters[rules_->rules.size()]()), options_(options) {
   if (feed_) feed_version_ = feed_->version();
   if (table_source_) {
     tables_version_ = table_source_->version();
@@ -127,6 +266,8 @@ Engine::Engine(std::shared_ptr<const RuleSet> rules, SignalSink& sink, const Rul
   }
   for (size_t i = 0; i < rules_->rules.size(); ++i) state_.push_back(std::make_unique<RuleState>());
 }
+
+Engine::~Engine() = default;
 
 void Engine::replace_rules(std::shared_ptr<const RuleSet> next) {
   std::shared_ptr<RuleCounters[]> counters(new RuleCounters[next->rules.size()]());
@@ -139,11 +280,12 @@ void Engine::replace_rules(std::shared_ptr<const RuleSet> next) {
       // Counters are monotonic per rule id, whatever the definition.
       const RuleCounters& oc = counters_[j];
       for (auto [to, from] : {std::pair{&counters[i].evaluations, &oc.evaluations}, {&counters[i].matches, &oc.matches},
-                              {&counters[i].signals, &oc.signals}, {&counters[i].late, &oc.late}})
+                              {&counters[i].signals, &oc.signals}, {&counters[i].late, &oc.late}, {&counters[i].dropped, &oc.dropped}})
         to->store(from->load(std::memory_order_relaxed), std::memory_order_relaxed);
       if (old.definition_hash == r.definition_hash && state_[j]) {
         state[i] = std::move(state_[j]);
         counters[i].keys.store(oc.keys.load(std::memory_order_relaxed), std::memory_order_relaxed);
+        counters[i].timers.store(oc.timers.load(std::memory_order_relaxed), std::memory_order_relaxed);
       }
       break;
     }
@@ -160,21 +302,65 @@ EngineSnapshot Engine::snapshot() const {
   return {rules_, counters_};
 }
 
-Engine::~Engine() = default;
-
 std::span<const RuleCounters> Engine::counters() const {
   return {counters_.get(), rules_->rules.size()};
 }
 
-void Engine::fire(const Rule& rule, const Event& e, std::span<const std::string_view> key,
-                  int64_t start, int64_t end, std::span<const double> aggs,
-                  std::string_view first_id, int64_t first_time, uint64_t count) {
+size_t Engine::build_key(const Event& e, const std::vector<int>& slots) {
+  // The key is the field values joined by \x1f; key_parts_ view its parts.
+  std::array<std::pair<size_t, size_t>, kMaxGroupBy> parts{};
+  key_buffer_.clear();
+  for (size_t g = 0; g < slots.size(); ++g) {
+    const Value& v = e.at(slots[g]);
+    if (g) key_buffer_ += '\x1f';
+    const size_t start = key_buffer_.size();
+    if (!v.present) {
+    } else if (v.type == FieldType::kString) {
+      key_buffer_ += v.s;
+    } else {
+      char buf[32];
+      const int n = v.type == FieldType::kDouble ? std::snprintf(buf, sizeof buf, "%.17g", v.d)
+                    : v.type == FieldType::kBool ? std::snprintf(buf, sizeof buf, "%s", v.b ? "true" : "false")
+                                                 : std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(v.i));
+      key_buffer_.append(buf, static_cast<size_t>(n));
+    }
+    parts[g] = {start, key_buffer_.size() - start};
+  }
+  for (size_t g = 0; g < slots.size(); ++g)
+    key_parts_[g] = std::string_view(key_buffer_).substr(parts[g].first, parts[g].second);
+  return slots.size();
+}
+
+std::string_view Engine::score(const Rule& rule, const EvalContext& ctx, double* values) {
+  const Score& sc = *rule.score;
+  const size_t first = rule.aggregates.size();
+  double total = 0;
+  for (size_t i = 0; i < sc.features.size(); ++i) {
+    const Feature& f = sc.features[i];
+    double v = f.value->type() == Type::kBool ? (f.value->test(ctx) ? 1.0 : 0.0) : f.value->number(ctx);
+    if (std::isnan(v)) v = 0;
+    v = std::clamp(v, 0.0, f.cap) / f.cap;
+    values[first + i] = v;
+    total += v * f.weight;
+  }
+  values[first + sc.features.size()] = total;
+  std::string_view level;
+  for (const auto& [name, min] : sc.levels)
+    if (total >= min) level = name;
+  return level;
+}
+
+void Engine::fire(const Fire& f) {
+  const Rule& rule = *f.rule;
+  const Event& e = *f.event;
   title_buffer_.clear();
   for (const TemplatePart& p : rule.title) {
     switch (p.kind) {
       case TemplatePart::kLiteral: title_buffer_ += p.literal; break;
+      case TemplatePart::kDeadline: title_buffer_ += f.deadline; break;
+      case TemplatePart::kLevel: title_buffer_ += f.level; break;
       case TemplatePart::kAggregate: {
-        const double v = aggs[static_cast<size_t>(p.index)];
+        const double v = f.values[static_cast<size_t>(p.index)];
         char buf[32];
         const int n = v == std::floor(v) && std::fabs(v) < 1e15
                           ? std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(v))
@@ -190,7 +376,7 @@ void Engine::fire(const Rule& rule, const Event& e, std::span<const std::string_
           case FieldType::kString:
             if (p.masked) append_masked_text(title_buffer_, v.s); else title_buffer_ += v.s;
             break;
-          case FieldType::kInt: title_buffer_ += std::to_string(v.i); break;
+          case FieldType::kInt: title_buffer_.append(buf, static_cast<size_t>(std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(v.i)))); break;
           case FieldType::kDouble: title_buffer_.append(buf, static_cast<size_t>(std::snprintf(buf, sizeof buf, "%.1f", v.d))); break;
           case FieldType::kBool: title_buffer_ += v.b ? "true" : "false"; break;
           case FieldType::kTime: title_buffer_ += format_rfc3339_ms(v.i, buf); break;
@@ -203,118 +389,375 @@ void Engine::fire(const Rule& rule, const Event& e, std::span<const std::string_
   s.rule_set = rules_.get();
   s.rule = &rule;
   s.event = &e;
-  s.key = key;
+  s.key = {key_parts_.data(), f.key_parts};
   s.title = title_buffer_;
-  s.window_start_ms = start;
-  s.window_end_ms = end;
-  s.aggregates = aggs;
-  s.first_event_id = first_id;
-  s.first_event_time_ms = first_time;
-  s.count = count;
+  s.severity = !f.severity.empty() ? f.severity : !rule.severity.empty() ? std::string_view(rule.severity) : f.level;
+  s.window_start_ms = f.start;
+  s.window_end_ms = f.end;
+  s.instance_ms = f.instance;
+  s.values = f.values;
+  s.first_event_id = f.first_id;
+  s.first_event_time_ms = f.first_time;
+  s.count = f.count;
+  s.deadline = f.deadline;
+  s.level = f.level;
   sink_.on_signal(s);
 }
 
 void Engine::on_event(const Event& e) {
+  newest_event_ms_ = std::max(newest_event_ms_, e.time_ms);
   const RuleSet& set = *rules_;
-  for (const int ri : set.rules_for(e.stream, e.kind)) {
-    const Rule& rule = set.rules[static_cast<size_t>(ri)];
-    RuleCounters& c = counters_[static_cast<size_t>(ri)];
-    bump(c.evaluations);
-    const EvalContext ctx{&e, nullptr, nullptr, tables_.get()};
-    if (rule.where && !rule.where->test(ctx)) continue;
-    bump(c.matches);
-    if (!rule.windowed) {
-      bump(c.signals);
-      fire(rule, e, {}, e.time_ms, e.time_ms, {}, e.id(), e.time_ms, 1);
-      continue;
+  for (const Trigger& t : set.rules_for(e.stream, e.kind)) {
+    const Rule& rule = set.rules[static_cast<size_t>(t.rule)];
+    RuleCounters& c = counters_[static_cast<size_t>(t.rule)];
+    switch (t.role) {
+      case Trigger::kMain:
+        bump(c.evaluations);
+        if (rule.match.where && !rule.match.where->test(EvalContext{&e, nullptr, nullptr, tables_.get()})) break;
+        bump(c.matches);
+        if (rule.kind == RuleKind::kWindow) on_window(t.rule, rule, e, c);
+        else if (rule.kind == RuleKind::kSequence) on_main(t.rule, rule, e, c);
+        else if (rule.kind == RuleKind::kAbsence) on_start(t.rule, rule, e, c);
+        else on_main(t.rule, rule, e, c);
+        break;
+      case Trigger::kThen: on_then(t.rule, rule, e, c); break;
+      case Trigger::kUntil: on_until(t.rule, rule, t.deadline, e); break;
+      case Trigger::kCancel: on_cancel(t.rule, rule, e); break;
     }
+  }
+}
+
+// Per-event rules fire here; sequence rules file their `first` step.
+void Engine::on_main(int ri, const Rule& rule, const Event& e, RuleCounters& c) {
+  if (rule.kind == RuleKind::kSequence) {
+    build_key(e, rule.match.key);
     RuleState& rs = *state_[static_cast<size_t>(ri)];
-    if (rs.newest != INT64_MIN && e.time_ms <= rs.newest - rule.window_ms) {
-      bump(c.late);
-      continue;
+    auto it = rs.sequences.find(std::string_view(key_buffer_));
+    if (it == rs.sequences.end()) {
+      it = rs.sequences.emplace(key_buffer_, SequenceKey{}).first;
+      c.keys.store(static_cast<int64_t>(rs.sequences.size()), std::memory_order_relaxed);
     }
-    rs.newest = std::max(rs.newest, e.time_ms);
+    auto& pending = it->second.pending;
+    // Drop what can no longer be followed within the time, then the oldest if full.
+    while (!pending.empty() && pending.front().time < e.time_ms - rule.within_ms) pending.erase(pending.begin());
+    if (pending.size() >= options_.max_pending_per_key) {
+      pending.erase(pending.begin());
+      bump(c.dropped);
+    }
+    SequenceFirst& f = pending.emplace_back();
+    f.time = e.time_ms;
+    pack_event(e, rule.prior_slots | kept_slots(rule, rule.match.stream), f.packed);
+    return;
+  }
+  std::array<double, kMaxAggregates * 2 + 1> values{};
+  std::string_view level;
+  if (rule.score) {
+    const EvalContext ctx{&e, values.data(), nullptr, tables_.get()};
+    level = score(rule, ctx, values.data());
+    if (rule.having && !rule.having->test(ctx)) return;
+  }
+  bump(c.signals);
+  Fire f{&rule, &e};
+  f.start = f.end = f.instance = e.time_ms;
+  f.values = {values.data(), rule.value_count()};
+  f.first_id = e.id();
+  f.first_time = e.time_ms;
+  f.level = level;
+  fire(f);
+}
 
-    // The key is the group-by values joined by \x1f; key_values view its parts.
-    std::array<std::pair<size_t, size_t>, kMaxGroupBy> parts{};
-    key_buffer_.clear();
-    for (size_t g = 0; g < rule.group_by.size(); ++g) {
-      const Value& v = e.at(rule.group_by[g]);
-      if (g) key_buffer_ += '\x1f';
-      const size_t start = key_buffer_.size();
-      if (!v.present) {
-      } else if (v.type == FieldType::kString) {
-        key_buffer_ += v.s;
-      } else {
-        char buf[24];
-        key_buffer_.append(buf, static_cast<size_t>(std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(v.i))));
-      }
-      parts[g] = {start, key_buffer_.size() - start};
-    }
-    std::array<std::string_view, kMaxGroupBy> key_values{};
-    for (size_t g = 0; g < rule.group_by.size(); ++g)
-      key_values[g] = std::string_view(key_buffer_).substr(parts[g].first, parts[g].second);
-    auto it = rs.keys.find(std::string_view(key_buffer_));
-    if (it == rs.keys.end()) {
-      it = rs.keys.emplace(key_buffer_, KeyState{}).first;
-      c.keys.store(static_cast<int64_t>(rs.keys.size()), std::memory_order_relaxed);
-    }
-    KeyState& ks = it->second;
-    const size_t naggs = rule.aggregates.size();
+void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c) {
+  RuleState& rs = *state_[static_cast<size_t>(ri)];
+  const int64_t size = rule.window_ms;
+  if (rs.newest != INT64_MIN && rule.window_type != WindowType::kSession && e.time_ms <= rs.newest - size) {
+    bump(c.late);
+    return;
+  }
+  rs.newest = std::max(rs.newest, e.time_ms);
+  const size_t nkey = build_key(e, rule.match.key);
+  auto it = rs.windows.find(std::string_view(key_buffer_));
+  if (it == rs.windows.end()) {
+    it = rs.windows.emplace(key_buffer_, WindowKey{}).first;
+    c.keys.store(static_cast<int64_t>(rs.windows.size()), std::memory_order_relaxed);
+  }
+  WindowKey& k = it->second;
+  const size_t naggs = rule.aggregates.size();
+  const EvalContext ectx{&e, nullptr, nullptr, tables_.get()};
 
-    // Evict what fell out of the window ending at this event.
-    const int64_t horizon = std::max(ks.newest, e.time_ms) - rule.window_ms;
-    while (!ks.window.empty() && ks.window.front().time <= horizon) {
-      const Entry& old = ks.window.front();
-      for (size_t a = 0; a < naggs; ++a) {
-        const Aggregate& agg = rule.aggregates[a];
-        if (agg.kind == AggregateKind::kCountDistinct) ks.distinct[a].remove(old.payload[a]);
-        else if (agg.kind != AggregateKind::kCount) ks.sums[a] -= bits_double(old.payload[a]);
+  // Open the window this event belongs to.
+  switch (rule.window_type) {
+    case WindowType::kSliding: {
+      const int64_t horizon = std::max(k.newest, e.time_ms) - size;
+      while (!k.ring.empty() && k.ring.front().time <= horizon) {
+        const Entry& old = k.ring.front();
+        for (size_t a = 0; a < naggs; ++a) {
+          switch (rule.aggregates[a].kind) {
+            case AggregateKind::kCountDistinct: k.distinct[a].remove(old.payload[a]); break;
+            case AggregateKind::kCountIf: k.acc[a] -= static_cast<double>(old.payload[a]); break;
+            case AggregateKind::kSum: case AggregateKind::kAvg: k.acc[a] -= bits_double(old.payload[a]); break;
+            default: break;
+          }
+        }
+        k.ring.pop();
+        --k.count;
       }
-      ks.window.pop();
+      break;
     }
-    Entry& entry = ks.window.push();
-    entry.time = e.time_ms;
-    const std::string_view id = e.id();
-    entry.id_len = static_cast<uint8_t>(std::min(id.size(), entry.id.size()));
-    std::memcpy(entry.id.data(), id.data(), entry.id_len);
-    for (size_t a = 0; a < naggs; ++a) {
-      const Aggregate& agg = rule.aggregates[a];
-      if (agg.kind == AggregateKind::kCount) continue;
-      const Value& v = e.at(agg.slot);
-      if (agg.kind == AggregateKind::kCountDistinct) {
+    case WindowType::kTumbling: {
+      const int64_t bucket = (e.time_ms >= 0 ? e.time_ms / size : (e.time_ms - size + 1) / size) * size;
+      if (bucket < k.start) {  // an earlier bucket of this key has closed
+        bump(c.late);
+        return;
+      }
+      if (bucket > k.start) {
+        k.reset(naggs);
+        k.start = bucket;
+      }
+      break;
+    }
+    case WindowType::kSession: {
+      if (k.newest != INT64_MIN && e.time_ms < k.start) {  // before the open session
+        bump(c.late);
+        return;
+      }
+      if (k.newest == INT64_MIN || e.time_ms - k.newest > size) {
+        k.reset(naggs);
+        k.start = e.time_ms;
+      }
+      break;
+    }
+  }
+
+  // Add the event.
+  uint64_t payload[kMaxAggregates] = {};
+  for (size_t a = 0; a < naggs; ++a) {
+    const Aggregate& agg = rule.aggregates[a];
+    switch (agg.kind) {
+      case AggregateKind::kCount: case AggregateKind::kRate: break;
+      case AggregateKind::kCountIf: {
+        const bool hit = agg.condition->test(ectx);
+        payload[a] = hit;
+        k.acc[a] += hit;
+        break;
+      }
+      case AggregateKind::kCountDistinct: {
+        const Value& v = e.at(agg.slot);
         const uint64_t h = !v.present ? 0
                            : v.type == FieldType::kString ? hash_bytes(v.s)
                            : v.type == FieldType::kDouble ? double_bits(v.d) : static_cast<uint64_t>(v.i);
-        entry.payload[a] = h;
-        ks.distinct[a].add(h);
-      } else {
+        payload[a] = h;
+        k.distinct[a].add(h);
+        break;
+      }
+      default: {
+        const Value& v = e.at(agg.slot);
         const double x = !v.present ? 0.0 : v.type == FieldType::kDouble ? v.d : static_cast<double>(v.i);
-        entry.payload[a] = double_bits(x);
-        ks.sums[a] += x;
+        payload[a] = double_bits(x);
+        if (agg.kind == AggregateKind::kMin) k.acc[a] = k.count == 0 ? x : std::min(k.acc[a], x);
+        else if (agg.kind == AggregateKind::kMax) k.acc[a] = k.count == 0 ? x : std::max(k.acc[a], x);
+        else k.acc[a] += x;
       }
     }
-    ks.newest = std::max(ks.newest, e.time_ms);
+  }
+  const std::string_view id = e.id();
+  if (rule.window_type == WindowType::kSliding) {
+    Entry& entry = k.ring.push();
+    entry.time = e.time_ms;
+    entry.id_len = static_cast<uint8_t>(std::min(id.size(), entry.id.size()));
+    std::memcpy(entry.id.data(), id.data(), entry.id_len);
+    std::copy(payload, payload + naggs, entry.payload.begin());
+  } else if (k.count == 0) {
+    k.first_time = e.time_ms;
+    k.first_id_len = static_cast<uint8_t>(std::min(id.size(), k.first_id.size()));
+    std::memcpy(k.first_id.data(), id.data(), k.first_id_len);
+  }
+  ++k.count;
+  k.newest = std::max(k.newest, e.time_ms);
 
-    std::array<double, kMaxAggregates> values{};
-    const double n = static_cast<double>(ks.window.size());
-    for (size_t a = 0; a < naggs; ++a) {
-      switch (rule.aggregates[a].kind) {
-        case AggregateKind::kCount: values[a] = n; break;
-        case AggregateKind::kCountDistinct: values[a] = static_cast<double>(ks.distinct[a].size()); break;
-        case AggregateKind::kSum: values[a] = ks.sums[a]; break;
-        case AggregateKind::kAvg: values[a] = ks.sums[a] / n; break;
+  // Compute the aggregates.
+  std::array<double, kMaxAggregates * 2 + 1> values{};
+  const double n = static_cast<double>(k.count);
+  const int64_t start = rule.window_type == WindowType::kSliding ? e.time_ms - size : k.start;
+  const int64_t end = rule.window_type == WindowType::kTumbling ? k.start + size : e.time_ms;
+  for (size_t a = 0; a < naggs; ++a) {
+    switch (rule.aggregates[a].kind) {
+      case AggregateKind::kCount: values[a] = n; break;
+      case AggregateKind::kCountIf: case AggregateKind::kSum: values[a] = k.acc[a]; break;
+      case AggregateKind::kCountDistinct: values[a] = static_cast<double>(k.distinct[a].size()); break;
+      case AggregateKind::kAvg: values[a] = k.acc[a] / n; break;
+      case AggregateKind::kRate: {
+        const int64_t span = rule.window_type == WindowType::kSession ? std::max<int64_t>(e.time_ms - k.start, 1000) : size;
+        values[a] = n * 1000.0 / static_cast<double>(span);
+        break;
+      }
+      case AggregateKind::kMin: case AggregateKind::kMax: {
+        if (rule.window_type != WindowType::kSliding) { values[a] = k.acc[a]; break; }
+        // Sliding: scan the window (it is small next to the event rate it replaces).
+        const bool is_min = rule.aggregates[a].kind == AggregateKind::kMin;
+        double m = bits_double(k.ring.at(0).payload[a]);
+        for (size_t i = 1; i < k.ring.size(); ++i) {
+          const double x = bits_double(k.ring.at(i).payload[a]);
+          m = is_min ? std::min(m, x) : std::max(m, x);
+        }
+        values[a] = m;
+        break;
       }
     }
-    const bool hit = rule.having->test(EvalContext{&e, values.data(), nullptr, tables_.get()});
-    if (hit && !ks.firing) {
-      bump(c.signals);
-      const Entry& first = ks.window.front();
-      fire(rule, e, {key_values.data(), rule.group_by.size()}, e.time_ms - rule.window_ms,
-           e.time_ms, {values.data(), naggs}, {first.id.data(), first.id_len}, first.time,
-           ks.window.size());
+  }
+  const EvalContext vctx{&e, values.data(), nullptr, tables_.get()};
+  std::string_view level;
+  if (rule.score) level = score(rule, vctx, values.data());
+  const bool hit = rule.having->test(vctx);
+  if (hit && !k.firing) {
+    bump(c.signals);
+    Fire f{&rule, &e, nkey};
+    f.start = start;
+    f.end = end;
+    // Sliding: the event that fired; tumbling: the bucket; session: its start.
+    f.instance = rule.window_type == WindowType::kSliding ? e.time_ms : k.start;
+    f.values = {values.data(), rule.value_count()};
+    if (rule.window_type == WindowType::kSliding) {
+      const Entry& first = k.ring.front();
+      f.first_id = {first.id.data(), first.id_len};
+      f.first_time = first.time;
+    } else {
+      f.first_id = {k.first_id.data(), k.first_id_len};
+      f.first_time = k.first_time;
     }
-    ks.firing = hit;
+    f.count = k.count;
+    f.level = level;
+    fire(f);
+  }
+  // Sliding windows fire again once `having` has been false; tumbling and
+  // session windows fire at most once per window.
+  k.firing = rule.window_type == WindowType::kSliding ? hit : (k.firing || hit);
+}
+
+void Engine::on_then(int ri, const Rule& rule, const Event& e, RuleCounters& c) {
+  RuleState& rs = *state_[static_cast<size_t>(ri)];
+  if (rs.sequences.empty()) return;
+  const size_t nkey = build_key(e, rule.then.key);
+  const auto it = rs.sequences.find(std::string_view(key_buffer_));
+  if (it == rs.sequences.end()) return;
+  auto& pending = it->second.pending;
+  for (size_t i = 0; i < pending.size(); ++i) {
+    const SequenceFirst& first = pending[i];
+    if (first.time > e.time_ms || e.time_ms - first.time > rule.within_ms) continue;
+    unpack_event(first.packed, rule.match.stream, first.time, scratch_);
+    std::array<double, kMaxAggregates * 2 + 1> values{};
+    const EvalContext ctx{&e, values.data(), &scratch_, tables_.get()};
+    if (rule.then.where && !rule.then.where->test(ctx)) continue;
+    std::string_view level;
+    if (rule.score) level = score(rule, ctx, values.data());
+    bump(c.signals);
+    Fire f{&rule, &e, nkey};
+    f.start = first.time;
+    f.end = e.time_ms;
+    f.instance = first.time;
+    f.values = {values.data(), rule.value_count()};
+    f.first_id = scratch_.id();
+    f.first_time = first.time;
+    f.count = 2;
+    f.level = level;
+    fire(f);
+    pending.erase(pending.begin() + static_cast<ptrdiff_t>(i));  // one match per first event
+    break;
+  }
+  if (pending.empty()) {
+    rs.sequences.erase(it);
+    c.keys.store(static_cast<int64_t>(rs.sequences.size()), std::memory_order_relaxed);
+  }
+}
+
+void Engine::on_start(int ri, const Rule& rule, const Event& e, RuleCounters& c) {
+  RuleState& rs = *state_[static_cast<size_t>(ri)];
+  build_key(e, rule.match.key);
+  auto [it, inserted] = rs.clocks.try_emplace(key_buffer_);
+  Clocks& k = it->second;
+  if (inserted) {
+    k.key = &it->first;
+    c.keys.store(static_cast<int64_t>(rs.clocks.size()), std::memory_order_relaxed);
+  }
+  // A new start restarts every clock of the key (e.g. a returned ticket).
+  ++k.generation;
+  k.start = e.time_ms;
+  k.pending = rule.deadlines.size() >= 32 ? ~0u : (1u << rule.deadlines.size()) - 1;
+  pack_event(e, kept_slots(rule, rule.match.stream), k.packed);
+  for (size_t d = 0; d < rule.deadlines.size(); ++d) {
+    rs.timers.push(Timer{e.time_ms + rule.deadlines[d].after_ms, &k, k.generation, static_cast<uint8_t>(d)});
+    ++k.refs;
+  }
+  c.timers.store(static_cast<int64_t>(rs.timers.size()), std::memory_order_relaxed);
+}
+
+void Engine::on_until(int ri, const Rule& rule, int deadline, const Event& e) {
+  RuleState& rs = *state_[static_cast<size_t>(ri)];
+  if (rs.clocks.empty()) return;
+  const Deadline& d = rule.deadlines[static_cast<size_t>(deadline)];
+  if (d.until.where && !d.until.where->test(EvalContext{&e, nullptr, nullptr, tables_.get()})) return;
+  build_key(e, d.until.key);
+  const auto it = rs.clocks.find(std::string_view(key_buffer_));
+  if (it == rs.clocks.end() || e.time_ms < it->second.start) return;
+  it->second.pending &= ~(1u << deadline);  // its timer is skipped when it comes due
+}
+
+void Engine::on_cancel(int ri, const Rule& rule, const Event& e) {
+  RuleState& rs = *state_[static_cast<size_t>(ri)];
+  if (rs.clocks.empty()) return;
+  if (rule.cancel->where && !rule.cancel->where->test(EvalContext{&e, nullptr, nullptr, tables_.get()})) return;
+  build_key(e, rule.cancel->key);
+  const auto it = rs.clocks.find(std::string_view(key_buffer_));
+  if (it == rs.clocks.end() || e.time_ms < it->second.start) return;
+  it->second.pending = 0;
+  ++it->second.generation;
+}
+
+void Engine::fire_timers(int64_t now_ms) {
+  const RuleSet& set = *rules_;
+  for (size_t ri = 0; ri < state_.size(); ++ri) {
+    RuleState& rs = *state_[ri];
+    if (rs.timers.empty()) continue;
+    const Rule& rule = set.rules[ri];
+    RuleCounters& c = counters_[ri];
+    while (!rs.timers.empty() && rs.timers.top().due <= now_ms) {
+      const Timer t = rs.timers.top();
+      rs.timers.pop();
+      Clocks& k = *t.clocks;
+      --k.refs;
+      const bool live = t.generation == k.generation && (k.pending >> t.deadline & 1);
+      if (live) {
+        k.pending &= ~(1u << t.deadline);
+        const Deadline& d = rule.deadlines[t.deadline];
+        unpack_event(k.packed, rule.match.stream, k.start, scratch_);
+        // Key parts view the stored key.
+        size_t nkey = 0, pos = 0;
+        const std::string_view key = *k.key;
+        while (nkey < rule.match.key.size()) {
+          const size_t sep = key.find('\x1f', pos);
+          key_parts_[nkey++] = key.substr(pos, sep == std::string_view::npos ? std::string_view::npos : sep - pos);
+          if (sep == std::string_view::npos) break;
+          pos = sep + 1;
+        }
+        std::array<double, kMaxAggregates * 2 + 1> values{};
+        std::string_view level;
+        if (rule.score) level = score(rule, EvalContext{&scratch_, values.data(), nullptr, tables_.get()}, values.data());
+        bump(c.signals);
+        Fire f{&rule, &scratch_, nkey};
+        f.start = k.start;
+        f.end = t.due;
+        f.instance = k.start + static_cast<int64_t>(t.deadline);  // one id per start and deadline
+        f.values = {values.data(), rule.value_count()};
+        f.first_id = scratch_.id();
+        f.first_time = k.start;
+        f.deadline = d.name;
+        f.level = level;
+        f.severity = d.severity;
+        fire(f);
+      }
+      if (k.refs == 0 && k.pending == 0) rs.clocks.erase(rs.clocks.find(std::string_view(*k.key)));
+    }
+    c.timers.store(static_cast<int64_t>(rs.timers.size()), std::memory_order_relaxed);
+    c.keys.store(static_cast<int64_t>(rs.clocks.size()), std::memory_order_relaxed);
   }
 }
 
@@ -327,19 +770,98 @@ void Engine::on_tick(int64_t now_ms) {
     feed_version_ = feed_->version();
     if (auto next = feed_->current(); next && next != rules_) replace_rules(std::move(next));
   }
-  // Drop keys whose whole window lies behind the rule's watermark, at most
-  // every 10 s, so memory follows the live key set.
+  fire_timers(options_.timers_follow_event_time ? newest_event_ms_ : now_ms);
+  // Drop keys whose window or sequence time lies behind the rule's watermark,
+  // at most every 10 s, so memory follows the live key set.
   if (now_ms - last_sweep_ms_ < 10'000) return;
   last_sweep_ms_ = now_ms;
   for (size_t ri = 0; ri < state_.size(); ++ri) {
     const Rule& rule = rules_->rules[ri];
-    if (!rule.windowed) continue;
     RuleState& rs = *state_[ri];
-    for (auto it = rs.keys.begin(); it != rs.keys.end();) {
-      if (it->second.newest <= rs.newest - rule.window_ms) it = rs.keys.erase(it);
-      else ++it;
+    if (rule.kind == RuleKind::kWindow) {
+      const int64_t horizon = newest_event_ms_ - rule.window_ms;
+      for (auto it = rs.windows.begin(); it != rs.windows.end();)
+        it = it->second.newest <= horizon ? rs.windows.erase(it) : std::next(it);
+      counters_[ri].keys.store(static_cast<int64_t>(rs.windows.size()), std::memory_order_relaxed);
+    } else if (rule.kind == RuleKind::kSequence) {
+      const int64_t horizon = newest_event_ms_ - rule.within_ms;
+      for (auto it = rs.sequences.begin(); it != rs.sequences.end();)
+        it = it->second.pending.back().time < horizon ? rs.sequences.erase(it) : std::next(it);
+      counters_[ri].keys.store(static_cast<int64_t>(rs.sequences.size()), std::memory_order_relaxed);
     }
-    counters_[ri].keys.store(static_cast<int64_t>(rs.keys.size()), std::memory_order_relaxed);
+  }
+}
+
+void Engine::snapshot_state(StateStore& store) const {
+  std::string value;
+  for (size_t ri = 0; ri < state_.size(); ++ri) {
+    const Rule& rule = rules_->rules[ri];
+    const RuleState& rs = *state_[ri];
+    if (rule.kind == RuleKind::kAbsence) {
+      const std::string ns = "absence/" + rule.id;
+      for (const auto& [key, k] : rs.clocks) {
+        if (!k.pending) continue;
+        value.assign(reinterpret_cast<const char*>(&k.start), 8);
+        value.append(reinterpret_cast<const char*>(&k.pending), 4);
+        value += k.packed;
+        store.put(ns, key, value);
+      }
+    } else if (rule.kind == RuleKind::kSequence) {
+      const std::string ns = "sequence/" + rule.id;
+      for (const auto& [key, sk] : rs.sequences) {
+        value.clear();
+        for (const SequenceFirst& f : sk.pending) {
+          const uint32_t n = static_cast<uint32_t>(f.packed.size());
+          value.append(reinterpret_cast<const char*>(&f.time), 8);
+          value.append(reinterpret_cast<const char*>(&n), 4);
+          value += f.packed;
+        }
+        store.put(ns, key, value);
+      }
+    }
+  }
+}
+
+void Engine::restore_state(const StateStore& store) {
+  for (size_t ri = 0; ri < state_.size(); ++ri) {
+    const Rule& rule = rules_->rules[ri];
+    RuleState& rs = *state_[ri];
+    if (rule.kind == RuleKind::kAbsence) {
+      store.scan("absence/" + rule.id, [&](std::string_view key, std::string_view v) {
+        if (v.size() < 12) return;
+        auto [it, inserted] = rs.clocks.try_emplace(std::string(key));
+        Clocks& k = it->second;
+        k.key = &it->first;
+        std::memcpy(&k.start, v.data(), 8);
+        std::memcpy(&k.pending, v.data() + 8, 4);
+        k.packed = std::string(v.substr(12));
+        ++k.generation;
+        for (size_t d = 0; d < rule.deadlines.size() && d < 32; ++d) {
+          if (!(k.pending >> d & 1)) continue;
+          rs.timers.push(Timer{k.start + rule.deadlines[d].after_ms, &k, k.generation, static_cast<uint8_t>(d)});
+          ++k.refs;
+        }
+      });
+      counters_[ri].keys.store(static_cast<int64_t>(rs.clocks.size()), std::memory_order_relaxed);
+      counters_[ri].timers.store(static_cast<int64_t>(rs.timers.size()), std::memory_order_relaxed);
+    } else if (rule.kind == RuleKind::kSequence) {
+      store.scan("sequence/" + rule.id, [&](std::string_view key, std::string_view v) {
+        SequenceKey& sk = rs.sequences[std::string(key)];
+        size_t i = 0;
+        while (i + 12 <= v.size()) {
+          SequenceFirst f;
+          uint32_t n;
+          std::memcpy(&f.time, v.data() + i, 8);
+          std::memcpy(&n, v.data() + i + 8, 4);
+          i += 12;
+          if (i + n > v.size()) break;
+          f.packed = std::string(v.substr(i, n));
+          i += n;
+          sk.pending.push_back(std::move(f));
+        }
+      });
+      counters_[ri].keys.store(static_cast<int64_t>(rs.sequences.size()), std::memory_order_relaxed);
+    }
   }
 }
 

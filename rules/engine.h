@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "pipeline/io.h"
+#include "pipeline/state_store.h"
 #include "pipeline/stats.h"
 #include "rules/rule_set.h"
 #include "rules/tables.h"
@@ -22,15 +23,19 @@ namespace tocsin::rules {
 struct Signal {
   const RuleSet* rule_set = nullptr;
   const Rule* rule = nullptr;
-  const Event* event = nullptr;  // the event that made the rule fire
-  std::span<const std::string_view> key;  // values of rule->group_by (empty for per-event rules)
+  const Event* event = nullptr;  // the event that made the rule fire (an absence: its start event)
+  std::span<const std::string_view> key;  // values of the rule's key fields (empty for per-event rules)
   std::string_view title;                 // rendered, with phone numbers masked
+  std::string_view severity;              // the rule's, a deadline's, or the score level's
   int64_t window_start_ms = 0;
   int64_t window_end_ms = 0;
-  std::span<const double> aggregates;     // parallel to rule->aggregates
+  int64_t instance_ms = 0;                // time part of the alert id (window end, session start, due time)
+  std::span<const double> values;         // parallel to aggregates, then features, then score
   std::string_view first_event_id;
   int64_t first_event_time_ms = 0;
   uint64_t count = 0;
+  std::string_view deadline;              // absence: the deadline that passed
+  std::string_view level;                 // scored rules: the level reached
 };
 
 class SignalSink {
@@ -44,7 +49,18 @@ struct RuleCounters {
   Counter matches{};      // events that passed `where`
   Counter signals{};      // times the rule fired
   Counter late{};         // events older than the rule's window (not counted)
-  std::atomic<int64_t> keys{0};  // live window keys (gauge)
+  Counter dropped{};      // sequence starts dropped because a key had too many pending
+  std::atomic<int64_t> keys{0};    // live keys: windows, pending sequences, running clocks (gauge)
+  std::atomic<int64_t> timers{0};  // pending deadline timers (gauge)
+};
+
+struct EngineOptions {
+  // Absence deadlines fire when the wall clock (on_tick's now) passes them.
+  // For replays of recorded streams, set this so they follow event time (the
+  // newest event time the engine has seen) instead.
+  bool timers_follow_event_time = false;
+  // Pending `first` events kept per sequence key; older ones are dropped and counted.
+  size_t max_pending_per_key = 16;
 };
 
 // Where an engine gets new rule sets from (hot reload). version() is read
@@ -66,7 +82,7 @@ struct EngineSnapshot {
 class Engine final : public EventHandler {
  public:
   Engine(std::shared_ptr<const RuleSet> rules, SignalSink& sink, const RuleFeed* feed = nullptr,
-         const TableSource* tables = nullptr);
+         const TableSource* tables = nullptr, EngineOptions options = {});
   ~Engine() override;
 
   void on_event(const Event& e) override;
@@ -83,11 +99,27 @@ class Engine final : public EventHandler {
   // Any thread.
   EngineSnapshot snapshot() const;
 
+  // Writes the durable state (running clocks and pending sequence steps) to
+  // `store`, one namespace per rule ("absence/<id>", "sequence/<id>"), and
+  // reads it back. restore_state() is for a fresh engine with the same rules;
+  // it skips rules the store does not know. Owner thread only.
+  void snapshot_state(StateStore& store) const;
+  void restore_state(const StateStore& store);
+
  private:
   struct RuleState;
-  void fire(const Rule& rule, const Event& e, std::span<const std::string_view> key,
-            int64_t start, int64_t end, std::span<const double> aggs,
-            std::string_view first_id, int64_t first_time, uint64_t count);
+  struct Fire;
+  void fire(const Fire& f);
+  size_t build_key(const Event& e, const std::vector<int>& slots);
+  void on_main(int ri, const Rule& rule, const Event& e, RuleCounters& c);
+  void on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c);
+  void on_then(int ri, const Rule& rule, const Event& e, RuleCounters& c);
+  void on_start(int ri, const Rule& rule, const Event& e, RuleCounters& c);
+  void on_until(int ri, const Rule& rule, int deadline, const Event& e);
+  void on_cancel(int ri, const Rule& rule, const Event& e);
+  void fire_timers(int64_t now_ms);
+  // Computes the score features into values[first..] and returns the level.
+  std::string_view score(const Rule& rule, const EvalContext& ctx, double* values);
 
   std::shared_ptr<const RuleSet> rules_;
   SignalSink& sink_;
@@ -99,8 +131,12 @@ class Engine final : public EventHandler {
   std::shared_ptr<RuleCounters[]> counters_;
   mutable std::mutex snapshot_mu_;  // guards the pointers handed to snapshot()
   std::vector<std::unique_ptr<RuleState>> state_;
+  EngineOptions options_;
   std::string key_buffer_;
+  std::array<std::string_view, kMaxGroupBy> key_parts_{};
   std::string title_buffer_;
+  Event scratch_;            // unpacked stored events (absence starts, sequence firsts)
+  int64_t newest_event_ms_ = INT64_MIN;
   int64_t last_sweep_ms_ = 0;
 };
 

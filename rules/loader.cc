@@ -27,37 +27,51 @@ std::string hex16(uint64_t v) {
 
 constexpr std::string_view kSeverities[] = {"info", "low", "medium", "high", "critical"};
 
-// Resolves names to event fields of one stream, then to the rule's aggregates.
+Type type_of(FieldType t) {
+  switch (t) {
+    case FieldType::kString: return Type::kString;
+    case FieldType::kInt: return Type::kInt;
+    case FieldType::kDouble: return Type::kDouble;
+    case FieldType::kBool: return Type::kBool;
+    case FieldType::kTime: return Type::kTime;
+  }
+  return Type::kNull;
+}
+
+// Resolves names in a rule's expressions: the rule's values (aggregates,
+// features, `score`) when given, then `first.<field>` (the earlier event of a
+// sequence, when `prior` is set; each use is recorded in `prior_slots`), then
+// fields of the event's stream.
 class RuleScope final : public Scope {
  public:
-  RuleScope(const StreamSchema& schema, const std::vector<Aggregate>* aggs,
-            const TableCatalog* tables = nullptr)
-      : schema_(schema), aggs_(aggs), tables_(tables) {}
+  RuleScope(const StreamSchema& schema, const TableCatalog* tables) : schema_(schema), tables_(tables) {}
+  RuleScope& with_values(const std::vector<std::string>* names) { values_ = names; return *this; }
+  RuleScope& with_prior(const StreamSchema* prior, uint32_t* used) { prior_ = prior; prior_used_ = used; return *this; }
+
   std::optional<TableRef> table(std::string_view name) const override {
     return tables_ ? tables_->find(name) : std::nullopt;
   }
   std::optional<NameRef> resolve(std::string_view name) const override {
-    if (aggs_)
-      for (size_t i = 0; i < aggs_->size(); ++i)
-        if ((*aggs_)[i].name == name)
-          return NameRef{NameRef::kAggregate, static_cast<int>(i), Type::kDouble};
+    if (values_)
+      for (size_t i = 0; i < values_->size(); ++i)
+        if ((*values_)[i] == name) return NameRef{NameRef::kAggregate, static_cast<int>(i), Type::kDouble};
+    if (prior_ && name.starts_with("first.")) {
+      const int slot = prior_->slot_of(name.substr(6));
+      if (slot < 0) return std::nullopt;
+      *prior_used_ |= 1u << slot;
+      return NameRef{NameRef::kPriorField, slot, type_of(prior_->fields[static_cast<size_t>(slot)].type)};
+    }
     const int slot = schema_.slot_of(name);
     if (slot < 0) return std::nullopt;
-    Type t = Type::kNull;
-    switch (schema_.fields[static_cast<size_t>(slot)].type) {
-      case FieldType::kString: t = Type::kString; break;
-      case FieldType::kInt: t = Type::kInt; break;
-      case FieldType::kDouble: t = Type::kDouble; break;
-      case FieldType::kBool: t = Type::kBool; break;
-      case FieldType::kTime: t = Type::kTime; break;
-    }
-    return NameRef{NameRef::kEventField, slot, t};
+    return NameRef{NameRef::kEventField, slot, type_of(schema_.fields[static_cast<size_t>(slot)].type)};
   }
 
  private:
   const StreamSchema& schema_;
-  const std::vector<Aggregate>* aggs_;
   const TableCatalog* tables_;
+  const std::vector<std::string>* values_ = nullptr;
+  const StreamSchema* prior_ = nullptr;
+  uint32_t* prior_used_ = nullptr;
 };
 
 class Compiler {
@@ -145,7 +159,7 @@ class Compiler {
     return col;
   }
 
-  std::optional<Expr> expression(const YAML::Node& n, const Scope& scope, const char* what) {
+  std::optional<Expr> expression(const YAML::Node& n, const Scope& scope, const char* what, bool want_bool = true) {
     std::string text;
     if (!scalar(n, what, text)) return std::nullopt;
     ExprError err;
@@ -156,18 +170,88 @@ class Compiler {
           std::string(what) + ": " + err.message);
       return std::nullopt;
     }
-    if (e->type() != Type::kBool) {
-      error(n, "E201", std::string(what) + " must be a condition (bool), not " + std::string(to_string(e->type())));
+    if (want_bool ? e->type() != Type::kBool
+                  : !(e->type() == Type::kBool || e->type() == Type::kInt || e->type() == Type::kDouble)) {
+      error(n, "E201", std::string(what) + (want_bool ? " must be a condition (bool), not " : " must be a condition or a number, not ") +
+                           std::string(to_string(e->type())));
       return std::nullopt;
     }
     return e;
   }
 
+  // The YAML items of a scalar-or-list node.
+  static std::vector<YAML::Node> items(const YAML::Node& n) {
+    std::vector<YAML::Node> out;
+    if (n.IsSequence()) for (const auto& i : n) out.push_back(i);
+    else if (n) out.push_back(n);
+    return out;
+  }
+
+  bool duration(const YAML::Node& n, const char* what, int64_t& out) {
+    const auto ms = n.IsScalar() ? parse_duration_ms(n.Scalar()) : std::nullopt;
+    if (!ms || *ms <= 0) {
+      error(n, "E008", std::string("bad duration for ") + what + " '" + (n.IsScalar() ? n.Scalar() : "") + "' (e.g. 30s, 15m, 1h, 2d)");
+      return false;
+    }
+    out = *ms;
+    return true;
+  }
+
+  void kinds(const YAML::Node& on, const StreamSchema& schema, std::vector<int>& out) {
+    for (const auto& i : items(on)) {
+      std::string kind;
+      if (!scalar(i, "on", kind)) continue;
+      const int k = schema.kind_index(kind);
+      if (k < 0) {
+        std::string list;
+        for (auto x : schema.kinds) list += (list.empty() ? "" : ", ") + std::string(x);
+        error(i, "E007", "stream '" + std::string(schema.name) + "' has no event kind '" + kind + "'" +
+                             (list.empty() ? " (it has no kinds)" : " (kinds: " + list + ")"));
+      } else {
+        out.push_back(k);
+      }
+    }
+  }
+
+  void key(const YAML::Node& g, const StreamSchema& schema, const char* what, std::vector<int>& out) {
+    for (const auto& i : items(g)) {
+      const std::string f = i.Scalar();
+      const int slot = schema.slot_of(f);
+      if (slot < 0) error(i, "E203", std::string(what) + ": stream '" + std::string(schema.name) + "' has no field '" + f + "'");
+      else out.push_back(slot);
+    }
+    if (out.size() > static_cast<size_t>(kMaxGroupBy)) error(g, "E010", std::string("at most 4 ") + what + " fields");
+  }
+
+  // A step mapping {stream?, on?, where?, key?}. `prior` enables first.<field>.
+  bool match(const YAML::Node& n, const char* what, Stream default_stream, const YAML::Node* key_node,
+             Match& m, const StreamSchema* prior = nullptr, uint32_t* prior_used = nullptr) {
+    if (!n.IsMap()) {
+      error(n, "E002", std::string(what) + " is a mapping with on, where and key");
+      return false;
+    }
+    check_keys(n, {"stream", "on", "where", "key"});
+    m.stream = default_stream;
+    if (const auto st = n["stream"]) {
+      const auto s = stream_from_string(st.Scalar());
+      if (!s) { error(st, "E006", "unknown stream '" + st.Scalar() + "' (calls, faults or complaints)"); return false; }
+      m.stream = *s;
+    }
+    const StreamSchema& schema = schema_of(m.stream);
+    if (n["on"]) kinds(n["on"], schema, m.kinds);
+    RuleScope scope(schema, tables_);
+    if (prior) scope.with_prior(prior, prior_used);
+    if (n["where"]) m.where = expression(n["where"], scope, (std::string(what) + ".where").c_str());
+    if (n["key"]) key(n["key"], schema, what, m.key);
+    else if (key_node) key(*key_node, schema, what, m.key);
+    return true;
+  }
+
   void compile_rule(const YAML::Node& node, RuleSet& set) {
     const size_t errors_before = count_errors();
     if (!node.IsMap()) return error(node, "E002", "each rule is a mapping");
-    check_keys(node, {"id", "description", "stream", "on", "where", "window", "aggregates",
-                      "having", "alert", "enabled"});
+    check_keys(node, {"id", "description", "stream", "on", "where", "window", "aggregates", "having",
+                      "sequence", "absence", "score", "alert", "enabled"});
     if (node["enabled"] && node["enabled"].IsScalar() && node["enabled"].Scalar() == "false") return;
     Rule r;
     r.file = file_;
@@ -177,69 +261,52 @@ class Compiler {
     if (!ids.insert(r.id).second) error(node["id"], "E005", "duplicate rule id '" + r.id + "'");
     if (node["description"]) scalar(node["description"], "description", r.description);
 
-    std::string stream_name;
-    if (!node["stream"]) return error(node, "E003", "rule '" + r.id + "' has no 'stream' (calls, faults or complaints)");
-    if (!scalar(node["stream"], "stream", stream_name)) return;
-    const auto stream = stream_from_string(stream_name);
-    if (!stream) return error(node["stream"], "E006", "unknown stream '" + stream_name + "' (calls, faults or complaints)");
-    r.stream = *stream;
-    const StreamSchema& schema = schema_of(r.stream);
+    const int shapes = !!node["window"] + !!node["sequence"] + !!node["absence"];
+    if (shapes > 1) return error(node, "E013", "a rule has at most one of window, sequence and absence");
+    r.kind = node["window"] ? RuleKind::kWindow : node["sequence"] ? RuleKind::kSequence
+             : node["absence"] ? RuleKind::kAbsence : RuleKind::kPerEvent;
 
-    if (const auto on = node["on"]) {
-      std::vector<YAML::Node> items;
-      if (on.IsSequence()) for (const auto& i : on) items.push_back(i); else items.push_back(on);
-      for (const auto& i : items) {
-        std::string kind;
-        if (!scalar(i, "on", kind)) continue;
-        const int k = schema.kind_index(kind);
-        if (k < 0) {
-          std::string list;
-          for (auto x : schema.kinds) list += (list.empty() ? "" : ", ") + std::string(x);
-          error(i, "E007", "stream '" + stream_name + "' has no event kind '" + kind + "'" + (list.empty() ? " (it has no kinds)" : " (kinds: " + list + ")"));
-        } else {
-          r.kinds.push_back(k);
-        }
-      }
+    Stream stream = Stream::kCalls;
+    if (node["stream"]) {
+      std::string stream_name;
+      if (!scalar(node["stream"], "stream", stream_name)) return;
+      const auto st = stream_from_string(stream_name);
+      if (!st) return error(node["stream"], "E006", "unknown stream '" + stream_name + "' (calls, faults or complaints)");
+      stream = *st;
+    } else if (r.kind != RuleKind::kSequence) {
+      return error(node, "E003", "rule '" + r.id + "' has no 'stream' (calls, faults or complaints)");
+    }
+    const StreamSchema& schema = schema_of(stream);
+    r.match.stream = stream;
+    if (r.kind == RuleKind::kPerEvent || r.kind == RuleKind::kWindow) {
+      if (node["on"]) kinds(node["on"], schema, r.match.kinds);
+      RuleScope event_scope(schema, tables_);
+      if (node["where"]) r.match.where = expression(node["where"], event_scope, "where");
+    } else if (node["on"] || node["where"]) {
+      error(node["on"] ? node["on"] : node["where"], "E013", "a sequence or absence rule sets 'on' and 'where' per step");
     }
 
-    RuleScope event_scope(schema, nullptr, tables_);
-    if (node["where"]) r.where = expression(node["where"], event_scope, "where");
+    if (r.kind == RuleKind::kWindow) compile_window(node, schema, r);
+    else if (node["aggregates"]) error(node["aggregates"], "E003", "'aggregates' need a 'window'");
+    if (r.kind == RuleKind::kSequence) compile_sequence(node["sequence"], r);
+    if (r.kind == RuleKind::kAbsence) compile_absence(node["absence"], schema, r);
 
-    if (const auto w = node["window"]) {
-      r.windowed = true;
-      if (!w.IsMap()) return error(w, "E002", "'window' is a mapping with group_by and size");
-      check_keys(w, {"group_by", "size", "type"});
-      if (w["type"] && w["type"].Scalar() != "sliding")
-        error(w["type"], "E009", "window type '" + w["type"].Scalar() + "' is not supported yet (sliding)");
-      if (!w["size"]) error(w, "E003", "window without 'size' (e.g. 1h)");
+    // Values (aggregates, features, score) for having, score and the title.
+    std::vector<std::string> values;
+    for (const auto& a : r.aggregates) values.push_back(a.name);
+    if (const auto sc = node["score"]) compile_score(sc, r.kind == RuleKind::kSequence ? schema_of(r.then.stream) : schema, r, values);
+    if (node["having"]) {
+      if (r.kind == RuleKind::kSequence || r.kind == RuleKind::kAbsence)
+        error(node["having"], "E013", "'having' belongs to window and scored rules");
+      else if (r.kind == RuleKind::kPerEvent && !r.score)
+        error(node["having"], "E003", "'having' needs a 'window' or a 'score'");
       else {
-        const auto ms = parse_duration_ms(w["size"].Scalar());
-        if (!ms || *ms <= 0) error(w["size"], "E008", "bad duration '" + w["size"].Scalar() + "' (e.g. 30s, 15m, 1h, 2d)");
-        else r.window_ms = *ms;
+        RuleScope scope(schema, tables_);
+        scope.with_values(&values);
+        r.having = expression(node["having"], scope, "having");
       }
-      if (const auto g = w["group_by"]) {
-        std::vector<YAML::Node> items;
-        if (g.IsSequence()) for (const auto& i : g) items.push_back(i); else items.push_back(g);
-        for (const auto& i : items) {
-          const std::string f = i.Scalar();
-          const int slot = schema.slot_of(f);
-          if (slot < 0) error(i, "E203", "group_by: stream '" + stream_name + "' has no field '" + f + "'");
-          else r.group_by.push_back(slot);
-        }
-        if (r.group_by.size() > static_cast<size_t>(kMaxGroupBy)) error(g, "E010", "at most 4 group_by fields");
-      }
-      if (const auto a = node["aggregates"]) {
-        if (!a.IsMap()) error(a, "E002", "'aggregates' maps a name to count(), count_distinct(field), sum(field) or avg(field)");
-        else
-          for (const auto& kv : a) compile_aggregate(kv.first, kv.second, schema, r);
-      }
-      if (r.aggregates.size() > static_cast<size_t>(kMaxAggregates)) error(node["aggregates"], "E010", "at most 8 aggregates");
-      if (r.aggregates.empty()) r.aggregates.push_back({"count", AggregateKind::kCount, -1});
-      RuleScope agg_scope(schema, &r.aggregates, tables_);
-      if (node["having"]) r.having = expression(node["having"], agg_scope, "having");
-      else error(node, "E003", "a windowed rule needs 'having' (e.g. count >= 20)");
-    } else if (node["aggregates"] || node["having"]) {
-      error(node["aggregates"] ? node["aggregates"] : node["having"], "E003", "'aggregates' and 'having' need a 'window'");
+    } else if (r.kind == RuleKind::kWindow) {
+      error(node, "E003", "a windowed rule needs 'having' (e.g. count >= 20)");
     }
 
     const auto alert = node["alert"];
@@ -248,12 +315,19 @@ class Compiler {
     check_keys(alert, {"type", "severity", "title", "unmasked"});
     r.alert_type = alert["type"] ? alert["type"].Scalar() : r.id;
     r.severity = alert["severity"] ? alert["severity"].Scalar() : "";
-    if (std::find(std::begin(kSeverities), std::end(kSeverities), r.severity) == std::end(kSeverities))
-      error(alert["severity"] ? alert["severity"] : alert, "E011", "severity must be one of info, low, medium, high, critical");
+    const bool from_score = r.severity == "from_score";
+    if (from_score) {
+      r.severity.clear();
+      if (!r.score) error(alert["severity"], "E011", "severity 'from_score' needs a 'score' with levels");
+    } else if (std::find(std::begin(kSeverities), std::end(kSeverities), r.severity) == std::end(kSeverities)) {
+      error(alert["severity"] ? alert["severity"] : alert, "E011", "severity must be one of info, low, medium, high, critical (or from_score)");
+    }
     std::set<std::string> unmasked;
     if (const auto u = alert["unmasked"])
       for (const auto& i : u) unmasked.insert(i.Scalar());
-    if (alert["title"]) compile_template(alert["title"], schema, r, unmasked);
+    // Titles refer to the event that fired: `then` for sequences, `start` for absences.
+    const StreamSchema& title_schema = schema_of(r.kind == RuleKind::kSequence ? r.then.stream : r.match.stream);
+    if (alert["title"]) compile_template(alert["title"], title_schema, r, values, unmasked);
     else r.title.push_back({TemplatePart::kLiteral, r.id});
 
     if (count_errors() != errors_before) return;
@@ -263,37 +337,152 @@ class Compiler {
     set.rules.push_back(std::move(r));
   }
 
+  void compile_window(const YAML::Node& node, const StreamSchema& schema, Rule& r) {
+    const auto w = node["window"];
+    if (!w.IsMap()) return error(w, "E002", "'window' is a mapping with group_by and size (or gap)");
+    check_keys(w, {"group_by", "size", "type", "gap"});
+    const std::string type = w["type"] ? w["type"].Scalar() : "sliding";
+    if (type == "sliding") r.window_type = WindowType::kSliding;
+    else if (type == "tumbling") r.window_type = WindowType::kTumbling;
+    else if (type == "session") r.window_type = WindowType::kSession;
+    else error(w["type"], "E009", "window type '" + type + "' is unknown (sliding, tumbling, session)");
+    const char* size_key = r.window_type == WindowType::kSession ? "gap" : "size";
+    if (const auto sz = w[size_key]) duration(sz, size_key, r.window_ms);
+    else error(w, "E003", std::string("window without '") + size_key + "' (e.g. " + (r.window_type == WindowType::kSession ? "gap: 30m)" : "size: 1h)"));
+    if (w["group_by"]) key(w["group_by"], schema, "group_by", r.match.key);
+    if (const auto a = node["aggregates"]) {
+      if (!a.IsMap()) error(a, "E002", "'aggregates' maps a name to count(), count_if(cond), count_distinct(field), sum, avg, min, max (field) or rate()");
+      else for (const auto& kv : a) compile_aggregate(kv.first, kv.second, schema, r);
+    }
+    if (r.aggregates.size() > static_cast<size_t>(kMaxAggregates)) error(node["aggregates"], "E010", "at most 8 aggregates");
+    if (r.aggregates.empty()) r.aggregates.push_back({"count", AggregateKind::kCount, -1, std::nullopt});
+  }
+
+  void compile_sequence(const YAML::Node& q, Rule& r) {
+    if (!q.IsMap()) return error(q, "E002", "'sequence' is a mapping with first, then and within");
+    check_keys(q, {"first", "then", "within", "key"});
+    if (!q["first"] || !q["then"] || !q["within"]) return error(q, "E003", "a sequence needs first, then and within");
+    const YAML::Node key_node = q["key"];
+    if (!match(q["first"], "first", r.match.stream, key_node ? &key_node : nullptr, r.match)) return;
+    match(q["then"], "then", r.match.stream, key_node ? &key_node : nullptr, r.then, &schema_of(r.match.stream), &r.prior_slots);
+    duration(q["within"], "within", r.within_ms);
+    if (r.match.key.empty() || r.match.key.size() != r.then.key.size())
+      error(q, "E014", "first and then need keys with the same number of fields (e.g. first: {key: [callee]}, then: {key: [caller]})");
+    for (size_t i = 0; i < r.match.key.size() && i < r.then.key.size(); ++i)
+      if (schema_of(r.match.stream).fields[static_cast<size_t>(r.match.key[i])].type !=
+          schema_of(r.then.stream).fields[static_cast<size_t>(r.then.key[i])].type)
+        error(q, "E014", "key field " + std::to_string(i + 1) + " of first and then have different types");
+  }
+
+  void compile_absence(const YAML::Node& a, const StreamSchema& schema, Rule& r) {
+    if (!a.IsMap()) return error(a, "E002", "'absence' is a mapping with key, start and deadlines");
+    check_keys(a, {"key", "start", "deadlines", "cancel"});
+    if (!a["key"] || !a["start"] || !a["deadlines"]) return error(a, "E003", "an absence needs key, start and deadlines");
+    const YAML::Node key_node = a["key"];
+    match(a["start"], "start", r.match.stream, &key_node, r.match);
+    if (r.match.stream != schema.stream) error(a["start"], "E013", "an absence rule's steps use the rule's stream");
+    const auto ds = a["deadlines"];
+    if (!ds.IsSequence() || ds.size() == 0) return error(ds, "E002", "'deadlines' is a list of {name, after, until}");
+    if (ds.size() > 32) return error(ds, "E010", "at most 32 deadlines");
+    for (const auto& d : ds) {
+      Deadline dl;
+      if (!d.IsMap()) { error(d, "E002", "a deadline is a mapping {name, after, until, severity}"); continue; }
+      check_keys(d, {"name", "after", "until", "severity"});
+      if (!d["name"] || !d["after"] || !d["until"]) { error(d, "E003", "a deadline needs name, after and until"); continue; }
+      dl.name = d["name"].Scalar();
+      duration(d["after"], "after", dl.after_ms);
+      match(d["until"], "until", r.match.stream, &key_node, dl.until);
+      if (d["severity"]) {
+        dl.severity = d["severity"].Scalar();
+        if (std::find(std::begin(kSeverities), std::end(kSeverities), dl.severity) == std::end(kSeverities))
+          error(d["severity"], "E011", "severity must be one of info, low, medium, high, critical");
+      }
+      r.deadlines.push_back(std::move(dl));
+    }
+    if (const auto c = a["cancel"]) {
+      r.cancel.emplace();
+      match(c, "cancel", r.match.stream, &key_node, *r.cancel);
+    }
+  }
+
+  void compile_score(const YAML::Node& sc, const StreamSchema& schema, Rule& r, std::vector<std::string>& values) {
+    if (!sc.IsMap()) return error(sc, "E002", "'score' is a mapping with features and levels");
+    check_keys(sc, {"features", "levels"});
+    Score score;
+    RuleScope scope(schema, tables_);
+    std::vector<std::string> agg_names = values;  // features may use aggregates
+    scope.with_values(&agg_names);
+    if (!sc["features"] || !sc["features"].IsSequence()) return error(sc, "E003", "a score needs a list of features");
+    for (const auto& f : sc["features"]) {
+      if (!f.IsMap()) { error(f, "E002", "a feature is a mapping {name, value, weight, cap, label}"); continue; }
+      check_keys(f, {"name", "value", "weight", "cap", "label"});
+      Feature feat;
+      if (!f["name"] || !f["value"]) { error(f, "E003", "a feature needs name and value"); continue; }
+      feat.name = f["name"].Scalar();
+      feat.value = expression(f["value"], scope, "value", false);
+      if (f["weight"] && !YAML::convert<double>::decode(f["weight"], feat.weight)) error(f["weight"], "E015", "weight must be a number");
+      if (f["cap"] && (!YAML::convert<double>::decode(f["cap"], feat.cap) || feat.cap <= 0)) error(f["cap"], "E015", "cap must be a positive number");
+      if (f["label"]) feat.label = f["label"].Scalar();
+      score.features.push_back(std::move(feat));
+    }
+    if (const auto lv = sc["levels"]) {
+      if (!lv.IsMap()) return error(lv, "E002", "'levels' maps a level name to its lowest score, e.g. {low: 0, high: 60}");
+      for (const auto& kv : lv) {
+        double v;
+        if (!YAML::convert<double>::decode(kv.second, v)) { error(kv.second, "E015", "a level threshold must be a number"); continue; }
+        score.levels.emplace_back(kv.first.Scalar(), v);
+      }
+      std::sort(score.levels.begin(), score.levels.end(), [](auto& x, auto& y) { return x.second < y.second; });
+    }
+    for (const auto& feat : score.features) values.push_back(feat.name);
+    values.push_back("score");
+    r.score = std::move(score);
+  }
+
   void compile_aggregate(const YAML::Node& key, const YAML::Node& value, const StreamSchema& schema, Rule& r) {
     const std::string name = key.Scalar();
     const std::string text = value.IsScalar() ? value.Scalar() : "";
     const auto open = text.find('('), close = text.rfind(')');
     if (open == std::string::npos || close != text.size() - 1)
-      return error(value, "E010", "aggregate '" + name + "' must look like count(), count_distinct(field), sum(field) or avg(field)");
+      return error(value, "E010", "aggregate '" + name + "' must look like count(), count_if(cond), count_distinct(field), sum(field), avg(field), min(field), max(field) or rate()");
     const std::string fn = text.substr(0, open);
     std::string arg = text.substr(open + 1, close - open - 1);
     arg.erase(0, arg.find_first_not_of(' '));
     arg.erase(arg.find_last_not_of(' ') + 1);
     Aggregate a;
     a.name = name;
-    if (fn == "count") {
-      a.kind = AggregateKind::kCount;
-      if (!arg.empty()) return error(value, "E010", "count() takes no argument");
-      r.aggregates.push_back(a);
+    if (fn == "count" || fn == "rate") {
+      a.kind = fn == "count" ? AggregateKind::kCount : AggregateKind::kRate;
+      if (!arg.empty()) return error(value, "E010", fn + "() takes no argument");
+      r.aggregates.push_back(std::move(a));
+      return;
+    }
+    if (fn == "count_if") {
+      a.kind = AggregateKind::kCountIf;
+      RuleScope scope(schema, tables_);
+      ExprError err;
+      a.condition = Expr::compile(arg, scope, err);
+      if (!a.condition) return add(value.Mark().line, text_column(value) + static_cast<int>(open + 1 + err.offset), err.code.c_str(), "count_if: " + err.message);
+      if (a.condition->type() != Type::kBool) return error(value, "E201", "count_if() needs a condition");
+      r.aggregates.push_back(std::move(a));
       return;
     }
     if (fn == "count_distinct") a.kind = AggregateKind::kCountDistinct;
     else if (fn == "sum") a.kind = AggregateKind::kSum;
     else if (fn == "avg") a.kind = AggregateKind::kAvg;
-    else return error(value, "E010", "unknown aggregate '" + fn + "' (count, count_distinct, sum, avg)");
+    else if (fn == "min") a.kind = AggregateKind::kMin;
+    else if (fn == "max") a.kind = AggregateKind::kMax;
+    else return error(value, "E010", "unknown aggregate '" + fn + "' (count, count_if, count_distinct, sum, avg, min, max, rate)");
     a.slot = schema.slot_of(arg);
     if (a.slot < 0) return error(value, "E203", "aggregate '" + name + "': no field '" + arg + "' in stream '" + std::string(schema.name) + "'");
     const FieldType t = schema.fields[static_cast<size_t>(a.slot)].type;
-    if (a.kind != AggregateKind::kCountDistinct && t != FieldType::kInt && t != FieldType::kDouble)
+    if (a.kind != AggregateKind::kCountDistinct && t != FieldType::kInt && t != FieldType::kDouble && t != FieldType::kTime)
       return error(value, "E201", fn + "() needs a numeric field; '" + arg + "' is " + std::string(to_string(t)));
-    r.aggregates.push_back(a);
+    r.aggregates.push_back(std::move(a));
   }
 
-  void compile_template(const YAML::Node& n, const StreamSchema& schema, Rule& r, const std::set<std::string>& unmasked) {
+  void compile_template(const YAML::Node& n, const StreamSchema& schema, Rule& r, const std::vector<std::string>& values,
+                        const std::set<std::string>& unmasked) {
     const std::string t = n.Scalar();
     size_t i = 0;
     while (i < t.size()) {
@@ -309,11 +498,13 @@ class Compiler {
       TemplatePart p;
       p.masked = unmasked.count(name) == 0;
       bool found = false;
-      for (size_t a = 0; a < r.aggregates.size(); ++a)
-        if (r.aggregates[a].name == name) { p.kind = TemplatePart::kAggregate; p.index = static_cast<int>(a); found = true; }
+      for (size_t a = 0; a < values.size() && !found; ++a)
+        if (values[a] == name) { p.kind = TemplatePart::kAggregate; p.index = static_cast<int>(a); found = true; }
+      if (!found && name == "deadline" && r.kind == RuleKind::kAbsence) { p.kind = TemplatePart::kDeadline; found = true; }
+      if (!found && name == "level" && r.score) { p.kind = TemplatePart::kLevel; found = true; }
       if (!found) {
         const int slot = schema.slot_of(name);
-        if (slot >= 0) { p.kind = TemplatePart::kField; p.index = slot; found = true; }
+        if (slot >= 0) { p.kind = TemplatePart::kField; p.index = slot; r.title_slots |= 1u << slot; found = true; }
       }
       if (!found) add(n.Mark().line, text_column(n) + static_cast<int>(open) + 1, "E012", "title refers to unknown name '" + name + "'");
       r.title.push_back(std::move(p));
@@ -379,14 +570,23 @@ LoadResult load_rules(const std::vector<Source>& sources, const TableCatalog* ta
     const auto& schema = schema_of(static_cast<Stream>(s));
     set->index[static_cast<size_t>(s)].assign(schema.kinds.size() + 1, {});
   }
+  auto add_trigger = [&](const Match& m, Trigger t) {
+    auto& by_kind = set->index[static_cast<size_t>(m.stream)];
+    if (m.kinds.empty()) {
+      for (auto& list : by_kind) list.push_back(t);
+    } else {
+      for (int k : m.kinds) by_kind[static_cast<size_t>(k + 1)].push_back(t);
+    }
+  };
   for (size_t i = 0; i < set->rules.size(); ++i) {
     const Rule& r = set->rules[i];
-    auto& by_kind = set->index[static_cast<size_t>(r.stream)];
-    if (r.kinds.empty()) {
-      for (auto& list : by_kind) list.push_back(static_cast<int>(i));
-    } else {
-      for (int k : r.kinds) by_kind[static_cast<size_t>(k + 1)].push_back(static_cast<int>(i));
-    }
+    const int ri = static_cast<int>(i);
+    // Stops and cancels come before starts, so an event that both ends one
+    // clock and starts another (e.g. a reopened ticket) is handled in that order.
+    for (size_t d = 0; d < r.deadlines.size(); ++d) add_trigger(r.deadlines[d].until, {Trigger::kUntil, ri, static_cast<int>(d)});
+    if (r.cancel) add_trigger(*r.cancel, {Trigger::kCancel, ri, -1});
+    if (r.kind == RuleKind::kSequence) add_trigger(r.then, {Trigger::kThen, ri, -1});
+    add_trigger(r.match, {Trigger::kMain, ri, -1});
   }
   const bool has_error = std::any_of(result.diagnostics.begin(), result.diagnostics.end(),
                                      [](const Diagnostic& d) { return d.level == Diagnostic::Level::kError; });

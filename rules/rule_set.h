@@ -33,23 +33,61 @@ std::string format_text(const Diagnostic& d);
 // The diagnostics as a JSON array.
 std::string format_json(const std::vector<Diagnostic>& ds);
 
-enum class AggregateKind : uint8_t { kCount, kCountDistinct, kSum, kAvg };
+enum class AggregateKind : uint8_t { kCount, kCountIf, kCountDistinct, kSum, kAvg, kMin, kMax, kRate };
 inline constexpr int kMaxAggregates = 8;
 inline constexpr int kMaxGroupBy = 4;
 
 struct Aggregate {
   std::string name;
   AggregateKind kind = AggregateKind::kCount;
-  int slot = -1;  // the field aggregated (not for count)
+  int slot = -1;                     // the field aggregated (not for count, count_if, rate)
+  std::optional<Expr> condition;     // count_if
 };
 
 // A template such as "Caller {caller} called {strangers} numbers": literal
-// text and references to event fields or aggregates, resolved at load time.
+// text and references to event fields, values (aggregates, features, score)
+// or the deadline name, resolved at load time.
 struct TemplatePart {
-  enum Kind : uint8_t { kLiteral, kField, kAggregate } kind = kLiteral;
+  enum Kind : uint8_t { kLiteral, kField, kAggregate, kDeadline, kLevel } kind = kLiteral;
   std::string literal;
   int index = -1;
   bool masked = true;  // phone-like digits are masked unless the field is listed as unmasked
+};
+
+enum class RuleKind : uint8_t {
+  kPerEvent,  // fires for each matching event
+  kWindow,    // aggregates per key over an event-time window, fires on `having`
+  kSequence,  // `first` followed by `then` on the same key within a time
+  kAbsence,   // `start` not followed by `until` within each deadline: fires on a timer
+};
+enum class WindowType : uint8_t { kSliding, kTumbling, kSession };
+
+// Which events a rule (or one of its steps) takes, and the key it files them under.
+struct Match {
+  Stream stream = Stream::kCalls;
+  std::vector<int> kinds;   // event kinds; empty: all
+  std::optional<Expr> where;
+  std::vector<int> key;     // event slots forming the key
+};
+
+struct Deadline {
+  std::string name;
+  int64_t after_ms = 0;
+  Match until;              // events that meet the deadline (same key as the start)
+  std::string severity;     // overrides the alert's severity when set
+};
+
+struct Feature {
+  std::string name;
+  std::optional<Expr> value;  // bool (1/0) or number, clamped to [0, cap]
+  double weight = 1;
+  double cap = 1;
+  std::string label;          // attached to the alert when the feature contributes
+};
+
+struct Score {
+  std::vector<Feature> features;
+  std::vector<std::pair<std::string, double>> levels;  // ascending thresholds
 };
 
 struct Rule {
@@ -57,30 +95,55 @@ struct Rule {
   std::string description;
   std::string file;
   int line = 0;
-  Stream stream = Stream::kCalls;
-  std::vector<int> kinds;  // event kinds the rule listens to; empty: all
-  std::optional<Expr> where;
-  // Sliding event-time window per key (absent: the rule fires per matching event).
-  bool windowed = false;
-  std::vector<int> group_by;  // event slots
-  int64_t window_ms = 0;
+  RuleKind kind = RuleKind::kPerEvent;
+  Match match;              // per-event and window rules; `first` of a sequence; `start` of an absence
+  // Window rules.
+  WindowType window_type = WindowType::kSliding;
+  int64_t window_ms = 0;    // sliding/tumbling size, session gap
   std::vector<Aggregate> aggregates;
   std::optional<Expr> having;
+  // Sequence rules.
+  Match then;
+  int64_t within_ms = 0;
+  uint32_t prior_slots = 0;  // slots of `first` that `then` refers to (kept while pending)
+  // Absence rules.
+  std::vector<Deadline> deadlines;
+  std::optional<Match> cancel;
+  // Scoring (any kind).
+  std::optional<Score> score;
   // Alert output.
   std::string alert_type;
-  std::string severity;
+  std::string severity;     // "" with a score: the level names the severity
   std::vector<TemplatePart> title;
+  uint32_t title_slots = 0;  // event slots the title refers to
   uint64_t definition_hash = 0;  // changes when anything in the rule's definition changes
+
+  // The values `having`, the score and titles see: aggregates, then
+  // features, then the score.
+  size_t value_count() const {
+    return aggregates.size() + (score ? score->features.size() + 1 : 0);
+  }
+  Stream stream() const { return match.stream; }
+  const std::vector<int>& group_by() const { return match.key; }
+  bool windowed() const { return kind == RuleKind::kWindow; }
+};
+
+// A rule's interest in an event of some stream and kind.
+struct Trigger {
+  enum Role : uint8_t { kMain, kThen, kUntil, kCancel } role = kMain;
+  int rule = 0;
+  int deadline = -1;  // kUntil
+  bool operator==(const Trigger&) const = default;
 };
 
 struct RuleSet {
   std::string version;  // hash of the sources, 16 hex digits
   std::vector<std::string> files;
   std::vector<Rule> rules;
-  // index[stream][kind + 1] -> rule indices (kind -1 = stream without kinds)
-  std::array<std::vector<std::vector<int>>, kStreamCount> index;
+  // index[stream][kind + 1] -> triggers (kind -1 = stream without kinds)
+  std::array<std::vector<std::vector<Trigger>>, kStreamCount> index;
 
-  const std::vector<int>& rules_for(Stream s, int kind) const {
+  const std::vector<Trigger>& rules_for(Stream s, int kind) const {
     return index[static_cast<size_t>(s)][static_cast<size_t>(kind + 1)];
   }
 };

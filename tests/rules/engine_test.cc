@@ -41,7 +41,7 @@ class Recorder final : public SignalSink {
   void on_signal(const Signal& s) override {
     Recorded r{s.rule->id, std::string(s.title), std::string(s.first_event_id), std::string(s.event->id()), {}, {}, s.window_start_ms, s.window_end_ms, s.count};
     for (auto k : s.key) r.key.emplace_back(k);
-    r.aggs.assign(s.aggregates.begin(), s.aggregates.end());
+    r.aggs.assign(s.values.begin(), s.values.end());
     got.push_back(r);
   }
 };

@@ -35,13 +35,13 @@ TEST(Loader, CompilesAndIndexesRules) {
   ASSERT_EQ(s.rules.size(), 2u);
   EXPECT_EQ(s.version.size(), 16u);
   const Rule& fan = s.rules[0];
-  EXPECT_TRUE(fan.windowed);
+  EXPECT_TRUE(fan.windowed());
   EXPECT_EQ(fan.window_ms, 3600000);
   ASSERT_EQ(fan.aggregates.size(), 2u);
   EXPECT_EQ(fan.aggregates[0].kind, AggregateKind::kCountDistinct);
-  EXPECT_EQ(s.rules_for(Stream::kCalls, -1), std::vector<int>{0});
+  EXPECT_EQ(s.rules_for(Stream::kCalls, -1), (std::vector<Trigger>{Trigger{Trigger::kMain, 0, -1}}));
   const int opened = schema_of(Stream::kFaults).kind_index("opened");
-  EXPECT_EQ(s.rules_for(Stream::kFaults, opened), std::vector<int>{1});
+  EXPECT_EQ(s.rules_for(Stream::kFaults, opened), (std::vector<Trigger>{Trigger{Trigger::kMain, 1, -1}}));
   EXPECT_TRUE(s.rules_for(Stream::kFaults, schema_of(Stream::kFaults).kind_index("restored")).empty());
   EXPECT_TRUE(s.rules_for(Stream::kComplaints, 0).empty());
 }
@@ -94,6 +94,13 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"bad_aggregate", kHead + "    window: {group_by: [caller], size: 1h}\n    aggregates: {x: median(duration_s)}\n    having: x > 1\n" + kAlert, "E010", 5, 21},
         ErrorCase{"sum_of_string", kHead + "    window: {group_by: [caller], size: 1h}\n    aggregates: {x: sum(callee)}\n    having: x > 1\n" + kAlert, "E201", 5, 21},
         ErrorCase{"no_having", kHead + "    window: {group_by: [caller], size: 1h}\n" + kAlert, "E003", 2, 5},
+        ErrorCase{"bad_window_type", kHead + "    window: {group_by: [caller], size: 1h, type: hopping}\n    having: count > 1\n" + kAlert, "E009", 4, 50},
+        ErrorCase{"two_shapes", kHead + "    window: {group_by: [caller], size: 1h}\n    absence: {}\n    having: count > 1\n" + kAlert, "E013", 2, 5},
+        ErrorCase{"sequence_key_mismatch", "rules:\n  - id: x\n    stream: calls\n    sequence:\n      within: 1h\n      first: {key: [callee]}\n      then: {key: [caller, callee]}\n" + kAlert, "E014", 5, 7},
+        ErrorCase{"unknown_prior_field", "rules:\n  - id: x\n    stream: calls\n    sequence:\n      within: 1h\n      first: {key: [callee]}\n      then: {key: [caller], where: first.nope > 1}\n" + kAlert, "E203", 7, 36},
+        ErrorCase{"feature_not_a_number", kHead + "    score:\n      features: [{name: f, value: caller}]\n    having: score > 1\n" + kAlert, "E201", 5, 35},
+        ErrorCase{"bad_weight", kHead + "    score:\n      features: [{name: f, value: answered, weight: heavy}]\n    having: score > 1\n" + kAlert, "E015", 5, 53},
+        ErrorCase{"absence_without_deadlines", kHead + "    absence: {key: [caller], start: {}}\n" + kAlert, "E003", 4, 14},
         ErrorCase{"bad_severity", kHead + "    alert: {severity: urgent}\n", "E011", 4, 23},
         ErrorCase{"bad_title_name", kHead + "    alert: {severity: high, title: \"a {nope} b\"}\n", "E012", 4, 40}),
     [](const auto& info) { return std::string(info.param.name); });

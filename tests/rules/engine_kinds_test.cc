@@ -1,0 +1,341 @@
+// Window types, aggregates, sequences, absence clocks and scoring, driven
+// event by event with explicit times and a virtual clock for timers.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "pipeline/decoder.h"
+#include "rules/engine.h"
+
+namespace tocsin::rules {
+namespace {
+
+constexpr int64_t kT0 = 1790000000000;  // 2026-09-21T14:13:20Z
+
+struct Fired {
+  std::string rule, title, severity, deadline, level, first_id, last_id;
+  std::vector<std::string> key;
+  std::vector<double> values;
+  int64_t start, end, instance;
+  uint64_t count;
+};
+
+class Recorder final : public SignalSink {
+ public:
+  std::vector<Fired> got;
+  void on_signal(const Signal& s) override {
+    Fired f{s.rule->id, std::string(s.title), std::string(s.severity), std::string(s.deadline), std::string(s.level),
+            std::string(s.first_event_id), std::string(s.event->id()), {}, {}, s.window_start_ms, s.window_end_ms,
+            s.instance_ms, s.count};
+    for (auto k : s.key) f.key.emplace_back(k);
+    f.values.assign(s.values.begin(), s.values.end());
+    got.push_back(f);
+  }
+};
+
+class Harness {
+ public:
+  explicit Harness(const std::string& rules, EngineOptions o = {}) {
+    auto r = load_rules({{"t.yaml", rules}});
+    if (!r.ok()) ADD_FAILURE() << format_text(r.diagnostics[0]);
+    set = r.rules;
+    engine = std::make_unique<Engine>(set, rec, nullptr, nullptr, o);
+  }
+  // Feeds an event given as JSON without its time field; `t_s` seconds after kT0.
+  void event(Stream s, const std::string& fields, int64_t t_s) {
+    const std::string time_field = std::string(schema_of(s).fields[static_cast<size_t>(schema_of(s).time_slot)].name);
+    const std::string j = "{\"" + time_field + "\":" + std::to_string(kT0 + t_s * 1000) + "," + fields + "}";
+    ASSERT_TRUE(dec.decode(s, j, kT0 + 365LL * 86400000, ev).ok()) << j;
+    engine->on_event(ev);
+  }
+  void call(const std::string& id, const std::string& caller, const std::string& callee, int dur, int64_t t_s,
+            const std::string& extra = "") {
+    event(Stream::kCalls, "\"call_id\":\"" + id + "\",\"caller\":\"" + caller + "\",\"callee\":\"" + callee +
+                              "\",\"duration_s\":" + std::to_string(dur) + ",\"answered\":true" + extra, t_s);
+  }
+  void ticket(const std::string& id, const std::string& status, int64_t t_s, const std::string& extra = "") {
+    event(Stream::kComplaints, "\"ticket_id\":\"" + id + "\",\"status\":\"" + status + "\"" + extra, t_s);
+  }
+  void tick(int64_t t_s) { engine->on_tick(kT0 + t_s * 1000); }
+  std::shared_ptr<const RuleSet> set;
+  Recorder rec;
+  std::unique_ptr<Engine> engine;
+  Decoder dec;
+  Event ev;
+};
+
+TEST(TumblingWindow, OneAlertPerBucketAlignedToTheEpoch) {
+  Harness h(R"(rules:
+  - id: busy
+    stream: calls
+    window: {type: tumbling, group_by: [caller], size: 10m}
+    aggregates: {n: count(), longest: max(duration_s), shortest: min(duration_s), per_s: rate()}
+    having: n >= 3
+    alert: {severity: low, title: "{n} calls"}
+)");
+  // kT0 is 14:13:20; the bucket is [14:10, 14:20).
+  h.call("a", "1", "x", 10, 0);
+  h.call("b", "1", "x", 50, 60);
+  h.call("c", "1", "x", 30, 120);
+  ASSERT_EQ(h.rec.got.size(), 1u);
+  const Fired& f = h.rec.got[0];
+  EXPECT_EQ(f.start, kT0 - 200000);
+  EXPECT_EQ(f.end, kT0 + 400000);
+  EXPECT_EQ(f.instance, f.start);
+  EXPECT_EQ(f.values[1], 50);
+  EXPECT_EQ(f.values[2], 10);
+  EXPECT_DOUBLE_EQ(f.values[3], 3.0 / 600);
+  EXPECT_EQ(f.first_id, "a");
+  h.call("d", "1", "x", 30, 180);
+  EXPECT_EQ(h.rec.got.size(), 1u) << "at most once per bucket";
+  // The next bucket starts empty: two calls are not enough, the third fires.
+  h.call("e", "1", "x", 5, 400);
+  h.call("f", "1", "x", 5, 410);
+  EXPECT_EQ(h.rec.got.size(), 1u);
+  h.call("g", "1", "x", 5, 420);
+  ASSERT_EQ(h.rec.got.size(), 2u);
+  EXPECT_EQ(h.rec.got[1].start, kT0 + 400000);
+  // An event for the closed bucket is late.
+  h.call("h", "1", "x", 5, 100);
+  EXPECT_EQ(h.engine->counters()[0].late, 1u);
+}
+
+TEST(SessionWindow, GapClosesTheSession) {
+  Harness h(R"(rules:
+  - id: burst
+    stream: calls
+    window: {type: session, group_by: [caller], gap: 5m}
+    aggregates: {n: count(), answered_short: count_if(duration_s < 20)}
+    having: answered_short >= 2
+    alert: {severity: medium}
+)");
+  h.call("a", "1", "x", 10, 0);
+  h.call("b", "1", "x", 100, 200);   // within the gap
+  h.call("c", "1", "x", 15, 400);    // within the gap: 2 short -> fires
+  ASSERT_EQ(h.rec.got.size(), 1u);
+  EXPECT_EQ(h.rec.got[0].instance, kT0);
+  EXPECT_EQ(h.rec.got[0].values[0], 3);
+  h.call("d", "1", "x", 15, 1000);   // 600 s gap: new session
+  h.call("e", "1", "x", 15, 1100);
+  ASSERT_EQ(h.rec.got.size(), 2u);
+  EXPECT_EQ(h.rec.got[1].instance, kT0 + 1000000);
+  EXPECT_EQ(h.rec.got[1].values[0], 2);
+}
+
+TEST(SlidingWindow, MinMaxFollowEviction) {
+  Harness h(R"(rules:
+  - id: m
+    stream: calls
+    window: {group_by: [caller], size: 1m}
+    aggregates: {n: count(), hi: max(duration_s), lo: min(duration_s)}
+    having: n >= 2 and hi - lo < 5
+    alert: {severity: low}
+)");
+  h.call("a", "1", "x", 100, 0);
+  h.call("b", "1", "x", 10, 30);  // hi - lo = 90
+  EXPECT_TRUE(h.rec.got.empty());
+  h.call("c", "1", "x", 12, 70);  // a left the window: hi 12, lo 10
+  ASSERT_EQ(h.rec.got.size(), 1u);
+  EXPECT_EQ(h.rec.got[0].values[1], 12);
+  EXPECT_EQ(h.rec.got[0].values[2], 10);
+}
+
+const char* kSequence = R"(rules:
+  - id: victim_long_call
+    sequence:
+      within: 2h
+      first: {stream: calls, where: 'caller_class == "virtual_170"', key: [callee]}
+      then: {stream: calls, where: "duration_s > 600 and callee != first.caller", key: [caller]}
+    alert: {severity: critical, title: "{caller} talked {duration_s} s after a call from {callee}"}
+)";
+
+TEST(Sequence, ThenRelatesToFirstOnTheSameKey) {
+  Harness h(kSequence);
+  h.call("r1", "17012345678", "13900001111", 40, 0, ",\"caller_class\":\"virtual_170\"");
+  h.call("x", "13900002222", "13700000000", 900, 60);    // another caller: no match
+  h.call("y", "13900001111", "13700000000", 300, 120);   // too short
+  EXPECT_TRUE(h.rec.got.empty());
+  h.call("z", "13900001111", "13700000000", 900, 600);
+  ASSERT_EQ(h.rec.got.size(), 1u);
+  const Fired& f = h.rec.got[0];
+  EXPECT_EQ(f.key, std::vector<std::string>{"13900001111"});
+  EXPECT_EQ(f.first_id, "r1");
+  EXPECT_EQ(f.last_id, "z");
+  EXPECT_EQ(f.instance, kT0);
+  EXPECT_EQ(f.title, "139****1111 talked 900 s after a call from 137****0000");
+  h.call("z2", "13900001111", "13700000000", 900, 700);
+  EXPECT_EQ(h.rec.got.size(), 1u) << "one match per first event";
+}
+
+TEST(Sequence, WithinBoundsTheGapAndTheFirstMayRefer) {
+  Harness h(kSequence);
+  h.call("r1", "17012345678", "13900001111", 40, 0, ",\"caller_class\":\"virtual_170\"");
+  h.call("late", "13900001111", "13700000000", 900, 7300);  // 2h 1m 40s later
+  EXPECT_TRUE(h.rec.got.empty());
+  h.call("r2", "17012345678", "13900003333", 40, 8000, ",\"caller_class\":\"virtual_170\"");
+  h.call("back", "13900003333", "17012345678", 900, 8100);  // calls the fraudster back: excluded by first.caller
+  EXPECT_TRUE(h.rec.got.empty());
+}
+
+TEST(Sequence, StateSurvivesSnapshotAndRestore) {
+  Harness a(kSequence);
+  a.call("r1", "17012345678", "13900001111", 40, 0, ",\"caller_class\":\"virtual_170\"");
+  auto store = make_memory_state_store();
+  a.engine->snapshot_state(*store);
+  EXPECT_EQ(store->size("sequence/victim_long_call"), 1u);
+  Harness b(kSequence);
+  b.engine->restore_state(*store);
+  b.call("z", "13900001111", "13700000000", 900, 600);
+  ASSERT_EQ(b.rec.got.size(), 1u);
+  EXPECT_EQ(b.rec.got[0].first_id, "r1");
+}
+
+const char* kSla = R"(rules:
+  - id: hotline.sla
+    stream: complaints
+    absence:
+      key: [ticket_id]
+      start: {on: [signed]}
+      deadlines:
+        - {name: contact, after: 1h, until: {on: [contacted]}}
+        - {name: resolve, after: 24h, until: {on: [resolved, closed]}, severity: critical}
+      cancel: {on: [closed]}
+    alert: {severity: high, title: "ticket {ticket_id} ({category}) missed its {deadline} deadline"}
+)";
+
+TEST(Absence, FiresAtTheDeadlineWithNoFurtherEvent) {
+  Harness h(kSla);
+  h.ticket("T1", "signed", 0, ",\"category\":\"heating.no_heat\",\"complainant\":\"13811112222\"");
+  EXPECT_EQ(h.engine->counters()[0].timers.load(), 2);
+  h.tick(3599);
+  EXPECT_TRUE(h.rec.got.empty());
+  h.tick(3600);  // the wall clock reaches the deadline: no event needed
+  ASSERT_EQ(h.rec.got.size(), 1u);
+  const Fired& f = h.rec.got[0];
+  EXPECT_EQ(f.rule, "hotline.sla");
+  EXPECT_EQ(f.deadline, "contact");
+  EXPECT_EQ(f.severity, "high");
+  EXPECT_EQ(f.key, std::vector<std::string>{"T1"});
+  EXPECT_EQ(f.title, "ticket T1 (heating.no_heat) missed its contact deadline");
+  EXPECT_EQ(f.end, kT0 + 3600000);
+  EXPECT_EQ(f.first_id, "T1");
+  h.tick(7200);
+  EXPECT_EQ(h.rec.got.size(), 1u) << "a deadline fires once";
+  h.tick(86400);
+  ASSERT_EQ(h.rec.got.size(), 2u);
+  EXPECT_EQ(h.rec.got[1].deadline, "resolve");
+  EXPECT_EQ(h.rec.got[1].severity, "critical");
+  EXPECT_NE(h.rec.got[0].instance, h.rec.got[1].instance) << "distinct alert ids per deadline";
+  EXPECT_EQ(h.engine->counters()[0].timers.load(), 0);
+  EXPECT_EQ(h.engine->counters()[0].keys.load(), 0) << "finished clocks are freed";
+}
+
+TEST(Absence, MetDeadlinesAndCancelDoNotFire) {
+  Harness h(kSla);
+  h.ticket("T1", "signed", 0);
+  h.ticket("T1", "contacted", 1800);
+  h.ticket("T2", "signed", 0);
+  h.ticket("T2", "closed", 600);  // cancels both clocks
+  h.ticket("T3", "contacted", 10);  // no clock running: ignored
+  h.tick(90000);
+  ASSERT_EQ(h.rec.got.size(), 1u);
+  EXPECT_EQ(h.rec.got[0].key[0], "T1");
+  EXPECT_EQ(h.rec.got[0].deadline, "resolve");
+}
+
+TEST(Absence, ANewStartRestartsTheClocks) {
+  Harness h(kSla);
+  h.ticket("T1", "signed", 0);
+  h.ticket("T1", "signed", 3000);  // e.g. returned and signed again
+  h.tick(3600);
+  EXPECT_TRUE(h.rec.got.empty()) << "the first contact clock was replaced";
+  h.tick(6600);
+  ASSERT_EQ(h.rec.got.size(), 1u);
+  EXPECT_EQ(h.rec.got[0].start, kT0 + 3000000);
+}
+
+TEST(Absence, EventTimeTimersForReplay) {
+  Harness h(kSla, EngineOptions{.timers_follow_event_time = true});
+  h.ticket("T1", "signed", 0);
+  h.tick(999999);  // wall clock far ahead: ignored in event-time mode
+  EXPECT_TRUE(h.rec.got.empty());
+  h.ticket("T9", "received", 3600);  // event time reaches the deadline
+  h.tick(0);
+  ASSERT_EQ(h.rec.got.size(), 1u);
+  EXPECT_EQ(h.rec.got[0].deadline, "contact");
+}
+
+TEST(Absence, ClocksSurviveSnapshotAndRestore) {
+  Harness a(kSla);
+  a.ticket("T1", "signed", 0, ",\"category\":\"water.outage\"");
+  a.ticket("T1", "contacted", 100);
+  a.ticket("T2", "signed", 0);
+  auto store = make_memory_state_store();
+  a.engine->snapshot_state(*store);
+  EXPECT_EQ(store->size("absence/hotline.sla"), 2u);
+  Harness b(kSla);
+  b.engine->restore_state(*store);
+  EXPECT_EQ(b.engine->counters()[0].timers.load(), 3) << "T1 resolve, T2 contact and resolve";
+  b.tick(86400);
+  ASSERT_EQ(b.rec.got.size(), 3u);
+  std::map<std::string, int> by;
+  for (const auto& f : b.rec.got) ++by[f.key[0] + "/" + f.deadline];
+  EXPECT_EQ(by, (std::map<std::string, int>{{"T1/resolve", 1}, {"T2/contact", 1}, {"T2/resolve", 1}}));
+  for (const auto& f : b.rec.got)
+    if (f.key[0] == "T1") EXPECT_EQ(f.title, "ticket T1 (water.outage) missed its resolve deadline");
+}
+
+TEST(Scoring, FeaturesContributeAndLevelsSetSeverity) {
+  Harness h(R"Y(rules:
+  - id: caller_risk
+    stream: calls
+    window: {group_by: [caller], size: 1h}
+    aggregates: {strangers: count_distinct(callee), calls: count(), talk: avg(duration_s)}
+    score:
+      features:
+        - {name: fan_out, value: strangers / 20, weight: 40, label: fan_out}
+        - {name: short_calls, value: talk < 30, weight: 30, label: short_calls}
+        - {name: virtual, value: 'caller_class == "virtual_170"', weight: 30, label: virtual_operator}
+      levels: {low: 0, medium: 30, high: 60, critical: 90}
+    having: score >= 60
+    alert: {severity: from_score, title: "{caller} risk {score} ({level})"}
+)Y");
+  for (int i = 0; i < 9; ++i) h.call("c" + std::to_string(i), "17011112222", "1390000" + std::to_string(1000 + i), 10, i);
+  EXPECT_TRUE(h.rec.got.empty()) << "9/20 * 40 + 30 = 48";
+  h.call("c9", "17011112222", "13900001009", 10, 9, ",\"caller_class\":\"virtual_170\"");
+  ASSERT_EQ(h.rec.got.size(), 1u);  // 10/20*40 + 30 + 30 = 80
+  const Fired& f = h.rec.got[0];
+  ASSERT_EQ(f.values.size(), 3u + 3u + 1u);
+  EXPECT_DOUBLE_EQ(f.values[3], 0.5);
+  EXPECT_DOUBLE_EQ(f.values[4], 1);
+  EXPECT_DOUBLE_EQ(f.values[5], 1);
+  EXPECT_DOUBLE_EQ(f.values[6], 80);
+  EXPECT_EQ(f.level, "high");
+  EXPECT_EQ(f.severity, "high");
+  EXPECT_EQ(f.title, "170****2222 risk 80 (high)");
+}
+
+TEST(Scoring, PerEventScoreWithCap) {
+  Harness h(R"(rules:
+  - id: long_night_call
+    stream: calls
+    score:
+      features:
+        - {name: long, value: duration_s / 60, cap: 10, weight: 50}
+        - {name: night, value: 'hour_of_day(start_time, 8h) < 6', weight: 50}
+      levels: {medium: 50, critical: 90}
+    having: score >= 50
+    alert: {severity: from_score}
+)");
+  h.call("a", "1", "2", 300, 0);   // 14:13 UTC = 22:13 Beijing; 5 min of 10 -> 25
+  EXPECT_TRUE(h.rec.got.empty());
+  h.call("b", "1", "2", 3600, 0);  // capped at 10 min -> 50
+  ASSERT_EQ(h.rec.got.size(), 1u);
+  EXPECT_DOUBLE_EQ(h.rec.got[0].values[2], 50);
+  EXPECT_EQ(h.rec.got[0].severity, "medium");
+}
+
+}  // namespace
+}  // namespace tocsin::rules
