@@ -45,6 +45,7 @@ struct KafkaIO::Impl {
   rd_kafka_queue_t* queue = nullptr;
   rd_kafka_topic_t* alerts_topic = nullptr;
   rd_kafka_topic_t* dlq_topic = nullptr;
+  rd_kafka_topic_t* late_topic = nullptr;
   std::vector<rd_kafka_message_t*> polled;
   std::vector<RawMessage> batch;
   std::deque<Batch*> open_batches;  // oldest first
@@ -108,6 +109,22 @@ struct KafkaIO::Impl {
     rd_kafka_flush(producer, timeout_ms);
     rd_kafka_poll(producer, 0);
     store_completed();
+  }
+
+  // The original message to a side topic, with why and where it came from in headers.
+  void produce_routed(rd_kafka_topic_t* topic, std::string_view payload, const DeadLetter& info) {
+    if (!current) current = new_batch();
+    rd_kafka_headers_t* h = rd_kafka_headers_new(5);
+    char partition[16], offset[24];
+    const int pn = std::snprintf(partition, sizeof partition, "%d", info.source.partition);
+    const int on = std::snprintf(offset, sizeof offset, "%lld", static_cast<long long>(info.source.offset));
+    rd_kafka_header_add(h, "tocsin.reason", -1, info.reason.data(), static_cast<ssize_t>(info.reason.size()));
+    rd_kafka_header_add(h, "tocsin.detail", -1, info.detail.data(), static_cast<ssize_t>(info.detail.size()));
+    rd_kafka_header_add(h, "tocsin.source.topic", -1, info.source.topic.data(), static_cast<ssize_t>(info.source.topic.size()));
+    rd_kafka_header_add(h, "tocsin.source.partition", -1, partition, pn);
+    rd_kafka_header_add(h, "tocsin.source.offset", -1, offset, on);
+    produce(topic, {}, payload, h, current);
+    rd_kafka_headers_destroy(h);
   }
 
   void release_polled() {
@@ -218,6 +235,7 @@ KafkaIO::KafkaIO(const KafkaOptions& options) : impl_(std::make_unique<Impl>()) 
   m.queue = rd_kafka_queue_get_consumer(m.consumer);
   m.alerts_topic = rd_kafka_topic_new(m.producer, options.topics.alerts.c_str(), nullptr);
   m.dlq_topic = rd_kafka_topic_new(m.producer, options.topics.dead_letter.c_str(), nullptr);
+  m.late_topic = rd_kafka_topic_new(m.producer, options.topics.late.c_str(), nullptr);
   rd_kafka_topic_partition_list_t* subs = rd_kafka_topic_partition_list_new(kStreamCount);
   for (const auto& t : options.topics.input) rd_kafka_topic_partition_list_add(subs, t.c_str(), RD_KAFKA_PARTITION_UA);
   const auto err = rd_kafka_subscribe(m.consumer, subs);
@@ -291,20 +309,13 @@ void KafkaIO::alert(std::string_view key, std::string_view json) {
 }
 
 void KafkaIO::dead_letter(std::string_view payload, const DeadLetter& info) {
-  Impl& m = *impl_;
-  if (!m.current) m.current = m.new_batch();
-  rd_kafka_headers_t* h = rd_kafka_headers_new(5);
-  char partition[16], offset[24];
-  const int pn = std::snprintf(partition, sizeof partition, "%d", info.source.partition);
-  const int on = std::snprintf(offset, sizeof offset, "%lld", static_cast<long long>(info.source.offset));
-  rd_kafka_header_add(h, "tocsin.reason", -1, info.reason.data(), static_cast<ssize_t>(info.reason.size()));
-  rd_kafka_header_add(h, "tocsin.detail", -1, info.detail.data(), static_cast<ssize_t>(info.detail.size()));
-  rd_kafka_header_add(h, "tocsin.source.topic", -1, info.source.topic.data(), static_cast<ssize_t>(info.source.topic.size()));
-  rd_kafka_header_add(h, "tocsin.source.partition", -1, partition, pn);
-  rd_kafka_header_add(h, "tocsin.source.offset", -1, offset, on);
-  m.produce(m.dlq_topic, {}, payload, h, m.current);
-  rd_kafka_headers_destroy(h);
+  impl_->produce_routed(impl_->dlq_topic, payload, info);
   bump(stats_.dead_letters_produced);
+}
+
+void KafkaIO::late(std::string_view payload, const DeadLetter& info) {
+  impl_->produce_routed(impl_->late_topic, payload, info);
+  bump(stats_.late_produced);
 }
 
 bool KafkaIO::drain(int timeout_ms) {
@@ -343,6 +354,7 @@ void KafkaIO::close(int timeout_ms) {
   m.consumer = nullptr;
   rd_kafka_topic_destroy(m.alerts_topic);
   rd_kafka_topic_destroy(m.dlq_topic);
+  rd_kafka_topic_destroy(m.late_topic);
   rd_kafka_destroy(m.producer);
 }
 

@@ -22,6 +22,7 @@ namespace tocsin::connectors {
 struct KafkaIOStats {
   Counter alerts_produced{};
   Counter dead_letters_produced{};
+  Counter late_produced{};
   Counter delivery_failures{};  // delivery reports with an error (each re-produced)
   Counter rebalances{};
   std::array<std::atomic<int64_t>, kStreamCount> consumer_lag{};  // from librdkafka statistics
@@ -40,6 +41,7 @@ class KafkaIO final : public EventSource, public OutputSink {
   void batch_done() override;
   void alert(std::string_view key, std::string_view json) override;
   void dead_letter(std::string_view payload, const DeadLetter& info) override;
+  void late(std::string_view payload, const DeadLetter& info) override;
 
   // Waits up to timeout_ms for every produced message to be acknowledged,
   // stores the offsets of completed batches and commits them synchronously.

@@ -27,6 +27,8 @@ monitoring::Metrics::Collector kafka_collector(std::vector<const KafkaIOStats*> 
            sum([](const KafkaIOStats& w) { return w.alerts_produced.load(std::memory_order_relaxed); }));
     scalar("tocsin_dead_letters_produced_total", "Messages written to the dead-letter topic", MetricType::Counter,
            sum([](const KafkaIOStats& w) { return w.dead_letters_produced.load(std::memory_order_relaxed); }));
+    scalar("tocsin_late_events_produced_total", "Late events written to the late-events topic", MetricType::Counter,
+           sum([](const KafkaIOStats& w) { return w.late_produced.load(std::memory_order_relaxed); }));
     scalar("tocsin_producer_delivery_failures_total", "Delivery reports with an error; each message is produced again", MetricType::Counter,
            sum([](const KafkaIOStats& w) { return w.delivery_failures.load(std::memory_order_relaxed); }));
     scalar("tocsin_consumer_rebalances_total", "Partition assignments and revocations seen by the workers", MetricType::Counter,

@@ -16,6 +16,7 @@ struct Topics {
   std::array<std::string, kStreamCount> input{"calls", "faults", "complaints"};
   std::string alerts = "alerts";
   std::string dead_letter = "tocsin.dlq";
+  std::string late = "tocsin.late";
 };
 
 struct KafkaOptions {

@@ -69,11 +69,13 @@ Metrics::Collector pipeline_collector(std::vector<const WorkerStats*> workers,
     auto consumed = make_family("tocsin_events_consumed_total", "Messages read from the input topics", MetricType::Counter);
     auto processed = make_family("tocsin_events_processed_total", "Messages decoded and evaluated by the rules", MetricType::Counter);
     auto failed = make_family("tocsin_events_failed_total", "Messages rejected and sent to the dead-letter topic, by stage and reason", MetricType::Counter);
+    auto late = make_family("tocsin_events_late_total", "Valid events older than their partition's watermark minus the allowed lateness, routed to the late-events topic", MetricType::Counter);
     auto last = make_family("tocsin_last_event_time_seconds", "Event time of the newest processed event, by topic", MetricType::Gauge);
     for (int s = 0; s < kStreamCount; ++s) {
       const std::string& topic = topics[static_cast<size_t>(s)];
       add_sample(consumed, {{"topic", topic}}, sum([s](const WorkerStats& w) { return w.consumed[s].load(std::memory_order_relaxed); }));
       add_sample(processed, {{"topic", topic}}, sum([s](const WorkerStats& w) { return w.processed[s].load(std::memory_order_relaxed); }));
+      add_sample(late, {{"topic", topic}}, sum([s](const WorkerStats& w) { return w.late[s].load(std::memory_order_relaxed); }));
       int64_t newest = 0;
       for (const WorkerStats* w : workers) newest = std::max(newest, w->last_event_time_ms[s].load(std::memory_order_relaxed));
       add_sample(last, {{"topic", topic}}, static_cast<double>(newest) / 1000.0);
@@ -99,7 +101,7 @@ Metrics::Collector pipeline_collector(std::vector<const WorkerStats*> workers,
     h.histogram.sample_count = cumulative;
     h.histogram.sample_sum = sum([](const WorkerStats& w) { return w.latency_sum_ns.load(std::memory_order_relaxed); }) * 1e-9;
     hist.metric.push_back(std::move(h));
-    for (auto* f : {&consumed, &processed, &failed, &last, &hist}) out.push_back(std::move(*f));
+    for (auto* f : {&consumed, &processed, &failed, &late, &last, &hist}) out.push_back(std::move(*f));
   };
 }
 

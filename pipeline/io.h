@@ -30,6 +30,10 @@ class OutputSink {
   virtual void alert(std::string_view key, std::string_view json) = 0;
   // `payload` is the original message, unchanged.
   virtual void dead_letter(std::string_view payload, const DeadLetter& info) = 0;
+  // A valid event older than its partition's watermark minus the allowed
+  // lateness: routed, unchanged, to the late-events output. Sinks without
+  // one keep it with the dead letters.
+  virtual void late(std::string_view payload, const DeadLetter& info) { dead_letter(payload, info); }
 };
 
 // A batch-at-a-time source. Used only from the owning worker's thread.

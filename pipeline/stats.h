@@ -27,6 +27,7 @@ struct WorkerStats {
   std::array<std::array<Counter, kDecodeErrorCount>, kStreamCount> failed{};
   std::array<Counter, kLatencyBucketsSeconds.size() + 1> latency_buckets{};  // last: +Inf
   Counter latency_sum_ns{};
+  std::array<Counter, kStreamCount> late{};
   Counter alerts_out{};
   Counter dead_letters_out{};
   std::array<std::atomic<int64_t>, kStreamCount> last_event_time_ms{};

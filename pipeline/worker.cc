@@ -1,13 +1,15 @@
 #include "pipeline/worker.h"
 
+#include <algorithm>
 #include <chrono>
+#include <climits>
 
 namespace tocsin {
 
 Worker::Worker(EventSource& source, OutputSink& out, EventHandler& handler, const Clock& clock,
-               const DecodeLimits& limits, WorkerStats& stats)
+               const DecodeLimits& limits, WorkerStats& stats, int64_t allowed_lateness_ms)
     : source_(source), out_(out), handler_(handler), clock_(clock), decoder_(limits),
-      stats_(stats) {}
+      stats_(stats), allowed_lateness_ms_(allowed_lateness_ms) {}
 
 void Worker::process(const RawMessage& m) {
   const auto started = std::chrono::steady_clock::now();
@@ -21,6 +23,18 @@ void Worker::process(const RawMessage& m) {
     return;
   }
   event_.source = m.source;
+  if (m.source.partition >= 0) {
+    auto& marks = watermarks_[static_cast<size_t>(s)];
+    const auto p = static_cast<size_t>(m.source.partition);
+    if (p >= marks.size()) marks.resize(p + 1, INT64_MIN);  // once per new partition
+    if (marks[p] != INT64_MIN && event_.time_ms < marks[p] - allowed_lateness_ms_) {
+      bump(stats_.late[s]);
+      late_detail_ = std::to_string((marks[p] - event_.time_ms) / 1000) + " s behind the partition watermark";
+      out_.late(m.payload, DeadLetter{"late", late_detail_, m.source});
+      return;
+    }
+    marks[p] = std::max(marks[p], event_.time_ms);
+  }
   handler_.on_event(event_);
   bump(stats_.processed[s]);
   stats_.last_event_time_ms[s].store(event_.time_ms, std::memory_order_relaxed);

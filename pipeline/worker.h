@@ -4,8 +4,11 @@
 // batch is done. One worker per thread; it owns its decoder, handler state and
 // stats, and shares nothing mutable with other workers.
 //
-// Invariant (tested): for every stream, consumed == processed + dead-lettered.
+// Invariant (tested): for every stream, consumed == processed + dead-lettered + late.
+#include <array>
 #include <atomic>
+#include <string>
+#include <vector>
 
 #include "pipeline/clock.h"
 #include "pipeline/decoder.h"
@@ -16,8 +19,10 @@ namespace tocsin {
 
 class Worker {
  public:
+  // Events more than `allowed_lateness_ms` older than the newest event seen on
+  // their partition are routed to OutputSink::late instead of the handler.
   Worker(EventSource& source, OutputSink& out, EventHandler& handler, const Clock& clock,
-         const DecodeLimits& limits, WorkerStats& stats);
+         const DecodeLimits& limits, WorkerStats& stats, int64_t allowed_lateness_ms = 3600 * 1000);
 
   // Runs batches until `stop` becomes true.
   void run(const std::atomic<bool>& stop, int poll_timeout_ms = 100);
@@ -33,6 +38,10 @@ class Worker {
   const Clock& clock_;
   Decoder decoder_;
   WorkerStats& stats_;
+  int64_t allowed_lateness_ms_;
+  // Per-partition watermark (newest event time), by stream then partition.
+  std::array<std::vector<int64_t>, kStreamCount> watermarks_;
+  std::string late_detail_;
   Event event_;
 };
 

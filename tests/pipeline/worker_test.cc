@@ -22,13 +22,17 @@ class VectorSource final : public EventSource {
 
 class RecordingSink final : public OutputSink {
  public:
-  std::vector<std::string> alerts, dead, reasons;
+  std::vector<std::string> alerts, dead, reasons, lates;
   std::vector<int64_t> offsets;
   void alert(std::string_view, std::string_view json) override { alerts.emplace_back(json); }
   void dead_letter(std::string_view payload, const DeadLetter& info) override {
     dead.emplace_back(payload);
     reasons.emplace_back(info.reason);
     offsets.push_back(info.source.offset);
+  }
+  void late(std::string_view payload, const DeadLetter& info) override {
+    lates.emplace_back(payload);
+    reasons.emplace_back(info.reason);
   }
 };
 
@@ -83,6 +87,42 @@ TEST(Worker, EveryMessageIsProcessedOrDeadLettered) {
   uint64_t observed = 0;
   for (auto& b : stats.latency_buckets) observed += b;
   EXPECT_EQ(observed, processed);
+}
+
+}  // namespace
+}  // namespace tocsin
+
+namespace tocsin {
+namespace {
+
+TEST(Worker, EventsFarBehindTheirPartitionWatermarkAreRoutedLate) {
+  auto call = [](const char* id, int64_t t) {
+    return std::string(R"({"call_id":")") + id + R"(","start_time":)" + std::to_string(t) +
+           R"(,"caller":"1","callee":"2","duration_s":1,"answered":true})";
+  };
+  const int64_t t0 = 1790000000000;
+  const std::vector<std::string> p = {call("a", t0), call("b", t0 - 3600000), call("c", t0 - 3600001),
+                                      call("d", t0 - 7200000)};
+  VectorSource src;
+  src.batches.resize(1);
+  for (size_t i = 0; i < p.size(); ++i) {
+    RawMessage m;
+    m.payload = p[i];
+    // d is on another partition, whose watermark it sets.
+    m.source = {"calls", i == 3 ? 1 : 0, static_cast<int64_t>(i)};
+    src.batches[0].push_back(m);
+  }
+  RecordingSink sink;
+  CountingHandler handler;
+  ManualClock clock(t0);
+  WorkerStats stats;
+  Worker w(src, sink, handler, clock, DecodeLimits{}, stats, 3600000);
+  w.run_once(0);
+  EXPECT_EQ(handler.ids, (std::vector<std::string>{"a", "b", "d"}));
+  EXPECT_EQ(sink.lates, std::vector<std::string>{p[2]});
+  EXPECT_EQ(sink.reasons, std::vector<std::string>{"late"});
+  EXPECT_EQ(stats.late[0], 1u);
+  EXPECT_EQ(stats.consumed[0], stats.processed[0] + stats.late[0]);
 }
 
 }  // namespace
