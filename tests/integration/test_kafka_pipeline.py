@@ -11,7 +11,7 @@ import unittest
 
 from harness import Broker, Daemon, kcat_consume, kcat_produce, wait_for
 
-TOPICS = ["calls:4", "faults:4", "complaints:4", "alerts:4", "tocsin.dlq:4"]
+TOPICS = ["calls:4", "faults:4", "complaints:4", "alerts:4", "tocsin.dlq:4", "tocsin.late:4"]
 
 
 def fnv_alert_id(rule, parts, window_end_ms):
@@ -70,6 +70,9 @@ class Scenario:
                                                   "category": "heating.no_heat", "complainant": "13511110009",
                                                   "building": "B-2"}).encode()))
 
+        # Two hours behind the fraudster's partition (allowed lateness: 1 h): routed late.
+        self.late = [call("old1", t0 - 2 * 3_600_000, fraudster, "13900009999", 5)]
+
         good = json.loads(self.calls[-1][1])
         self.bad = {  # reason -> (topic, payload)
             "invalid_json": ("calls", b'{"call_id": "x", "caller": '),
@@ -102,6 +105,8 @@ class KafkaPipelineTest(unittest.TestCase):
 
     def produce(self, scenario, with_bad=True):
         kcat_produce(self.broker.bootstrap, "calls", scenario.calls)
+        if with_bad:
+            kcat_produce(self.broker.bootstrap, "calls", scenario.late)
         kcat_produce(self.broker.bootstrap, "faults", scenario.faults)
         kcat_produce(self.broker.bootstrap, "complaints", scenario.complaints)
         if with_bad:
@@ -114,7 +119,7 @@ class KafkaPipelineTest(unittest.TestCase):
         # One worker sees every partition: the complaint-cluster rule groups by
         # building while complaints are keyed by ticket (see docs/rules.md).
         d = self.start(workers=1)
-        total_in = len(s.calls) + len(s.faults) + len(s.complaints) + len(s.bad)
+        total_in = len(s.calls) + len(s.faults) + len(s.complaints) + len(s.bad) + len(s.late)
         wait_for("every input message consumed",
                  lambda: d.total("tocsin_events_consumed_total") == total_in, timeout=60)
         alerts = wait_for("the expected alerts", lambda: (lambda a: a if len(a) >= len(s.expected_alerts) else None)(
@@ -146,12 +151,20 @@ class KafkaPipelineTest(unittest.TestCase):
         self.assertEqual(by_reason["missing_field"][0]["tocsin.detail"], "callee")
         self.assertEqual(by_reason["wrong_type"][0]["tocsin.detail"], "duration_s")
 
+        late = wait_for("the late event", lambda: (lambda r: r if len(r) >= len(s.late) else None)(
+            kcat_consume(self.broker.bootstrap, "tocsin.late")))
+        self.assertEqual([v for _, _, v in late], [v for _, v in s.late])
+        self.assertEqual(late[0][1]["tocsin.reason"], "late")
+        self.assertIn("behind the partition watermark", late[0][1]["tocsin.detail"])
+
         m = d.metrics()
         consumed = d.total("tocsin_events_consumed_total")
         processed = d.total("tocsin_events_processed_total")
         failed = d.total("tocsin_events_failed_total")
-        self.assertEqual(consumed, processed + failed, "nothing dropped silently")
-        self.assertEqual(processed, total_in - len(s.bad))
+        late_n = d.total("tocsin_events_late_total")
+        self.assertEqual(late_n, len(s.late))
+        self.assertEqual(consumed, processed + failed + late_n, "nothing dropped silently")
+        self.assertEqual(processed, total_in - len(s.bad) - len(s.late))
         for reason in s.bad:
             self.assertEqual(m[("tocsin_events_failed_total", frozenset({("stage", "decode"), ("reason", reason)}))], 1, reason)
         self.assertEqual(d.total("tocsin_alerts_emitted_total"), len(s.expected_alerts))
