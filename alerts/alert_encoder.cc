@@ -50,7 +50,8 @@ void AlertEncoder::on_signal(const rules::Signal& s) {
       .end_object();
   w.key("evidence").begin_object().key("count").num(static_cast<int64_t>(s.count));
   for (size_t a = 0; a < r.aggregates.size() && a < s.values.size(); ++a)
-    if (r.aggregates[a].kind == rules::AggregateKind::kCountDistinct) {
+    if (r.aggregates[a].kind == rules::AggregateKind::kCountDistinct ||
+        r.aggregates[a].kind == rules::AggregateKind::kApproxDistinct) {
       w.key("distinct").num(static_cast<int64_t>(s.values[a]));
       break;
     }

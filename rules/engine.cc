@@ -1,6 +1,7 @@
 #include "rules/engine.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <queue>
@@ -65,6 +66,70 @@ class DistinctCounter {
   size_t size_ = 0;
 };
 
+// Distinct counting in bounded memory: HyperLogLog with 512 registers
+// (standard error about 4.6%). A sliding window keeps one sketch per eighth of
+// the window and merges those that overlap it, so old values age out with a
+// granularity of size/8; other windows use one sketch, reset with the window.
+class ApproxDistinct {
+ public:
+  static constexpr int kSlices = 8;
+  static constexpr int kRegisters = 512;
+  explicit ApproxDistinct(int64_t window_ms, bool sliding)
+      : slice_ms_(sliding ? std::max<int64_t>(window_ms / kSlices, 1) : 0), window_ms_(window_ms) {
+    slice_start_.fill(INT64_MIN);
+  }
+  void clear() {
+    for (auto& r : regs_) r.fill(0);
+    slice_start_.fill(INT64_MIN);
+  }
+  void add(int64_t t, uint64_t h) {
+    h = mix(h);
+    size_t s = 0;
+    if (slice_ms_) {
+      const int64_t start = (t >= 0 ? t / slice_ms_ : (t - slice_ms_ + 1) / slice_ms_) * slice_ms_;
+      s = static_cast<size_t>((start / slice_ms_) % kSlices + kSlices) % kSlices;
+      if (slice_start_[s] != start) {
+        if (slice_start_[s] > start) return;  // older than what this slice holds: too late to count
+        regs_[s].fill(0);
+        slice_start_[s] = start;
+      }
+    }
+    const size_t idx = h >> 55;                                 // top 9 bits pick the register
+    const uint8_t rank = static_cast<uint8_t>(std::countl_zero((h << 9) | (1ull << 8)) + 1);
+    regs_[s][idx] = std::max(regs_[s][idx], rank);
+  }
+  double estimate(int64_t now) const {
+    std::array<uint8_t, kRegisters> m{};
+    for (int s = 0; s < (slice_ms_ ? kSlices : 1); ++s) {
+      if (slice_ms_ && (slice_start_[static_cast<size_t>(s)] == INT64_MIN ||
+                        slice_start_[static_cast<size_t>(s)] + slice_ms_ <= now - window_ms_))
+        continue;
+      for (int i = 0; i < kRegisters; ++i) m[static_cast<size_t>(i)] = std::max(m[static_cast<size_t>(i)], regs_[static_cast<size_t>(s)][static_cast<size_t>(i)]);
+    }
+    double sum = 0;
+    int zeros = 0;
+    static const std::array<double, 64> kInversePowers = [] {
+      std::array<double, 64> t{};
+      for (size_t r = 0; r < t.size(); ++r) t[r] = std::ldexp(1.0, -static_cast<int>(r));
+      return t;
+    }();
+    for (uint8_t r : m) {
+      sum += kInversePowers[r & 63];
+      zeros += r == 0;
+    }
+    const double mm = kRegisters, e = 0.7213 / (1 + 1.079 / mm) * mm * mm / sum;
+    return (e <= 2.5 * mm && zeros) ? mm * std::log(mm / zeros) : e;  // small-range correction
+  }
+
+ private:
+  static uint64_t mix(uint64_t x) {  // splitmix64 finaliser: HyperLogLog needs well-spread bits
+    x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ull; x ^= x >> 27; x *= 0x94d049bb133111ebull; return x ^ (x >> 31);
+  }
+  int64_t slice_ms_, window_ms_;
+  std::array<int64_t, kSlices> slice_start_{};
+  std::array<std::array<uint8_t, kRegisters>, kSlices> regs_{};
+};
+
 uint64_t double_bits(double d) { uint64_t u; std::memcpy(&u, &d, sizeof u); return u; }
 double bits_double(uint64_t u) { double d; std::memcpy(&d, &u, sizeof d); return d; }
 
@@ -107,6 +172,7 @@ class EntryRing {
 struct WindowKey {
   EntryRing ring;  // sliding windows only
   std::array<DistinctCounter, kMaxAggregates> distinct;
+  std::array<std::unique_ptr<ApproxDistinct>, kMaxAggregates> approx;  // created on first use
   std::array<double, kMaxAggregates> acc{};  // sum, count_if count, min or max
   uint64_t count = 0;
   int64_t start = INT64_MIN;   // tumbling bucket start / session start
@@ -119,6 +185,7 @@ struct WindowKey {
   void reset(size_t naggs) {
     for (size_t a = 0; a < naggs; ++a) {
       distinct[a].clear();
+      if (approx[a]) approx[a]->clear();
       acc[a] = 0;
     }
     count = 0;
@@ -540,13 +607,18 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
         k.acc[a] += hit;
         break;
       }
-      case AggregateKind::kCountDistinct: {
+      case AggregateKind::kCountDistinct: case AggregateKind::kApproxDistinct: {
         const Value& v = e.at(agg.slot);
         const uint64_t h = !v.present ? 0
                            : v.type == FieldType::kString ? hash_bytes(v.s)
                            : v.type == FieldType::kDouble ? double_bits(v.d) : static_cast<uint64_t>(v.i);
-        payload[a] = h;
-        k.distinct[a].add(h);
+        if (agg.kind == AggregateKind::kCountDistinct) {
+          payload[a] = h;
+          k.distinct[a].add(h);
+        } else {
+          if (!k.approx[a]) k.approx[a] = std::make_unique<ApproxDistinct>(size, rule.window_type == WindowType::kSliding);
+          k.approx[a]->add(e.time_ms, h);
+        }
         break;
       }
       default: {
@@ -584,6 +656,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
       case AggregateKind::kCount: values[a] = n; break;
       case AggregateKind::kCountIf: case AggregateKind::kSum: values[a] = k.acc[a]; break;
       case AggregateKind::kCountDistinct: values[a] = static_cast<double>(k.distinct[a].size()); break;
+      case AggregateKind::kApproxDistinct: values[a] = k.approx[a] ? std::round(k.approx[a]->estimate(e.time_ms)) : 0; break;
       case AggregateKind::kAvg: values[a] = k.acc[a] / n; break;
       case AggregateKind::kRate: {
         const int64_t span = rule.window_type == WindowType::kSession ? std::max<int64_t>(e.time_ms - k.start, 1000) : size;

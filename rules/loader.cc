@@ -468,15 +468,16 @@ class Compiler {
       return;
     }
     if (fn == "count_distinct") a.kind = AggregateKind::kCountDistinct;
+    else if (fn == "approx_count_distinct") a.kind = AggregateKind::kApproxDistinct;
     else if (fn == "sum") a.kind = AggregateKind::kSum;
     else if (fn == "avg") a.kind = AggregateKind::kAvg;
     else if (fn == "min") a.kind = AggregateKind::kMin;
     else if (fn == "max") a.kind = AggregateKind::kMax;
-    else return error(value, "E010", "unknown aggregate '" + fn + "' (count, count_if, count_distinct, sum, avg, min, max, rate)");
+    else return error(value, "E010", "unknown aggregate '" + fn + "' (count, count_if, count_distinct, approx_count_distinct, sum, avg, min, max, rate)");
     a.slot = schema.slot_of(arg);
     if (a.slot < 0) return error(value, "E203", "aggregate '" + name + "': no field '" + arg + "' in stream '" + std::string(schema.name) + "'");
     const FieldType t = schema.fields[static_cast<size_t>(a.slot)].type;
-    if (a.kind != AggregateKind::kCountDistinct && t != FieldType::kInt && t != FieldType::kDouble && t != FieldType::kTime)
+    if (a.kind != AggregateKind::kCountDistinct && a.kind != AggregateKind::kApproxDistinct && t != FieldType::kInt && t != FieldType::kDouble && t != FieldType::kTime)
       return error(value, "E201", fn + "() needs a numeric field; '" + arg + "' is " + std::string(to_string(t)));
     r.aggregates.push_back(std::move(a));
   }

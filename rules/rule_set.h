@@ -33,7 +33,7 @@ std::string format_text(const Diagnostic& d);
 // The diagnostics as a JSON array.
 std::string format_json(const std::vector<Diagnostic>& ds);
 
-enum class AggregateKind : uint8_t { kCount, kCountIf, kCountDistinct, kSum, kAvg, kMin, kMax, kRate };
+enum class AggregateKind : uint8_t { kCount, kCountIf, kCountDistinct, kApproxDistinct, kSum, kAvg, kMin, kMax, kRate };
 inline constexpr int kMaxAggregates = 8;
 inline constexpr int kMaxGroupBy = 4;
 

@@ -339,3 +339,39 @@ TEST(Scoring, PerEventScoreWithCap) {
 
 }  // namespace
 }  // namespace tocsin::rules
+
+namespace tocsin::rules {
+namespace {
+
+TEST(ApproxDistinct, EstimatesWithinErrorBound) {
+  Harness h(R"(rules:
+  - id: approx
+    stream: calls
+    window: {group_by: [caller], size: 1h}
+    aggregates: {exact: count_distinct(callee), approx: approx_count_distinct(callee)}
+    having: exact >= 20000
+    alert: {severity: low}
+)");
+  for (int i = 0; i < 20000; ++i) h.call("c" + std::to_string(i), "1", std::to_string(13900000000LL + i), 5, i / 20);
+  ASSERT_EQ(h.rec.got.size(), 1u);
+  EXPECT_NEAR(h.rec.got[0].values[1], 20000, 20000 * 0.15) << "512 registers: standard error ~4.6%";
+}
+
+TEST(ApproxDistinct, OldSlicesAgeOutOfASlidingWindow) {
+  Harness h(R"(rules:
+  - id: approx
+    stream: calls
+    window: {group_by: [caller], size: 1h}
+    aggregates: {approx: approx_count_distinct(callee)}
+    having: approx < 10
+    alert: {severity: low}
+)");
+  for (int i = 0; i < 5000; ++i) h.call("c" + std::to_string(i), "1", std::to_string(13900000000LL + i), 5, i / 10);
+  ASSERT_EQ(h.rec.got.size(), 1u) << "fires while the first few callees are counted, then stays quiet";
+  h.call("x", "1", "19999999999", 5, 2 * 3600);  // two hours on: only the new callee is in the window
+  ASSERT_EQ(h.rec.got.size(), 2u);
+  EXPECT_EQ(h.rec.got[1].values[0], 1);
+}
+
+}  // namespace
+}  // namespace tocsin::rules
