@@ -39,6 +39,12 @@ void AlertEncoder::on_signal(const rules::Signal& s) {
       .key("severity").str(s.severity)
       .key("title").str(s.title)
       .key("stream").str(schema_of(e.stream).name);
+  if (!s.summary.empty()) w.key("summary").str(s.summary);
+  if (!r.labels.empty()) {
+    w.key("labels").begin_object();
+    for (const auto& [k, v] : r.labels) w.key(k).str(v);
+    w.end_object();
+  }
   w.key("key").begin_object();
   for (size_t g = 0; g < s.key.size() && g < key_slots.size(); ++g)
     w.key(key_schema.fields[static_cast<size_t>(key_slots[g])].name).str(s.key[g]);

@@ -115,12 +115,13 @@ Metrics::Collector rules_collector(std::vector<const rules::Engine*> engines) {
     auto matches = make_family("tocsin_rule_matches_total", "Events that passed a rule's where clause", MetricType::Counter);
     auto alerts = make_family("tocsin_alerts_emitted_total", "Alerts raised, by rule and severity", MetricType::Counter);
     auto late = make_family("tocsin_rule_late_events_total", "Events too old for a rule's window (not aggregated)", MetricType::Counter);
-    auto keys = make_family("tocsin_rule_state_keys", "Live window keys held by a rule", MetricType::Gauge);
+    auto keys = make_family("tocsin_rule_state_keys", "Live keys held by a rule: windows, pending sequences, running clocks", MetricType::Gauge);
+    auto timers = make_family("tocsin_rule_pending_timers", "Deadline timers waiting to fire, by rule", MetricType::Gauge);
     auto rules_loaded = make_family("tocsin_rules_loaded", "Rules in the active rule set, labelled with its version", MetricType::Gauge);
     add_sample(rules_loaded, {{"rule_set_version", set.version}}, static_cast<double>(set.rules.size()));
     for (size_t i = 0; i < set.rules.size(); ++i) {
       const std::string& id = set.rules[i].id;
-      double e = 0, m = 0, a = 0, l = 0, k = 0;
+      double e = 0, m = 0, a = 0, l = 0, k = 0, t = 0;
       for (const auto& snap : snaps) {
         // A worker may still run the previous version: find the rule by id.
         for (size_t j = 0; j < snap.rules->rules.size(); ++j) {
@@ -131,6 +132,7 @@ Metrics::Collector rules_collector(std::vector<const rules::Engine*> engines) {
           a += static_cast<double>(c.signals.load(std::memory_order_relaxed));
           l += static_cast<double>(c.late.load(std::memory_order_relaxed));
           k += static_cast<double>(c.keys.load(std::memory_order_relaxed));
+          t += static_cast<double>(c.timers.load(std::memory_order_relaxed));
           break;
         }
       }
@@ -139,8 +141,9 @@ Metrics::Collector rules_collector(std::vector<const rules::Engine*> engines) {
       add_sample(alerts, {{"rule", id}, {"severity", set.rules[i].severity}}, a);
       add_sample(late, {{"rule", id}}, l);
       add_sample(keys, {{"rule", id}}, k);
+      add_sample(timers, {{"rule", id}}, t);
     }
-    for (auto* f : {&rules_loaded, &evals, &matches, &alerts, &late, &keys}) out.push_back(std::move(*f));
+    for (auto* f : {&rules_loaded, &evals, &matches, &alerts, &late, &keys, &timers}) out.push_back(std::move(*f));
   };
 }
 

@@ -417,47 +417,54 @@ std::string_view Engine::score(const Rule& rule, const EvalContext& ctx, double*
   return level;
 }
 
-void Engine::fire(const Fire& f) {
-  const Rule& rule = *f.rule;
+void Engine::render(const std::vector<TemplatePart>& parts, const Fire& f, std::string& out) {
   const Event& e = *f.event;
-  title_buffer_.clear();
-  for (const TemplatePart& p : rule.title) {
+  out.clear();
+  for (const TemplatePart& p : parts) {
     switch (p.kind) {
-      case TemplatePart::kLiteral: title_buffer_ += p.literal; break;
-      case TemplatePart::kDeadline: title_buffer_ += f.deadline; break;
-      case TemplatePart::kLevel: title_buffer_ += f.level; break;
+      case TemplatePart::kLiteral: out += p.literal; break;
+      case TemplatePart::kDeadline: out += f.deadline; break;
+      case TemplatePart::kLevel: out += f.level; break;
       case TemplatePart::kAggregate: {
         const double v = f.values[static_cast<size_t>(p.index)];
         char buf[32];
         const int n = v == std::floor(v) && std::fabs(v) < 1e15
                           ? std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(v))
                           : std::snprintf(buf, sizeof buf, "%.2f", v);
-        title_buffer_.append(buf, static_cast<size_t>(n));
+        out.append(buf, static_cast<size_t>(n));
         break;
       }
       case TemplatePart::kField: {
         const Value& v = e.at(p.index);
-        if (!v.present) { title_buffer_ += "-"; break; }
+        if (!v.present) { out += "-"; break; }
         char buf[32];
         switch (v.type) {
           case FieldType::kString:
-            if (p.masked) append_masked_text(title_buffer_, v.s); else title_buffer_ += v.s;
+            if (p.masked) append_masked_text(out, v.s); else out += v.s;
             break;
-          case FieldType::kInt: title_buffer_.append(buf, static_cast<size_t>(std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(v.i)))); break;
-          case FieldType::kDouble: title_buffer_.append(buf, static_cast<size_t>(std::snprintf(buf, sizeof buf, "%.1f", v.d))); break;
-          case FieldType::kBool: title_buffer_ += v.b ? "true" : "false"; break;
-          case FieldType::kTime: title_buffer_ += format_rfc3339_ms(v.i, buf); break;
+          case FieldType::kInt: out.append(buf, static_cast<size_t>(std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(v.i)))); break;
+          case FieldType::kDouble: out.append(buf, static_cast<size_t>(std::snprintf(buf, sizeof buf, "%.1f", v.d))); break;
+          case FieldType::kBool: out += v.b ? "true" : "false"; break;
+          case FieldType::kTime: out += format_rfc3339_ms(v.i, buf); break;
         }
         break;
       }
     }
   }
+}
+
+void Engine::fire(const Fire& f) {
+  const Rule& rule = *f.rule;
+  const Event& e = *f.event;
+  render(rule.title, f, title_buffer_);
+  render(rule.summary, f, summary_buffer_);
   Signal s;
   s.rule_set = rules_.get();
   s.rule = &rule;
   s.event = &e;
   s.key = {key_parts_.data(), f.key_parts};
   s.title = title_buffer_;
+  s.summary = summary_buffer_;
   s.severity = !f.severity.empty() ? f.severity : !rule.severity.empty() ? std::string_view(rule.severity) : f.level;
   s.window_start_ms = f.start;
   s.window_end_ms = f.end;

@@ -26,6 +26,7 @@ struct Signal {
   const Event* event = nullptr;  // the event that made the rule fire (an absence: its start event)
   std::span<const std::string_view> key;  // values of the rule's key fields (empty for per-event rules)
   std::string_view title;                 // rendered, with phone numbers masked
+  std::string_view summary;               // rendered like the title; empty when the rule has none
   std::string_view severity;              // the rule's, a deadline's, or the score level's
   int64_t window_start_ms = 0;
   int64_t window_end_ms = 0;
@@ -135,6 +136,8 @@ class Engine final : public EventHandler {
   std::string key_buffer_;
   std::array<std::string_view, kMaxGroupBy> key_parts_{};
   std::string title_buffer_;
+  std::string summary_buffer_;
+  void render(const std::vector<TemplatePart>& parts, const Fire& f, std::string& out);
   Event scratch_;            // unpacked stored events (absence starts, sequence firsts)
   int64_t newest_event_ms_ = INT64_MIN;
   int64_t last_sweep_ms_ = 0;

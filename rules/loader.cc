@@ -312,7 +312,11 @@ class Compiler {
     const auto alert = node["alert"];
     if (!alert) return error(node, "E003", "rule '" + r.id + "' has no 'alert' (type, severity, title)");
     if (!alert.IsMap()) return error(alert, "E002", "'alert' is a mapping");
-    check_keys(alert, {"type", "severity", "title", "unmasked"});
+    check_keys(alert, {"type", "severity", "title", "summary", "labels", "unmasked"});
+    if (const auto lb = alert["labels"]) {
+      if (!lb.IsMap()) error(lb, "E002", "'labels' maps label names to values, e.g. {team: anti-fraud}");
+      else for (const auto& kv : lb) r.labels.emplace_back(kv.first.Scalar(), kv.second.Scalar());
+    }
     r.alert_type = alert["type"] ? alert["type"].Scalar() : r.id;
     r.severity = alert["severity"] ? alert["severity"].Scalar() : "";
     const bool from_score = r.severity == "from_score";
@@ -327,8 +331,9 @@ class Compiler {
       for (const auto& i : u) unmasked.insert(i.Scalar());
     // Titles refer to the event that fired: `then` for sequences, `start` for absences.
     const StreamSchema& title_schema = schema_of(r.kind == RuleKind::kSequence ? r.then.stream : r.match.stream);
-    if (alert["title"]) compile_template(alert["title"], title_schema, r, values, unmasked);
+    if (alert["title"]) compile_template(alert["title"], title_schema, r, values, unmasked, r.title);
     else r.title.push_back({TemplatePart::kLiteral, r.id});
+    if (alert["summary"]) compile_template(alert["summary"], title_schema, r, values, unmasked, r.summary);
 
     if (count_errors() != errors_before) return;
     std::ostringstream def;
@@ -483,16 +488,16 @@ class Compiler {
   }
 
   void compile_template(const YAML::Node& n, const StreamSchema& schema, Rule& r, const std::vector<std::string>& values,
-                        const std::set<std::string>& unmasked) {
+                        const std::set<std::string>& unmasked, std::vector<TemplatePart>& out) {
     const std::string t = n.Scalar();
     size_t i = 0;
     while (i < t.size()) {
       const size_t open = t.find('{', i);
-      if (open == std::string::npos) { r.title.push_back({TemplatePart::kLiteral, t.substr(i)}); break; }
-      if (open > i) r.title.push_back({TemplatePart::kLiteral, t.substr(i, open - i)});
+      if (open == std::string::npos) { out.push_back({TemplatePart::kLiteral, t.substr(i)}); break; }
+      if (open > i) out.push_back({TemplatePart::kLiteral, t.substr(i, open - i)});
       const size_t close = t.find('}', open);
       if (close == std::string::npos) {
-        add(n.Mark().line, text_column(n) + static_cast<int>(open), "E012", "unclosed '{' in title");
+        add(n.Mark().line, text_column(n) + static_cast<int>(open), "E012", "unclosed '{' in a template");
         return;
       }
       const std::string name = t.substr(open + 1, close - open - 1);
@@ -507,8 +512,8 @@ class Compiler {
         const int slot = schema.slot_of(name);
         if (slot >= 0) { p.kind = TemplatePart::kField; p.index = slot; r.title_slots |= 1u << slot; found = true; }
       }
-      if (!found) add(n.Mark().line, text_column(n) + static_cast<int>(open) + 1, "E012", "title refers to unknown name '" + name + "'");
-      r.title.push_back(std::move(p));
+      if (!found) add(n.Mark().line, text_column(n) + static_cast<int>(open) + 1, "E012", "template refers to unknown name '" + name + "'");
+      out.push_back(std::move(p));
       i = close + 1;
     }
   }

@@ -115,7 +115,9 @@ struct Rule {
   std::string alert_type;
   std::string severity;     // "" with a score: the level names the severity
   std::vector<TemplatePart> title;
-  uint32_t title_slots = 0;  // event slots the title refers to
+  std::vector<TemplatePart> summary;  // optional longer text, same placeholders
+  std::vector<std::pair<std::string, std::string>> labels;  // static labels (e.g. team, pack)
+  uint32_t title_slots = 0;  // event slots the title and summary refer to
   uint64_t definition_hash = 0;  // changes when anything in the rule's definition changes
 
   // The values `having`, the score and titles see: aggregates, then

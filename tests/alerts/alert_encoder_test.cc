@@ -74,3 +74,53 @@ TEST(AlertEncoder, WritesTheDocumentedSchema) {
 
 }  // namespace
 }  // namespace tocsin::alerts
+
+namespace tocsin::alerts {
+namespace {
+
+TEST(AlertEncoder, ScoreSummaryAndLabels) {
+  auto loaded = rules::load_rules({{"t.yaml", R"Y(rules:
+  - id: risk
+    stream: calls
+    score:
+      features:
+        - {name: short, value: duration_s < 30, weight: 60, label: short_call}
+        - {name: virtual, value: 'caller_class == "virtual_170"', weight: 40, label: virtual_operator}
+      levels: {low: 0, high: 50}
+    having: score >= 50
+    alert:
+      severity: from_score
+      title: "{caller}: {level}"
+      summary: "score {score} from a {duration_s} s call to {callee}"
+      labels: {team: anti-fraud, pack: fraud}
+)Y"}});
+  ASSERT_TRUE(loaded.ok()) << rules::format_text(loaded.diagnostics[0]);
+  Capture out;
+  ManualClock clock(1790000100000);
+  AlertEncoder enc(out, clock);
+  rules::Engine engine(loaded.rules, enc);
+  Decoder d;
+  Event e;
+  ASSERT_TRUE(d.decode(Stream::kCalls, R"({"call_id":"k1","start_time":1790000000000,"caller":"17012345678","callee":"13812348000","duration_s":5,"answered":true})", clock.now_ms(), e).ok());
+  engine.on_event(e);
+  ASSERT_EQ(out.alerts, 1);
+  simdjson::dom::parser p;
+  simdjson::dom::element doc = p.parse(out.json);
+  EXPECT_EQ(std::string_view(doc["severity"]), "high");
+  EXPECT_EQ(std::string_view(doc["title"]), "170****5678: high");
+  EXPECT_EQ(std::string_view(doc["summary"]), "score 60 from a 5 s call to 138****8000");
+  EXPECT_EQ(std::string_view(doc["labels"]["team"]), "anti-fraud");
+  EXPECT_EQ(double(doc["score"]["value"]), 60);
+  EXPECT_EQ(std::string_view(doc["score"]["level"]), "high");
+  simdjson::dom::array labels = doc["score"]["labels"];
+  ASSERT_EQ(labels.size(), 1u);
+  EXPECT_EQ(std::string_view(labels.at(0)), "short_call");
+  simdjson::dom::array features = doc["score"]["features"];
+  ASSERT_EQ(features.size(), 2u);
+  EXPECT_EQ(std::string_view(features.at(0)["name"]), "short");
+  EXPECT_EQ(double(features.at(0)["contribution"]), 60);
+  EXPECT_EQ(double(features.at(1)["contribution"]), 0);
+}
+
+}  // namespace
+}  // namespace tocsin::alerts
