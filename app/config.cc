@@ -2,6 +2,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -104,6 +106,84 @@ class Reader {
   std::vector<ConfigError>& errors_;
 };
 
+bool is_identifier(const std::string& s) {
+  if (s.empty() || !(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
+  for (char ch : s)
+    if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '_')) return false;
+  return true;
+}
+
+// tables: a list of {name, key_normalization, columns: [{name, type}], file, topic, reload}.
+void parse_tables(Reader& r, const YAML::Node& n, const std::filesystem::path& base, Config& c) {
+  if (!n.IsSequence()) return r.error(n, "tables", "must be a list of tables, each {name, columns, file and/or topic}");
+  std::set<std::string> names, topics;
+  for (size_t i = 0; i < n.size(); ++i) {
+    const YAML::Node t = n[i];
+    const std::string path = "tables[" + std::to_string(i) + "]";
+    if (!r.map(t, path, {"name", "key_normalization", "columns", "file", "topic", "reload"})) continue;
+    TableConfig tc;
+    r.str(t, path, "name", tc.schema.name);
+    if (!t["name"]) r.error(t, path, "needs a name (used in in_table(\"name\", ...) and lookup(\"name\", ...))");
+    else if (!is_identifier(tc.schema.name)) r.error(t["name"], path + ".name", "must be letters, digits and _ (e.g. risky_numbers)");
+    else if (!names.insert(tc.schema.name).second) r.error(t["name"], path + ".name", "table '" + tc.schema.name + "' is declared twice");
+    std::string norm = "none";
+    r.str(t, path, "key_normalization", norm);
+    if (norm == "phone") tc.schema.key = rules::KeyNormalization::kPhone;
+    else if (norm != "none") r.error(t["key_normalization"], path + ".key_normalization", "must be none or phone");
+    const YAML::Node cols = t["columns"];
+    if (!cols) {
+      r.error(t, path, "needs columns: [{name, type}, ...]; the first column is the key");
+    } else if (!cols.IsSequence() || cols.size() == 0) {
+      r.error(cols, path + ".columns", "must be a non-empty list of {name, type}; the first column is the key");
+    } else {
+      std::set<std::string> col_names;
+      for (size_t j = 0; j < cols.size(); ++j) {
+        const std::string cp = path + ".columns[" + std::to_string(j) + "]";
+        if (!r.map(cols[j], cp, {"name", "type"})) continue;
+        std::string name, type = "string";
+        r.str(cols[j], cp, "name", name);
+        r.str(cols[j], cp, "type", type);
+        if (!cols[j]["name"] || !is_identifier(name)) r.error(cols[j]["name"] ? cols[j]["name"] : cols[j], cp + ".name", "must be letters, digits and _ (e.g. risk_level)");
+        else if (!col_names.insert(name).second) r.error(cols[j]["name"], cp + ".name", "column '" + name + "' is declared twice");
+        rules::Type ty = rules::Type::kString;
+        if (type == "int") ty = rules::Type::kInt;
+        else if (type == "double") ty = rules::Type::kDouble;
+        else if (type == "bool") ty = rules::Type::kBool;
+        else if (type != "string") r.error(cols[j]["type"], cp + ".type", "must be string, int, double or bool");
+        if (j == 0 && ty != rules::Type::kString) r.error(cols[j]["type"], cp + ".type", "the first column is the key and must be a string");
+        tc.schema.columns.emplace_back(name, ty);
+      }
+    }
+    if (const auto f = t["file"]) {
+      std::string file;
+      r.str(t, path, "file", file);
+      std::filesystem::path p = file;
+      if (p.is_relative()) p = base / p;
+      tc.file = p.lexically_normal().string();
+      const std::string ext = p.extension().string();
+      std::error_code ec;
+      if (file.empty()) r.error(f, path + ".file", "must name a .csv or .jsonl file");
+      else if (ext != ".csv" && ext != ".jsonl" && ext != ".json" && ext != ".ndjson")
+        r.error(f, path + ".file", "must be a .csv or .jsonl file (the extension says which)");
+      else if (!std::filesystem::is_regular_file(p, ec))
+        r.error(f, path + ".file", "'" + tc.file + "' does not exist; paths are relative to the config file");
+    }
+    if (const auto tp = t["topic"]) {
+      r.str(t, path, "topic", tc.topic);
+      const auto& k = c.kafka.topics;
+      const bool clash = tc.topic == k.alerts || tc.topic == k.dead_letter || tc.topic == k.late ||
+                         std::find(k.input.begin(), k.input.end(), tc.topic) != k.input.end();
+      if (tc.topic.empty()) r.error(tp, path + ".topic", "must name a Kafka topic");
+      else if (clash) r.error(tp, path + ".topic", "topic '" + tc.topic + "' is already a stream or output topic; give the table its own (compacted) topic");
+      else if (!topics.insert(tc.topic).second) r.error(tp, path + ".topic", "topic '" + tc.topic + "' feeds two tables");
+    }
+    r.boolean(t, path, "reload", tc.reload);
+    if (tc.reload && !t["file"]) r.error(t["reload"], path + ".reload", "reload watches the table's file; this table has no file");
+    if (!t["file"] && !t["topic"]) r.error(t, path, "needs a file, a topic or both to fill it");
+    c.tables.push_back(std::move(tc));
+  }
+}
+
 }  // namespace
 
 std::string format(const ConfigError& e, const std::string& file) {
@@ -137,12 +217,13 @@ std::vector<ConfigError> parse_config(const std::string& text, const std::string
   }
   if (!root || root.IsNull()) return errors;  // an empty file means all defaults
   Reader r(errors);
-  if (!r.map(root, "", {"kafka", "embedded", "demo", "pipeline", "rules", "http", "log"})) return errors;
+  if (!r.map(root, "", {"kafka", "embedded", "demo", "pipeline", "rules", "http", "log", "tables"})) return errors;
 
   if (const auto k = root["kafka"]; r.map(k, "kafka", {"bootstrap.servers", "group.id", "topics", "properties", "consumer", "producer", "batch_size"})) {
     r.str(k, "kafka", "bootstrap.servers", c.kafka.bootstrap);
     r.str(k, "kafka", "group.id", c.kafka.group_id);
-    if (const auto t = k["topics"]; r.map(t, "kafka.topics", {"calls", "faults", "complaints", "alerts", "dead_letter"})) {
+    if (const auto t = k["topics"]; r.map(t, "kafka.topics", {"calls", "faults", "complaints", "alerts", "dead_letter", "late"})) {
+      r.str(t, "kafka.topics", "late", c.kafka.topics.late);
       for (int s = 0; s < kStreamCount; ++s)
         r.str(t, "kafka.topics", std::string(to_string(static_cast<Stream>(s))).c_str(), c.kafka.topics.input[static_cast<size_t>(s)]);
       r.str(t, "kafka.topics", "alerts", c.kafka.topics.alerts);
@@ -173,7 +254,14 @@ std::vector<ConfigError> parse_config(const std::string& text, const std::string
     r.number(d, "demo", "rate", 0.1, 10'000'000, c.demo.rate);
     r.integer(d, "demo", "seed", 0, INT64_MAX, c.demo.seed);
   }
-  if (const auto p = root["pipeline"]; r.map(p, "pipeline", {"workers", "max_event_bytes", "max_future_skew", "poll_timeout"})) {
+  if (const auto p = root["pipeline"]; r.map(p, "pipeline", {"workers", "max_event_bytes", "max_future_skew", "poll_timeout", "allowed_lateness", "timers"})) {
+    r.duration(p, "pipeline", "allowed_lateness", c.pipeline.allowed_lateness_ms);
+    if (const auto t = p["timers"]) {
+      if (!t.IsScalar() || (t.Scalar() != "wall" && t.Scalar() != "event"))
+        r.error(t, "pipeline.timers", "must be 'wall' (deadlines fire on the wall clock, live) or 'event' (they follow event time, for replays)");
+      else
+        c.pipeline.timers_follow_event_time = t.Scalar() == "event";
+    }
     r.integer(p, "pipeline", "workers", 1, 256, c.pipeline.workers);
     r.integer(p, "pipeline", "max_event_bytes", 64, 1 << 20, c.pipeline.limits.max_event_bytes);
     r.duration(p, "pipeline", "max_future_skew", c.pipeline.limits.max_future_skew_ms);
@@ -183,7 +271,15 @@ std::vector<ConfigError> parse_config(const std::string& text, const std::string
     c.pipeline.poll_timeout_ms = static_cast<int>(poll);
   }
   const std::filesystem::path base = file.empty() ? std::filesystem::path(".") : std::filesystem::path(file).parent_path();
-  if (const auto rl = root["rules"]; r.map(rl, "rules", {"files"})) {
+  if (const auto rl = root["rules"]; r.map(rl, "rules", {"files", "watch", "watch_interval"})) {
+    r.boolean(rl, "rules", "watch", c.rules_watch);
+    if (rl["watch_interval"]) {
+      int64_t every = -1;
+      r.duration(rl, "rules", "watch_interval", every);
+      if (every != -1 && (every < 10 || every > 3'600'000))
+        r.error(rl["watch_interval"], "rules.watch_interval", "must be between 10ms and 1h (e.g. 1s)");
+      else if (every != -1) c.rules_watch_interval_ms = every;
+    }
     const auto f = rl["files"];
     if (f) {
       c.rule_paths.clear();
@@ -212,7 +308,14 @@ std::vector<ConfigError> parse_config(const std::string& text, const std::string
     static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "critical", "off"};
     if (!kLevels.count(c.log_level)) r.error(l["level"], "log.level", "must be one of trace, debug, info, warn, error, critical, off");
   }
+  if (const auto t = root["tables"]; t && !t.IsNull()) parse_tables(r, t, base, c);
   return errors;
+}
+
+rules::TableCatalog table_catalog(const Config& c) {
+  rules::TableCatalog catalog;
+  for (const auto& t : c.tables) catalog.tables.push_back(t.schema);
+  return catalog;
 }
 
 std::vector<ConfigError> load_config(const std::string& file, Config& out) {

@@ -8,6 +8,7 @@
 
 #include "connectors/kafka_options.h"
 #include "pipeline/decoder.h"
+#include "rules/tables.h"
 
 namespace tocsin::app {
 
@@ -27,6 +28,16 @@ struct PipelineConfig {
   int workers = 2;
   DecodeLimits limits;
   int poll_timeout_ms = 100;
+  int64_t allowed_lateness_ms = 3600 * 1000;  // behind the partition watermark: routed late
+  bool timers_follow_event_time = false;      // `timers: event` for replays; `wall` live
+};
+
+// One reference table (tables: in the config; docs/tables.md).
+struct TableConfig {
+  rules::TableSchema schema;  // name, columns (column 0 the key), key normalisation
+  std::string file;           // CSV or JSONL, resolved against the config file's directory; "" for none
+  std::string topic;          // Kafka topic followed into the table; "" for none
+  bool reload = false;        // reload the file when it changes
 };
 
 struct Config {
@@ -36,8 +47,11 @@ struct Config {
   DemoConfig demo;
   PipelineConfig pipeline;
   std::vector<std::string> rule_paths{"examples/rules"};
+  bool rules_watch = true;                 // rules.watch: reload when the rule files change
+  int64_t rules_watch_interval_ms = 1000;  // rules.watch_interval: how often the files are polled
   std::string http_listen = "127.0.0.1:9464";
   std::string log_level = "info";
+  std::vector<TableConfig> tables;  // tables: reference tables the rules may look up
 
   bool embedded_broker() const { return kafka.bootstrap.empty(); }
 };
@@ -60,5 +74,9 @@ std::vector<ConfigError> load_config(const std::string& file, Config& out);
 
 // Splits "host:port"; returns false when malformed.
 bool split_host_port(const std::string& s, std::string& host, uint16_t& port);
+
+// The declared tables in config order (a table's id is its position), for
+// the rule compiler and the TableRegistry.
+rules::TableCatalog table_catalog(const Config& c);
 
 }  // namespace tocsin::app

@@ -2,19 +2,23 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "alerts/alert_encoder.h"
+#include "app/rule_reloader.h"
 #include "connectors/embedded_broker.h"
 #include "connectors/http_server.h"
 #include "connectors/kafka_io.h"
 #include "connectors/kafka_metrics.h"
+#include "connectors/table_topic.h"
 #include "gen/generator.h"
 #include "monitoring/metrics.h"
 #include "pipeline/worker.h"
@@ -55,23 +59,68 @@ void demo_traffic(const connectors::KafkaOptions& kafka, const DemoConfig& demo,
 
 }  // namespace
 
+namespace {
+// Never destroyed: the detached signal thread may use them until exit.
+std::mutex& reload_signal_mu() {
+  static auto* mu = new std::mutex;
+  return *mu;
+}
+std::function<void()>& reload_signal_handler() {
+  static auto* handler = new std::function<void()>;
+  return *handler;
+}
+}  // namespace
+
+void set_reload_signal_handler(std::function<void()> handler) {
+  // Under nohup SIGHUP is ignored, and an ignored signal is discarded even
+  // while blocked; with a handler it is wanted (it stays blocked, so the
+  // default action never runs: the signal thread takes it).
+  if (handler) signal(SIGHUP, SIG_DFL);
+  std::lock_guard lk(reload_signal_mu());
+  reload_signal_handler() = std::move(handler);
+}
+
 void install_stop_signals(std::atomic<bool>& stop) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   std::thread([set, &stop] {
     int sig = 0;
-    sigwait(&set, &sig);
-    stop.store(true);
-    spdlog::info("{} received: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    while (sigwait(&set, &sig) == 0) {
+      if (sig == SIGHUP) {
+        std::lock_guard lk(reload_signal_mu());
+        if (const auto& handler = reload_signal_handler()) {
+          spdlog::info("SIGHUP received: reloading the rules");
+          handler();
+          continue;
+        }
+      }
+      stop.store(true);
+      spdlog::info("{} received: stopping", sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP");
+      return;
+    }
   }).detach();
 }
 
 int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) {
   spdlog::set_level(spdlog::level::from_str(cfg.log_level));
-  const auto loaded = rules::load_rule_files(cfg.rule_paths);
+  // Reference tables (docs/tables.md): declared in the config, filled from
+  // their files now and from their topics before the workers start.
+  const rules::TableCatalog catalog = table_catalog(cfg);
+  rules::TableRegistry tables(catalog);
+  for (const auto& t : cfg.tables) {
+    if (t.file.empty()) continue;
+    const auto errors = tables.load_file(t.schema.name, t.file);
+    for (const auto& e : errors) std::cerr << e << "\n";
+    if (!errors.empty()) {
+      std::cerr << "tocsin: table '" << t.schema.name << "' has errors and nothing was started; fix the file and check with `tocsin check`\n";
+      return 2;
+    }
+  }
+  const auto loaded = rules::load_rule_files(cfg.rule_paths, &catalog);
   for (const auto& d : loaded.diagnostics) std::cerr << rules::format_text(d) << "\n";
   if (!loaded.ok()) {
     std::cerr << "tocsin: the rules have errors and were not started; fix them and check with `tocsin rules check`\n";
@@ -84,6 +133,9 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
     for (const auto& t : cfg.kafka.topics.input) broker->create_topic(t, cfg.embedded.partitions);
     broker->create_topic(cfg.kafka.topics.alerts, cfg.embedded.partitions);
     broker->create_topic(cfg.kafka.topics.dead_letter, cfg.embedded.partitions);
+    broker->create_topic(cfg.kafka.topics.late, cfg.embedded.partitions);
+    for (const auto& t : cfg.tables)
+      if (!t.topic.empty()) broker->create_topic(t.topic, 1);  // table topics: small, compacted in production
     cfg.kafka.bootstrap = broker->bootstrap();
     connectors::apply_embedded_defaults(cfg.kafka);
     if (!cfg.embedded.bootstrap_file.empty()) std::ofstream(cfg.embedded.bootstrap_file) << cfg.kafka.bootstrap << "\n";
@@ -91,6 +143,12 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
 
   monitoring::Metrics metrics;
   monitoring::add_build_info(metrics, TOCSIN_VERSION);
+  // Hot reload: the engines follow this feed (declared before the HTTP server
+  // and the workers, so it outlives both).
+  RuleReloader reloader(cfg.rule_paths, loaded.rules, &catalog, &metrics.registry());
+  struct ReloadSignalGuard {
+    ~ReloadSignalGuard() { set_reload_signal_handler({}); }
+  } reload_signal_guard;
   std::string host;
   uint16_t port = 0;
   split_host_port(cfg.http_listen, host, port);
@@ -99,6 +157,7 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
     return connectors::HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", metrics.render()};
   });
   http.route("/healthz", [](const connectors::HttpRequest&) { return connectors::HttpResponse{200, "text/plain", "ok\n"}; });
+  add_reload_routes(http, reloader);  // POST /-/reload, GET /-/rules
 
   WallClock clock;
   std::vector<WorkerSlot> slots(static_cast<size_t>(cfg.pipeline.workers));
@@ -108,9 +167,12 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
   for (auto& s : slots) {
     s.io = std::make_unique<connectors::KafkaIO>(cfg.kafka);
     s.encoder = std::make_unique<alerts::AlertEncoder>(*s.io, clock);
-    s.engine = std::make_unique<rules::Engine>(loaded.rules, *s.encoder);
+    s.engine = std::make_unique<rules::Engine>(
+        loaded.rules, *s.encoder, &reloader, &tables,
+        rules::EngineOptions{.timers_follow_event_time = cfg.pipeline.timers_follow_event_time});
     s.stats = std::make_unique<WorkerStats>();
-    s.worker = std::make_unique<Worker>(*s.io, *s.io, *s.engine, clock, cfg.pipeline.limits, *s.stats);
+    s.worker = std::make_unique<Worker>(*s.io, *s.io, *s.engine, clock, cfg.pipeline.limits, *s.stats,
+                                        cfg.pipeline.allowed_lateness_ms);
     worker_stats.push_back(s.stats.get());
     engines.push_back(s.engine.get());
     kafka_stats.push_back(&s.io->stats());
@@ -119,6 +181,54 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
   metrics.add_collector(monitoring::rules_collector(engines));
   metrics.add_collector(connectors::kafka_collector(kafka_stats, cfg.kafka.topics.input));
   http.start();
+  reloader.start({cfg.rules_watch, std::chrono::milliseconds(cfg.rules_watch_interval_ms)});
+  set_reload_signal_handler([&reloader] { reloader.request_reload("sighup"); });
+
+  // Table topics are read from the beginning before the workers start, so the
+  // first events meet complete tables (bounded: a slow topic fills in later).
+  std::vector<std::unique_ptr<connectors::TableTopicReader>> table_readers;
+  std::vector<connectors::WatchedTableFile> watched_tables;
+  for (const auto& t : cfg.tables) {
+    if (!t.topic.empty()) {
+      table_readers.push_back(std::make_unique<connectors::TableTopicReader>(cfg.kafka, t.topic, t.schema.name, tables));
+      table_readers.back()->start();
+    }
+    if (t.reload && !t.file.empty()) watched_tables.push_back({t.schema.name, t.file});
+  }
+  connectors::TableFileWatcher table_watcher(tables, std::move(watched_tables));
+  table_watcher.start();
+  const auto tables_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (const auto& r : table_readers) {
+    while (!stop.load() && !r->wait_caught_up(std::chrono::milliseconds(100)) && std::chrono::steady_clock::now() < tables_deadline) {
+    }
+    if (!r->stats().caught_up.load())
+      spdlog::warn("tables: topic {} is not fully read yet; starting anyway (table {} fills in as it is read)", r->topic(), r->table());
+  }
+  metrics.add_collector([&tables, &table_readers, &table_watcher](monitoring::Families& out) {
+    using prometheus::MetricType;
+    auto rows = monitoring::make_family("tocsin_table_rows", "Rows in each reference table", MetricType::Gauge);
+    auto records = monitoring::make_family("tocsin_table_topic_records_total", "Records read from each table's topic", MetricType::Counter);
+    auto bad = monitoring::make_family("tocsin_table_topic_bad_records_total", "Table topic records skipped: no key, or a value that is not a row", MetricType::Counter);
+    auto reloads = monitoring::make_family("tocsin_table_file_reloads_total", "Table file reloads, by result (error: the previous contents were kept)", MetricType::Counter);
+    const auto snap = tables.snapshot();
+    for (size_t i = 0; i < tables.catalog().tables.size(); ++i)
+      monitoring::add_sample(rows, {{"table", tables.catalog().tables[i].name}}, static_cast<double>(snap->size(static_cast<int>(i))));
+    for (const auto& r : table_readers) {
+      monitoring::add_sample(records, {{"table", r->table()}}, static_cast<double>(r->stats().records.load(std::memory_order_relaxed)));
+      monitoring::add_sample(bad, {{"table", r->table()}}, static_cast<double>(r->stats().bad_records.load(std::memory_order_relaxed)));
+    }
+    monitoring::add_sample(reloads, {{"result", "ok"}}, static_cast<double>(table_watcher.reloads()));
+    monitoring::add_sample(reloads, {{"result", "error"}}, static_cast<double>(table_watcher.failures()));
+    for (auto* f : {&rows, &records, &bad, &reloads}) out.push_back(std::move(*f));
+  });
+  std::string tables_banner;
+  for (size_t i = 0; i < cfg.tables.size(); ++i) {
+    const auto& t = cfg.tables[i];
+    tables_banner += (i ? "\n                     " : "  tables:            ") + t.schema.name + " (" +
+                     std::to_string(tables.snapshot()->size(static_cast<int>(i))) + " rows" +
+                     (t.topic.empty() ? "" : ", topic " + t.topic) + (t.reload ? ", file watched" : "") + ")";
+  }
+  if (!tables_banner.empty()) tables_banner += "\n";
 
   banner << "Tocsin " << TOCSIN_VERSION << " is running"
          << (broker ? " on its embedded Kafka broker" : "") << "\n"
@@ -128,6 +238,9 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
          << " -f '%h %s\\n'\n"
          << "  metrics:           http://" << host << ":" << http.port() << "/metrics\n"
          << "  rules:             " << loaded.rules->rules.size() << " loaded, version " << loaded.rules->version << "\n"
+         << tables_banner
+         << "  reload rules:      kill -HUP " << getpid() << " | curl -X POST http://" << host << ":" << http.port()
+         << "/-/reload" << (cfg.rules_watch ? " (or edit the files: they are watched)" : "") << "\n"
          << "  stop:              Ctrl-C\n"
          << std::flush;
 

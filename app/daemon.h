@@ -3,6 +3,7 @@
 // demo traffic, metrics HTTP server, and N workers each with its own Kafka
 // I/O, rule engine and alert encoder. Only this file and main know every folder.
 #include <atomic>
+#include <functional>
 #include <iosfwd>
 
 #include "app/config.h"
@@ -17,6 +18,13 @@ int run_daemon(Config config, const std::atomic<bool>& stop, std::ostream& banne
 // Blocks SIGINT and SIGTERM in the calling thread (call first in main, so
 // every thread inherits the mask) and starts a thread that sets `stop` when
 // one arrives.
+// SIGHUP is blocked and handled by the same thread: it calls the handler set
+// with set_reload_signal_handler (the daemon's rule reload), or stops like
+// SIGTERM when none is set.
 void install_stop_signals(std::atomic<bool>& stop);
+
+// The SIGHUP handler (empty: none). It runs on the signal thread and must not
+// block; after set_reload_signal_handler({}) returns, it is no longer running.
+void set_reload_signal_handler(std::function<void()> handler);
 
 }  // namespace tocsin::app

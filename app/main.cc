@@ -1,4 +1,4 @@
-// tocsin: the single executable. Subcommands: run, check, rules check, broker, gen.
+// tocsin: the single executable. Subcommands: run, check, rules check, rules test, broker, gen.
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -16,6 +16,7 @@
 #include "connectors/kafka_io.h"
 #include "gen/generator.h"
 #include "rules/rule_set.h"
+#include "rules/rule_test.h"
 
 namespace {
 
@@ -32,10 +33,21 @@ int cmd_check(const std::string& file) {
   app::Config cfg;
   const auto errors = app::load_config(file, cfg);
   if (!errors.empty()) return print_config_errors(errors, file);
-  const auto loaded = rules::load_rule_files(cfg.rule_paths);
+  // Table files are read as the daemon would; rules compile against the declared tables.
+  const rules::TableCatalog catalog = app::table_catalog(cfg);
+  rules::TableRegistry tables(catalog);
+  bool tables_ok = true;
+  for (const auto& t : cfg.tables)
+    if (!t.file.empty())
+      for (const auto& e : tables.load_file(t.schema.name, t.file)) {
+        std::cerr << e << "\n";
+        tables_ok = false;
+      }
+  const auto loaded = rules::load_rule_files(cfg.rule_paths, &catalog);
   for (const auto& d : loaded.diagnostics) std::cerr << rules::format_text(d) << "\n";
-  if (!loaded.ok()) return 1;
+  if (!loaded.ok() || !tables_ok) return 1;
   std::cout << file << ": OK (" << loaded.rules->rules.size() << " rules, version " << loaded.rules->version
+            << (cfg.tables.empty() ? "" : ", " + std::to_string(cfg.tables.size()) + (cfg.tables.size() == 1 ? " table" : " tables"))
             << ", " << (cfg.embedded_broker() ? "embedded broker" : "brokers " + cfg.kafka.bootstrap) << ")\n";
   return 0;
 }
@@ -160,6 +172,9 @@ int main(int argc, char** argv) {
   auto* rules_check = rules_cmd->add_subcommand("check", "Check rule files; exit 0 when they can go live");
   rules_check->add_option("files", rule_files, "Rule files or directories")->required();
   rules_check->add_option("--format", rule_format, "text or json")->check(CLI::IsMember({"text", "json"}));
+  std::vector<std::string> rule_test_files;
+  auto* rules_test = rules_cmd->add_subcommand("test", "Run rule unit tests (docs/rules.md, Testing rules); exit 0 when all pass, 1 on a failure, 2 on a load error");
+  rules_test->add_option("files", rule_test_files, "Rule test files (*.test.yaml)")->required();
 
   BrokerArgs ba;
   auto* broker = cli.add_subcommand("broker", "Run the embedded Kafka-protocol broker alone (for tests and tools)");
@@ -192,6 +207,7 @@ int main(int argc, char** argv) {
     }
     if (*check) return cmd_check(check_file);
     if (*rules_check) return cmd_rules_check(rule_files, rule_format);
+    if (*rules_test) return rules::run_rule_test_cli(rule_test_files, std::cout, std::cerr);
     if (*broker) return cmd_broker(ba, stop);
     if (*gen_cmd) return cmd_gen(ga, stop);
   } catch (const std::exception& e) {

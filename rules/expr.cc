@@ -5,6 +5,8 @@
 #include <deque>
 #include <regex>
 
+#include "rules/tables.h"
+
 namespace tocsin::rules {
 namespace {
 
@@ -12,6 +14,7 @@ enum class Op : uint8_t {
   kConst, kField, kPriorField, kAgg, kNot, kNeg, kAnd, kOr, kAdd, kSub, kMul, kDiv, kMod,
   kEq, kNe, kLt, kLe, kGt, kGe, kIn, kNotIn,
   kStartsWith, kEndsWith, kContains, kMatches, kExists, kHour, kWeekday, kLen, kAbs,
+  kInTable, kLookup,  // reference tables: index = table id, column = column (never folded)
 };
 
 enum class Tok : uint8_t { kEnd, kIdent, kNumber, kDuration, kString, kPunct };
@@ -86,6 +89,7 @@ struct Expr::Program {
     int a = -1, b = -1;
     int index = -1;  // field slot, aggregate index or regex index
     Value k;         // constant
+    int column = -1;  // kLookup: the table column returned
     std::vector<Value> list;
   };
   std::string text;
@@ -178,8 +182,16 @@ Value Expr::Program::eval(int idx, const EvalContext& c) const {
       }
       return n.type == Type::kTime ? Value::of_time(r) : Value::of_int(r);
     }
-    case Op::kEq: return Value::of_bool(equal_values(eval(n.a, c), eval(n.b, c)));
-    case Op::kNe: return Value::of_bool(!equal_values(eval(n.a, c), eval(n.b, c)));
+    case Op::kEq: case Op::kNe: {
+      const Value x = eval(n.a, c), y = eval(n.b, c);
+      // `x == null` / `x != null` test for absence; any other comparison with
+      // a missing operand is false, as for < and >.
+      const bool null_test = nodes[static_cast<size_t>(n.a)].type == Type::kNull ||
+                             nodes[static_cast<size_t>(n.b)].type == Type::kNull;
+      if (!null_test && (!x.present || !y.present)) return Value::of_bool(false);
+      const bool eq = equal_values(x, y);
+      return Value::of_bool(n.op == Op::kEq ? eq : !eq);
+    }
     case Op::kLt: case Op::kLe: case Op::kGt: case Op::kGe: {
       const Value x = eval(n.a, c), y = eval(n.b, c);
       if (!x.present || !y.present) return Value::of_bool(false);
@@ -232,6 +244,13 @@ Value Expr::Program::eval(int idx, const EvalContext& c) const {
       if (!x.present) return x;
       if (x.type == FieldType::kDouble) x.d = std::fabs(x.d); else x.i = x.i < 0 ? -x.i : x.i;
       return x;
+    }
+    case Op::kInTable: case Op::kLookup: {
+      // No snapshot (no tables configured yet): every lookup misses.
+      const Value x = eval(n.a, c);
+      const Value* row = (x.present && c.tables) ? c.tables->find(n.index, x.s) : nullptr;
+      if (n.op == Op::kInTable) return Value::of_bool(row != nullptr);
+      return row ? row[n.column] : null_value();
     }
   }
   return null_value();
@@ -642,6 +661,44 @@ class Parser {
     if (name == "abs") {
       if (!want(1, 1) || !arg_type(0, {Type::kInt, Type::kDouble})) return -1;
       return binary(Op::kAbs, type(args[0]), args[0], -1);
+    }
+    if (name == "in_table" || name == "lookup") {
+      // in_table("table", key) -> bool; lookup("table", key, "column") -> the column's type or null.
+      const bool is_lookup = name == "lookup";
+      if (!want(is_lookup ? 3 : 2, is_lookup ? 3 : 2)) return -1;
+      auto constant_name = [&](size_t i, const char* what) {
+        if (node(args[i]).op == Op::kConst && type(args[i]) == Type::kString) return true;
+        return error(at[i], "E202", name + "() needs the " + what + " name as a constant string, e.g. \"risky_numbers\"");
+      };
+      if (!constant_name(0, "table") || (is_lookup && !constant_name(2, "column"))) return -1;
+      const std::string table(node(args[0]).k.s);
+      const auto ref = scope_.table(table);
+      if (!ref || ref->id < 0) {
+        std::string known;
+        if (ref)
+          for (const auto& [t, unused] : ref->columns) known += (known.empty() ? "" : ", ") + t;
+        return fail(at[0], "E206", "unknown table '" + table + "'" +
+                                       (known.empty() ? " (no tables are declared; declare them under tables: in the daemon config)"
+                                                      : " (tables: " + known + ")"));
+      }
+      if (type(args[1]) != Type::kString)
+        return fail(at[1], "E201", name + "() key must be a string, got " + std::string(to_string(type(args[1]))));
+      N n;
+      n.op = is_lookup ? Op::kLookup : Op::kInTable;
+      n.type = Type::kBool;
+      n.a = args[1];
+      n.index = ref->id;
+      if (is_lookup) {
+        const std::string column(node(args[2]).k.s);
+        n.column = ref->column(column);
+        if (n.column < 0) {
+          std::string known;
+          for (const auto& [c, unused] : ref->columns) known += (known.empty() ? "" : ", ") + c;
+          return fail(at[2], "E206", "table '" + table + "' has no column '" + column + "' (columns: " + known + ")");
+        }
+        n.type = ref->columns[static_cast<size_t>(n.column)].second;
+      }
+      return add(std::move(n));  // not folded: the answer depends on the live tables
     }
     return fail(fn.offset, "E204", "unknown function '" + name + "'");
   }

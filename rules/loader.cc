@@ -99,6 +99,7 @@ class Compiler {
     const YAML::Node rules = root["rules"];
     if (!rules) return error(root, "E003", "missing 'rules'");
     if (!rules.IsSequence()) return error(rules, "E002", "'rules' must be a list");
+    if (rules.size() == 0) add(rules.Mark().line, rules.Mark().column, "W001", "file has no rules", Diagnostic::Level::kWarning);
     for (const auto& node : rules) compile_rule(node, set);
   }
 
@@ -600,30 +601,44 @@ LoadResult load_rules(const std::vector<Source>& sources, const TableCatalog* ta
   return result;
 }
 
-LoadResult load_rule_files(const std::vector<std::string>& paths, const TableCatalog* tables) {
-  std::vector<Source> sources;
-  LoadResult failed;
-  auto read = [&](const std::filesystem::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    if (!in) {
-      failed.diagnostics.push_back({Diagnostic::Level::kError, "E000", p.string(), 0, 0, "cannot read the file", ""});
-      return;
-    }
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    sources.push_back({p.string(), ss.str()});
-  };
+namespace {
+// A directory's rule files: *.yaml and *.yml, except rule tests (*.test.yaml).
+bool is_rule_file(const std::filesystem::path& p) {
+  const std::string name = p.filename().string();
+  if (name.ends_with(".test.yaml") || name.ends_with(".test.yml")) return false;
+  return name.ends_with(".yaml") || name.ends_with(".yml");
+}
+}  // namespace
+
+std::vector<std::string> rule_files(const std::vector<std::string>& paths) {
+  std::vector<std::string> out;
   for (const auto& path : paths) {
     std::error_code ec;
     if (std::filesystem::is_directory(path, ec)) {
-      std::vector<std::filesystem::path> files;
+      std::vector<std::string> files;
       for (const auto& e : std::filesystem::directory_iterator(path, ec))
-        if (e.path().extension() == ".yaml" || e.path().extension() == ".yml") files.push_back(e.path());
+        if (is_rule_file(e.path())) files.push_back(e.path().string());
       std::sort(files.begin(), files.end());
-      for (const auto& f : files) read(f);
+      out.insert(out.end(), files.begin(), files.end());
     } else {
-      read(path);
+      out.push_back(path);
     }
+  }
+  return out;
+}
+
+LoadResult load_rule_files(const std::vector<std::string>& paths, const TableCatalog* tables) {
+  std::vector<Source> sources;
+  LoadResult failed;
+  for (const auto& f : rule_files(paths)) {
+    std::ifstream in(f, std::ios::binary);
+    if (!in) {
+      failed.diagnostics.push_back({Diagnostic::Level::kError, "E000", f, 0, 0, "cannot read the file", ""});
+      continue;
+    }
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    sources.push_back({f, ss.str()});
   }
   if (!failed.diagnostics.empty()) return failed;
   return load_rules(sources, tables);

@@ -165,7 +165,10 @@ struct Source {
 struct TableCatalog;
 // `tables` declares the reference tables rules may look up (none when null).
 LoadResult load_rules(const std::vector<Source>& sources, const TableCatalog* tables = nullptr);
-// Reads files (a directory means every *.yaml / *.yml in it, sorted) and loads them.
+// The files `paths` stand for: a file as given; a directory means every
+// *.yaml / *.yml in it, sorted, except rule tests named *.test.yaml.
+std::vector<std::string> rule_files(const std::vector<std::string>& paths);
+// Reads rule_files(paths) and loads them.
 LoadResult load_rule_files(const std::vector<std::string>& paths, const TableCatalog* tables = nullptr);
 
 }  // namespace tocsin::rules

@@ -1,35 +1,743 @@
 #include "rules/tables.h"
 
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <unordered_map>
+
 namespace tocsin::rules {
 
 std::optional<TableRef> TableCatalog::find(std::string_view name) const {
-  for (size_t i = 0; i < tables.size(); ++i)
-    if (tables[i].name == name) return TableRef{static_cast<int>(i), tables[i].columns};
-  return std::nullopt;
+  const int i = index_of(name);
+  if (i >= 0) return TableRef{i, tables[static_cast<size_t>(i)].columns};
+  TableRef unknown;
+  for (const auto& t : tables) unknown.columns.emplace_back(t.name, Type::kNull);
+  return unknown;
 }
 
+int TableCatalog::index_of(std::string_view name) const {
+  for (size_t i = 0; i < tables.size(); ++i)
+    if (tables[i].name == name) return static_cast<int>(i);
+  return -1;
+}
+
+// ---------------------------------------------------------------------------
+// Phone numbers
+
 std::string_view normalize_phone(std::string_view number, char (&out)[32]) {
+  constexpr size_t kMaxInput = 20;   // digits accepted in the input
+  constexpr size_t kMaxE164 = 15;    // digits in an E.164 number
+  char digits[kMaxInput];
   size_t n = 0;
-  for (char c : number)
-    if (c >= '0' && c <= '9' && n < sizeof out) out[n++] = c;
-  std::string_view d(out, n);
-  if (d.starts_with("00")) d.remove_prefix(2);  // international prefix: country code follows
-  else if (!number.empty() && number.find('+') != std::string_view::npos) {
-  } else if (d.size() == 11 && d[0] == '1') {   // Chinese mobile written nationally
-    if (n + 2 > sizeof out) return d;
-    for (size_t i = n; i > 0; --i) out[i + 1] = out[i - 1];
-    out[0] = '8';
-    out[1] = '6';
-    d = std::string_view(out, n + 2);
-  } else if (d.size() >= 10 && d[0] == '0') {   // Chinese fixed line with trunk prefix 0
-    out[0] = '6';
-    if (n + 1 > sizeof out) return d;
-    for (size_t i = n; i > 1; --i) out[i] = out[i - 1];
-    out[0] = '8';
-    out[1] = '6';
-    d = std::string_view(out, n + 1);
+  bool international = false;
+  for (const char c : number) {
+    if (c >= '0' && c <= '9') {
+      if (n == kMaxInput) return {};
+      digits[n++] = c;
+    } else if (c == '+' && n == 0 && !international) {  // "+86", "(+86)"
+      international = true;
+    } else if (c != ' ' && c != '\t' && c != '-' && c != '.' && c != '/' && c != '(' && c != ')') {
+      return {};
+    }
   }
-  return d;
+  std::string_view d(digits, n);
+  if (d.empty()) return {};
+
+  // Writes prefix + rest into `out`; empty when longer than E.164 allows.
+  auto emit = [&out](bool plus, std::string_view country, std::string_view rest) -> std::string_view {
+    if (country.size() + rest.size() > kMaxE164 || country.size() + rest.size() == 0) return {};
+    size_t k = 0;
+    if (plus) out[k++] = '+';
+    for (char c : country) out[k++] = c;
+    for (char c : rest) out[k++] = c;
+    return std::string_view(out, k);
+  };
+  // A Chinese number given with its country code: drop a trunk 0 written
+  // after it ("+86 (0)28 ..."); short service numbers (110, 12345, 95588,
+  // 96110) have no E.164 form in practice and stay bare.
+  auto china = [&](std::string_view national) -> std::string_view {
+    if (national.starts_with('0')) national.remove_prefix(1);
+    if (national.empty()) return {};
+    if (national.size() <= 6) return emit(false, {}, national);
+    return emit(true, "86", national);
+  };
+
+  if (!international && d.starts_with("00")) {
+    d.remove_prefix(2);
+    international = true;
+    if (d.empty()) return {};
+  }
+  if (international) {
+    if (d.starts_with("86")) return china(d.substr(2));
+    return emit(true, {}, d);
+  }
+  if (d.size() >= 10 && d.size() <= 12 && d[0] == '0') return china(d);                   // trunk 0: fixed line, or 0 + mobile
+  if (d.size() == 11 && d[0] == '1') return emit(true, "86", d);                            // mobile
+  if (d.size() == 10 && (d.starts_with("400") || d.starts_with("800"))) return emit(true, "86", d);  // national service lines
+  if (d.size() >= 11 && d.size() <= 13 && d.starts_with("86")) return china(d.substr(2));  // country code without '+'
+  return emit(false, {}, d);  // short or local number: as written
+}
+
+// ---------------------------------------------------------------------------
+// Rows and cells
+
+std::shared_ptr<const TableRow> TableRow::make(std::span<const Value> cells) {
+  std::shared_ptr<TableRow> row(new TableRow);
+  size_t bytes = 0;
+  for (const Value& v : cells)
+    if (v.present && v.type == FieldType::kString) bytes += v.s.size();
+  row->text_.reserve(bytes);  // never reallocated below: the views stay valid
+  row->cells_.assign(cells.begin(), cells.end());
+  for (Value& v : row->cells_) {
+    if (!v.present || v.type != FieldType::kString) continue;
+    const size_t at = row->text_.size();
+    row->text_.append(v.s);
+    v.s = std::string_view(row->text_.data() + at, v.s.size());
+  }
+  return row;
+}
+
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+  return true;
+}
+
+std::string quoted(std::string_view s) {
+  constexpr size_t kMax = 40;
+  return "'" + std::string(s.substr(0, kMax)) + (s.size() > kMax ? "...'" : "'");
+}
+
+// Normalises the key cell of `cells` (into `buf`) and builds the row.
+RowPtr build_row(const TableSchema& schema, std::vector<Value>& cells, std::string& error) {
+  Value& key = cells[0];
+  if (!key.present || key.s.empty()) {
+    error = "the key column '" + schema.columns[0].first + "' is empty";
+    return nullptr;
+  }
+  char buf[32];
+  if (schema.key == KeyNormalization::kPhone) {
+    const std::string_view k = normalize_phone(key.s, buf);
+    if (k.empty()) {
+      error = "the key is not a phone number (column '" + schema.columns[0].first + "')";
+      return nullptr;
+    }
+    key.s = k;
+  }
+  return TableRow::make(cells);
+}
+
+}  // namespace
+
+std::string parse_cell(Type t, std::string_view text, Value& out) {
+  out = Value{};
+  if (text.empty()) return "";
+  switch (t) {
+    case Type::kString:
+      out = Value::of_string(text);
+      return "";
+    case Type::kInt:
+    case Type::kTime: {
+      std::string_view s = text;
+      if (s.size() > 1 && s[0] == '+') s.remove_prefix(1);
+      int64_t v = 0;
+      const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+      if (r.ec != std::errc() || r.ptr != s.data() + s.size())
+        return quoted(text) + (t == Type::kInt ? " is not an int" : " is not a time (epoch milliseconds)");
+      out = t == Type::kInt ? Value::of_int(v) : Value::of_time(v);
+      return "";
+    }
+    case Type::kDouble: {
+      std::string_view s = text;
+      if (s.size() > 1 && s[0] == '+') s.remove_prefix(1);
+      double v = 0;
+      const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+      if (r.ec != std::errc() || r.ptr != s.data() + s.size() || !std::isfinite(v)) return quoted(text) + " is not a number";
+      out = Value::of_double(v);
+      return "";
+    }
+    case Type::kBool:
+      for (std::string_view y : {"true", "yes", "1"})
+        if (iequals(text, y)) { out = Value::of_bool(true); return ""; }
+      for (std::string_view n : {"false", "no", "0"})
+        if (iequals(text, n)) { out = Value::of_bool(false); return ""; }
+      return quoted(text) + " is not a bool (true or false)";
+    case Type::kNull:
+    case Type::kList:
+      break;
+  }
+  return "columns of type " + std::string(to_string(t)) + " are not supported";
+}
+
+// ---------------------------------------------------------------------------
+// JSON: one flat object of scalars (enough for table rows; no dependency).
+
+namespace {
+
+struct JsonMember {
+  enum Kind : uint8_t { kString, kNumber, kBool, kNull } kind = kNull;
+  std::string name;
+  std::string text;  // decoded string, number text, "true"/"false"
+};
+
+class FlatJson {
+ public:
+  explicit FlatJson(std::string_view s) : s_(s) {}
+
+  bool parse(std::vector<JsonMember>& out, std::string& error) {
+    ws();
+    if (!eat('{')) return fail(error, "expected a JSON object");
+    ws();
+    if (eat('}')) return end(error);
+    for (;;) {
+      JsonMember m;
+      ws();
+      if (peek() != '"') return fail(error, "expected a member name in double quotes");
+      if (!string(m.name, error)) return false;
+      ws();
+      if (!eat(':')) return fail(error, "expected ':' after \"" + m.name + "\"");
+      ws();
+      const char c = peek();
+      if (c == '"') {
+        m.kind = JsonMember::kString;
+        if (!string(m.text, error)) return false;
+      } else if (c == '-' || (c >= '0' && c <= '9')) {
+        m.kind = JsonMember::kNumber;
+        if (!number(m.text)) return fail(error, "bad number in \"" + m.name + "\"");
+      } else if (literal("true")) {
+        m.kind = JsonMember::kBool;
+        m.text = "true";
+      } else if (literal("false")) {
+        m.kind = JsonMember::kBool;
+        m.text = "false";
+      } else if (literal("null")) {
+        m.kind = JsonMember::kNull;
+      } else if (c == '{' || c == '[') {
+        return fail(error, "\"" + m.name + "\": nested objects and arrays are not supported in table rows");
+      } else {
+        return fail(error, "bad value for \"" + m.name + "\"");
+      }
+      out.push_back(std::move(m));
+      ws();
+      if (eat(',')) continue;
+      if (eat('}')) return end(error);
+      return fail(error, "expected ',' or '}'");
+    }
+  }
+
+ private:
+  char peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
+  bool eat(char c) {
+    if (peek() != c || i_ >= s_.size()) return false;
+    ++i_;
+    return true;
+  }
+  void ws() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\r' || s_[i_] == '\n')) ++i_;
+  }
+  bool literal(std::string_view w) {
+    if (s_.substr(i_, w.size()) != w) return false;
+    i_ += w.size();
+    return true;
+  }
+  bool fail(std::string& error, std::string msg) {
+    error = std::move(msg) + " (at byte " + std::to_string(i_ + 1) + ")";
+    return false;
+  }
+  bool end(std::string& error) {
+    ws();
+    if (i_ != s_.size()) return fail(error, "text after the end of the object");
+    return true;
+  }
+  bool number(std::string& out) {
+    const size_t start = i_;
+    eat('-');
+    size_t digits = 0;
+    while (peek() >= '0' && peek() <= '9') { ++i_; ++digits; }
+    if (!digits) return false;
+    if (eat('.')) {
+      digits = 0;
+      while (peek() >= '0' && peek() <= '9') { ++i_; ++digits; }
+      if (!digits) return false;
+    }
+    if (peek() == 'e' || peek() == 'E') {
+      ++i_;
+      if (peek() == '+' || peek() == '-') ++i_;
+      digits = 0;
+      while (peek() >= '0' && peek() <= '9') { ++i_; ++digits; }
+      if (!digits) return false;
+    }
+    out.assign(s_.substr(start, i_ - start));
+    return true;
+  }
+  static void utf8(std::string& out, uint32_t cp) {
+    if (cp < 0x80) {
+      out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      out += static_cast<char>(0xC0 | (cp >> 6));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      out += static_cast<char>(0xE0 | (cp >> 12));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+      out += static_cast<char>(0xF0 | (cp >> 18));
+      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+  }
+  bool hex4(uint32_t& v) {
+    if (i_ + 4 > s_.size()) return false;
+    v = 0;
+    for (int k = 0; k < 4; ++k) {
+      const char c = s_[i_++];
+      v <<= 4;
+      if (c >= '0' && c <= '9') v |= static_cast<uint32_t>(c - '0');
+      else if (c >= 'a' && c <= 'f') v |= static_cast<uint32_t>(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F') v |= static_cast<uint32_t>(c - 'A' + 10);
+      else return false;
+    }
+    return true;
+  }
+  bool string(std::string& out, std::string& error) {
+    ++i_;  // opening quote
+    for (;;) {
+      if (i_ >= s_.size()) return fail(error, "unterminated string");
+      const char c = s_[i_++];
+      if (c == '"') return true;
+      if (static_cast<unsigned char>(c) < 0x20) return fail(error, "control character in a string");
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
+      if (i_ >= s_.size()) return fail(error, "unterminated string");
+      const char e = s_[i_++];
+      switch (e) {
+        case '"': out += '"'; break;
+        case '\\': out += '\\'; break;
+        case '/': out += '/'; break;
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'n': out += '\n'; break;
+        case 'r': out += '\r'; break;
+        case 't': out += '\t'; break;
+        case 'u': {
+          uint32_t cp;
+          if (!hex4(cp)) return fail(error, "bad \\u escape");
+          if (cp >= 0xD800 && cp < 0xDC00) {
+            uint32_t lo;
+            if (!literal("\\u") || !hex4(lo) || lo < 0xDC00 || lo > 0xDFFF) return fail(error, "bad surrogate pair");
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+          } else if (cp >= 0xDC00 && cp < 0xE000) {
+            return fail(error, "bad surrogate pair");
+          }
+          utf8(out, cp);
+          break;
+        }
+        default:
+          return fail(error, std::string("bad escape \\") + e);
+      }
+    }
+  }
+
+  std::string_view s_;
+  size_t i_ = 0;
+};
+
+}  // namespace
+
+RowPtr parse_json_row(const TableSchema& schema, std::string_view key, std::string_view json, std::string& error) {
+  std::vector<JsonMember> members;
+  if (!FlatJson(json).parse(members, error)) return nullptr;
+  std::vector<Value> cells(schema.columns.size());
+  for (const JsonMember& m : members) {
+    size_t col = 0;
+    while (col < schema.columns.size() && schema.columns[col].first != m.name) ++col;
+    if (col == schema.columns.size()) continue;  // not a declared column
+    if (m.kind == JsonMember::kNull) {
+      cells[col] = Value{};
+      continue;
+    }
+    if (std::string e = parse_cell(schema.columns[col].second, m.text, cells[col]); !e.empty()) {
+      error = "column '" + m.name + "': " + (col == 0 ? "bad key" : e);
+      return nullptr;
+    }
+  }
+  if (!key.empty()) cells[0] = Value::of_string(key);
+  return build_row(schema, cells, error);
+}
+
+// ---------------------------------------------------------------------------
+// Files
+
+namespace {
+
+constexpr size_t kMaxFileErrors = 20;
+
+void add_error(TableFile& f, std::string_view name, int line, const std::string& msg) {
+  if (f.errors.size() == kMaxFileErrors) f.errors.push_back(std::string(name) + ": too many errors; the rest were not reported");
+  if (f.errors.size() > kMaxFileErrors) return;
+  f.errors.push_back(std::string(name) + ":" + std::to_string(line) + ": " + msg);
+}
+
+// Reads RFC 4180 records; tracks the line each record starts on.
+class CsvReader {
+ public:
+  explicit CsvReader(std::string_view text) : s_(text) {
+    if (s_.starts_with("\xEF\xBB\xBF")) i_ = 3;  // UTF-8 byte-order mark
+  }
+
+  // Reads the next record; false at the end or on a syntax error (`error` set).
+  bool next(std::vector<std::string>& fields, int& line, std::string& error) {
+    fields.clear();
+    if (i_ >= s_.size()) return false;
+    line = line_;
+    for (;;) {
+      std::string field;
+      if (s_[i_] == '"') {
+        ++i_;
+        for (;;) {
+          if (i_ >= s_.size()) {
+            error = "unterminated quoted field";
+            i_ = s_.size();
+            return false;
+          }
+          const char c = s_[i_++];
+          if (c == '"') {
+            if (i_ < s_.size() && s_[i_] == '"') { field += '"'; ++i_; continue; }
+            break;
+          }
+          if (c == '\n') ++line_;
+          field += c;
+        }
+        while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\r')) ++i_;
+        if (i_ < s_.size() && s_[i_] != ',' && s_[i_] != '\n') {
+          error = "text after a closing quote (a quote inside a quoted field is written \"\")";
+          skip_line();
+          return false;
+        }
+      } else {
+        const size_t start = i_;
+        while (i_ < s_.size() && s_[i_] != ',' && s_[i_] != '\n') ++i_;
+        field = std::string(trim(s_.substr(start, i_ - start)));
+      }
+      fields.push_back(std::move(field));
+      if (i_ < s_.size() && s_[i_] == ',') {
+        ++i_;
+        if (i_ >= s_.size()) { fields.emplace_back(); return true; }
+        continue;
+      }
+      if (i_ < s_.size()) { ++i_; ++line_; }  // '\n'
+      return true;
+    }
+  }
+
+ private:
+  void skip_line() {
+    while (i_ < s_.size() && s_[i_] != '\n') ++i_;
+    if (i_ < s_.size()) { ++i_; ++line_; }
+  }
+  std::string_view s_;
+  size_t i_ = 0;
+  int line_ = 1;
+};
+
+bool blank(const std::vector<std::string>& fields) { return fields.size() == 1 && fields[0].empty(); }
+
+bool read_file(const std::string& path, std::string& out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  out = ss.str();
+  return true;
+}
+
+}  // namespace
+
+TableFile parse_csv(const TableSchema& schema, std::string_view text, std::string_view name) {
+  TableFile f;
+  CsvReader csv(text);
+  std::vector<std::string> fields;
+  int line = 0;
+  std::string error;
+  std::vector<int> index(schema.columns.size(), -1);  // declared column -> field
+  size_t header_size = 0;
+  for (;;) {
+    const bool got = csv.next(fields, line, error);
+    if (!error.empty()) {
+      add_error(f, name, line, error);
+      return f;  // no usable header
+    }
+    if (!got) {
+      add_error(f, name, 1, "no header row; the first row names the columns: " + [&] {
+        std::string s;
+        for (const auto& c : schema.columns) s += (s.empty() ? "" : ",") + c.first;
+        return s;
+      }());
+      return f;
+    }
+    if (!blank(fields)) break;
+  }
+  header_size = fields.size();
+  for (size_t h = 0; h < fields.size(); ++h)
+    for (size_t c = 0; c < schema.columns.size(); ++c)
+      if (fields[h] == schema.columns[c].first) {
+        if (index[c] >= 0) add_error(f, name, line, "column '" + fields[h] + "' appears twice in the header");
+        index[c] = static_cast<int>(h);
+      }
+  std::string missing;
+  for (size_t c = 0; c < schema.columns.size(); ++c)
+    if (index[c] < 0) missing += (missing.empty() ? "" : ", ") + schema.columns[c].first;
+  if (!missing.empty()) add_error(f, name, line, "the header lacks the declared column(s) " + missing);
+  if (!f.ok()) return f;
+
+  std::vector<Value> cells(schema.columns.size());
+  for (;;) {
+    error.clear();
+    const bool got = csv.next(fields, line, error);
+    if (!error.empty()) {
+      add_error(f, name, line, error);
+      continue;
+    }
+    if (!got) break;
+    if (blank(fields)) continue;
+    if (fields.size() != header_size) {
+      add_error(f, name, line, "has " + std::to_string(fields.size()) + " fields, the header has " + std::to_string(header_size));
+      continue;
+    }
+    bool ok = true;
+    for (size_t c = 0; c < schema.columns.size() && ok; ++c) {
+      const std::string e = parse_cell(schema.columns[c].second, fields[static_cast<size_t>(index[c])], cells[c]);
+      if (!e.empty()) {
+        add_error(f, name, line, "column '" + schema.columns[c].first + "': " + (c == 0 ? "bad key" : e));
+        ok = false;
+      }
+    }
+    if (!ok) continue;
+    if (RowPtr row = build_row(schema, cells, error)) f.rows.push_back(std::move(row));
+    else add_error(f, name, line, error);
+  }
+  if (!f.ok()) f.rows.clear();
+  return f;
+}
+
+TableFile parse_jsonl(const TableSchema& schema, std::string_view text, std::string_view name) {
+  TableFile f;
+  int line = 0;
+  size_t start = 0;
+  if (text.starts_with("\xEF\xBB\xBF")) start = 3;
+  while (start < text.size()) {
+    ++line;
+    size_t end = text.find('\n', start);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view l = trim(text.substr(start, end - start));
+    start = end + 1;
+    if (l.empty()) continue;
+    std::string error;
+    if (RowPtr row = parse_json_row(schema, {}, l, error)) f.rows.push_back(std::move(row));
+    else add_error(f, name, line, error);
+  }
+  if (!f.ok()) f.rows.clear();
+  return f;
+}
+
+TableFile load_csv(const TableSchema& schema, const std::string& path) {
+  std::string text;
+  if (!read_file(path, text)) return TableFile{{}, {path + ": cannot read the file"}};
+  return parse_csv(schema, text, path);
+}
+
+TableFile load_jsonl(const TableSchema& schema, const std::string& path) {
+  std::string text;
+  if (!read_file(path, text)) return TableFile{{}, {path + ": cannot read the file"}};
+  return parse_jsonl(schema, text, path);
+}
+
+TableFile load_table_file(const TableSchema& schema, const std::string& path) {
+  const auto dot = path.rfind('.');
+  const std::string ext = dot == std::string::npos ? "" : path.substr(dot);
+  if (iequals(ext, ".csv")) return load_csv(schema, path);
+  if (iequals(ext, ".jsonl") || iequals(ext, ".json") || iequals(ext, ".ndjson")) return load_jsonl(schema, path);
+  return TableFile{{}, {path + ": unknown table file type; use .csv or .jsonl"}};
+}
+
+// ---------------------------------------------------------------------------
+// Registry
+
+struct TableRegistry::Data {
+  std::unordered_map<std::string_view, RowPtr> rows;  // keys view into the rows
+};
+
+struct TableRegistry::Snapshot final : TableSet {
+  std::vector<KeyNormalization> keys;
+  std::vector<std::shared_ptr<const Data>> tables;
+
+  const Value* find(int id, std::string_view key) const override {
+    if (id < 0 || static_cast<size_t>(id) >= tables.size()) return nullptr;
+    char buf[32];
+    if (keys[static_cast<size_t>(id)] == KeyNormalization::kPhone) {
+      key = normalize_phone(key, buf);
+      if (key.empty()) return nullptr;
+    }
+    const auto& rows = tables[static_cast<size_t>(id)]->rows;
+    const auto it = rows.find(key);
+    return it == rows.end() ? nullptr : it->second->cells().data();
+  }
+  size_t size(int id) const override {
+    if (id < 0 || static_cast<size_t>(id) >= tables.size()) return 0;
+    return tables[static_cast<size_t>(id)]->rows.size();
+  }
+};
+
+namespace {
+
+// The key as stored: normalised for phone tables; empty when invalid.
+std::string_view stored_key(KeyNormalization k, std::string_view key, char (&buf)[32]) {
+  if (k == KeyNormalization::kPhone) return normalize_phone(key, buf);
+  return key;
+}
+
+// `row` with its key cell set to `key` (the same row when it already is).
+RowPtr with_key(const RowPtr& row, std::string_view key) {
+  if (row->key() == key && !row->cells().empty() && row->cells()[0].present) return row;
+  std::vector<Value> cells(row->cells().begin(), row->cells().end());
+  cells[0] = Value::of_string(key);
+  return TableRow::make(cells);
+}
+
+}  // namespace
+
+TableRegistry::TableRegistry(TableCatalog catalog) : catalog_(std::move(catalog)) {
+  auto s = std::make_shared<Snapshot>();
+  for (const auto& t : catalog_.tables) {
+    if (t.columns.empty() || t.columns[0].second != Type::kString)
+      throw std::invalid_argument("table '" + t.name + "': column 0 (the key) must be a string");
+    s->keys.push_back(t.key);
+    s->tables.push_back(std::make_shared<Data>());
+  }
+  current_ = std::move(s);
+}
+
+TableRegistry::~TableRegistry() = default;
+
+const TableSchema* TableRegistry::schema(std::string_view table) const {
+  const int i = catalog_.index_of(table);
+  return i < 0 ? nullptr : &catalog_.tables[static_cast<size_t>(i)];
+}
+
+int TableRegistry::id_of(std::string_view table, std::string& error) const {
+  const int i = catalog_.index_of(table);
+  if (i < 0) error = "unknown table '" + std::string(table) + "'";
+  return i;
+}
+
+uint64_t TableRegistry::version() const { return version_.load(std::memory_order_acquire); }
+
+std::shared_ptr<const TableSet> TableRegistry::snapshot() const {
+  std::lock_guard lock(snapshot_mu_);
+  return current_;
+}
+
+void TableRegistry::publish(int id, std::shared_ptr<const Data> data) {
+  auto s = std::make_shared<Snapshot>(*current_);  // shares the unchanged tables
+  s->tables[static_cast<size_t>(id)] = std::move(data);
+  {
+    std::lock_guard lock(snapshot_mu_);
+    current_ = std::move(s);
+  }
+  version_.fetch_add(1, std::memory_order_release);
+}
+
+std::string TableRegistry::apply(std::string_view table, std::span<const TableChange> changes) {
+  std::string error;
+  const int id = id_of(table, error);
+  if (id < 0) return error;
+  const KeyNormalization norm = catalog_.tables[static_cast<size_t>(id)].key;
+  const size_t ncols = catalog_.tables[static_cast<size_t>(id)].columns.size();
+  char buf[32];
+  for (const auto& c : changes) {
+    if (c.row && c.row->cells().size() != ncols)
+      return "table '" + std::string(table) + "': a row has " + std::to_string(c.row->cells().size()) + " cells, the table has " + std::to_string(ncols) + " columns";
+    if (c.row && stored_key(norm, c.key, buf).empty())
+      return "table '" + std::string(table) + "': " + (c.key.empty() ? "empty key" : "the key is not a phone number");
+  }
+  std::lock_guard lock(write_mu_);
+  auto data = std::make_shared<Data>(*current_->tables[static_cast<size_t>(id)]);
+  for (const auto& c : changes) {
+    const std::string_view key = stored_key(norm, c.key, buf);
+    if (key.empty()) continue;  // erasing a key that cannot exist
+    data->rows.erase(key);  // before the emplace: the map's key views the old row
+    if (c.row) {
+      RowPtr row = with_key(c.row, key);
+      const std::string_view k = row->key();
+      data->rows.emplace(k, std::move(row));
+    }
+  }
+  publish(id, std::move(data));
+  return "";
+}
+
+std::string TableRegistry::replace(std::string_view table, std::vector<RowPtr> rows) {
+  std::string error;
+  const int id = id_of(table, error);
+  if (id < 0) return error;
+  const KeyNormalization norm = catalog_.tables[static_cast<size_t>(id)].key;
+  const size_t ncols = catalog_.tables[static_cast<size_t>(id)].columns.size();
+  auto data = std::make_shared<Data>();
+  data->rows.reserve(rows.size());
+  char buf[32];
+  for (const RowPtr& r : rows) {
+    if (!r || r->cells().size() != ncols) return "table '" + std::string(table) + "': a row does not match the table's columns";
+    const std::string_view key = stored_key(norm, r->key(), buf);
+    if (key.empty()) return "table '" + std::string(table) + "': " + (r->key().empty() ? "empty key" : "a key is not a phone number");
+    RowPtr row = with_key(r, key);
+    data->rows.erase(key);
+    const std::string_view k = row->key();
+    data->rows.emplace(k, std::move(row));
+  }
+  std::lock_guard lock(write_mu_);
+  publish(id, std::move(data));
+  return "";
+}
+
+std::string TableRegistry::upsert(std::string_view table, std::string_view key, RowPtr row) {
+  if (!row) return "table '" + std::string(table) + "': upsert without a row";
+  const TableChange c{std::string(key), std::move(row)};
+  return apply(table, {&c, 1});
+}
+
+std::string TableRegistry::upsert(std::string_view table, RowPtr row) {
+  if (!row) return "table '" + std::string(table) + "': upsert without a row";
+  const std::string key(row->key());
+  return upsert(table, key, std::move(row));
+}
+
+std::string TableRegistry::erase(std::string_view table, std::string_view key) {
+  const TableChange c{std::string(key), nullptr};
+  return apply(table, {&c, 1});
+}
+
+std::vector<std::string> TableRegistry::load_file(std::string_view table, const std::string& path) {
+  const TableSchema* s = schema(table);
+  if (!s) return {"unknown table '" + std::string(table) + "'"};
+  TableFile f = load_table_file(*s, path);
+  if (!f.ok()) return std::move(f.errors);
+  if (std::string e = replace(table, std::move(f.rows)); !e.empty()) return {path + ": " + e};
+  return {};
 }
 
 }  // namespace tocsin::rules

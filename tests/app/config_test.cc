@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "rules/rule_set.h"
+
 namespace tocsin::app {
 namespace {
 
@@ -115,6 +117,95 @@ TEST(Config, HostPort) {
   EXPECT_FALSE(split_host_port("127.0.0.1:99999", h, p));
   EXPECT_FALSE(split_host_port(":80", h, p));
   EXPECT_FALSE(split_host_port("host", h, p));
+}
+
+TEST(Config, ReadsTables) {
+  Config c;
+  const auto errors = parse_config(R"(tables:
+  - name: risky_numbers
+    key_normalization: phone
+    columns: [{name: number, type: string}, {name: risk_level, type: int}, {name: score, type: double}, {name: active, type: bool}]
+    file: risky_numbers.csv
+    topic: tocsin.risky_numbers
+    reload: true
+  - name: watch
+    columns: [{name: id}]
+    topic: tocsin.watch
+)", TOCSIN_SOURCE_DIR "/examples/tables/any.yaml", c);
+  ASSERT_TRUE(errors.empty()) << format(errors[0], "x");
+  ASSERT_EQ(c.tables.size(), 2u);
+  const auto& t = c.tables[0];
+  EXPECT_EQ(t.schema.name, "risky_numbers");
+  EXPECT_EQ(t.schema.key, rules::KeyNormalization::kPhone);
+  ASSERT_EQ(t.schema.columns.size(), 4u);
+  EXPECT_EQ(t.schema.columns[1], (std::pair<std::string, rules::Type>{"risk_level", rules::Type::kInt}));
+  EXPECT_EQ(t.schema.columns[2].second, rules::Type::kDouble);
+  EXPECT_EQ(t.schema.columns[3].second, rules::Type::kBool);
+  EXPECT_EQ(t.file, TOCSIN_SOURCE_DIR "/examples/tables/risky_numbers.csv");  // relative to the config file
+  EXPECT_EQ(t.topic, "tocsin.risky_numbers");
+  EXPECT_TRUE(t.reload);
+  EXPECT_EQ(c.tables[1].schema.key, rules::KeyNormalization::kNone);
+  EXPECT_EQ(c.tables[1].schema.columns[0].second, rules::Type::kString);  // the default type
+  EXPECT_TRUE(c.tables[1].file.empty());
+  const auto catalog = table_catalog(c);
+  EXPECT_EQ(catalog.index_of("watch"), 1);
+}
+
+TEST(Config, TableErrorsNameTheirPathAndLine) {
+  Config c;
+  const auto errors = parse_config(R"(kafka:
+  topics: {alerts: out}
+tables:
+  - name: risky numbers
+    key_normalization: e164
+    columns: [{name: number, type: int}, {name: level, type: float}, {name: level}]
+    file: missing.csv
+    reload: true
+  - name: t2
+    columns: []
+    topic: out
+    colour: red
+  - name: t3
+    columns: [{name: k}]
+    file: risky_numbers.txt
+  - columns: [{name: k}]
+    reload: true
+)", TOCSIN_SOURCE_DIR "/examples/tables/any.yaml", c);
+  auto find = [&](const std::string& path) -> const ConfigError& {
+    for (const auto& e : errors)
+      if (e.path == path) return e;
+    ADD_FAILURE() << "no error for " << path;
+    return errors[0];
+  };
+  EXPECT_EQ(find("tables[0].name").line, 4);
+  EXPECT_EQ(find("tables[0].key_normalization").line, 5);
+  EXPECT_NE(find("tables[0].columns[0].type").message.find("the key and must be a string"), std::string::npos);
+  EXPECT_EQ(find("tables[0].columns[1].type").message, "must be string, int, double or bool");
+  EXPECT_NE(find("tables[0].columns[2].name").message.find("declared twice"), std::string::npos);
+  EXPECT_EQ(find("tables[0].file").line, 7);
+  EXPECT_NE(find("tables[0].file").message.find("does not exist"), std::string::npos);
+  EXPECT_NE(find("tables[1].columns").message.find("non-empty list"), std::string::npos);
+  EXPECT_NE(find("tables[1].topic").message.find("already a stream or output topic"), std::string::npos);
+  EXPECT_EQ(find("tables[1].colour").line, 12);
+  EXPECT_NE(find("tables[2].file").message.find(".csv or .jsonl"), std::string::npos);
+  EXPECT_EQ(find("tables[3]").line, 16);
+  EXPECT_NE(find("tables[3].reload").message.find("has no file"), std::string::npos);
+  EXPECT_NE(find("tables[3]").message.find("needs a name"), std::string::npos);
+  EXPECT_EQ(errors.size(), 13u);
+  for (const auto& e : errors) EXPECT_GT(e.line, 0) << e.path;
+}
+
+TEST(Config, ExampleTablesConfigIsValidAndItsRulesCompile) {
+  Config c;
+  const auto errors = load_config(TOCSIN_SOURCE_DIR "/examples/tables/tocsin.yaml", c);
+  ASSERT_TRUE(errors.empty()) << format(errors[0], "examples/tables/tocsin.yaml");
+  ASSERT_EQ(c.tables.size(), 4u);
+  const auto catalog = table_catalog(c);
+  rules::TableRegistry registry(catalog);
+  for (const auto& t : c.tables) EXPECT_TRUE(registry.load_file(t.schema.name, t.file).empty()) << t.file;
+  const auto loaded = rules::load_rule_files(c.rule_paths, &catalog);
+  for (const auto& d : loaded.diagnostics) ADD_FAILURE() << rules::format_text(d);
+  EXPECT_TRUE(loaded.ok());
 }
 
 }  // namespace

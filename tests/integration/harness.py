@@ -11,6 +11,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import unittest
 import urllib.request
 
 SOURCE_DIR = os.environ.get("TOCSIN_SOURCE_DIR",
@@ -95,7 +96,11 @@ def kcat_consume(bootstrap, topic):
 class Daemon:
     """`tocsin run -c CONFIG` in a child process; parses the banner for the metrics URL."""
 
-    def __init__(self, workdir, bootstrap, workers=2, name="tocsin"):
+    def __init__(self, workdir, bootstrap, workers=2, name="tocsin", rules_dir=None, rules_options=None):
+        """rules_dir: rule files or directory (default: examples/rules); rules_options: more keys
+        under `rules:`, e.g. {"watch": "false"}."""
+        rules_files = rules_dir or f"{SOURCE_DIR}/examples/rules"
+        rules_more = "".join(f"  {k}: {v}\n" for k, v in (rules_options or {}).items())
         self.config = os.path.join(workdir, name + ".yaml")
         with open(self.config, "w") as f:
             f.write(f"""kafka:
@@ -107,11 +112,12 @@ pipeline:
   workers: {workers}
   max_event_bytes: 2048
 rules:
-  files: [{SOURCE_DIR}/examples/rules]
-http:
+  files: [{rules_files}]
+{rules_more}http:
   listen: 127.0.0.1:0
 """)
-        self.stderr = open(os.path.join(workdir, name + ".stderr"), "w")
+        self.stderr_path = os.path.join(workdir, name + ".stderr")
+        self.stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen([TOCSIN, "run", "-c", self.config], stdout=subprocess.PIPE,
                                      stderr=self.stderr, text=True)
         banner = []
@@ -123,6 +129,7 @@ http:
         m = re.search(r"metrics:\s+(http://\S+)", self.banner)
         assert m, "no metrics URL in the banner:\n" + self.banner
         self.metrics_url = m.group(1)
+        self.base_url = self.metrics_url[:-len("/metrics")]  # for other endpoints, e.g. /-/rules
 
     def metrics(self):
         """Parses /metrics into {(name, frozenset(labels)): value}."""
@@ -147,3 +154,31 @@ http:
         self.proc.stdout.close()
         self.stderr.close()
         return code
+
+
+class PipelineTestCase(unittest.TestCase):
+    """A broker per test in a temporary directory; daemons started with start()
+    are killed afterwards, and on a failure their log tails are printed."""
+
+    TOPICS = []
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.broker = Broker(self.dir.name, self.TOPICS)
+        self.daemons = []
+
+    def start(self, **kw):
+        d = Daemon(self.dir.name, self.broker.bootstrap, **kw)
+        self.daemons.append(d)
+        return d
+
+    def tearDown(self):
+        result = self._outcome.result
+        failed = any(t is self for t, _ in result.errors + result.failures)
+        for d in self.daemons:
+            d.stop(signal.SIGKILL)
+            if failed:
+                with open(d.stderr_path) as f:
+                    print(f"--- {d.stderr_path} (last 40 lines)\n" + "".join(f.readlines()[-40:]))
+        self.broker.stop()
+        self.dir.cleanup()

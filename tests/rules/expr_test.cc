@@ -67,6 +67,10 @@ TEST_F(ExprTest, ListsAndStrings) {
 
 TEST_F(ExprTest, NullHandling) {
   EXPECT_FALSE(eval("cell_id == \"x\""));
+  EXPECT_FALSE(eval("cell_id != \"x\"")) << "a comparison with a missing operand is false";
+  EXPECT_FALSE(eval("cell_id == city")) << "two missing fields are not equal";
+  EXPECT_TRUE(eval("(cell_id != null) == false and cell_id == null"));
+  EXPECT_TRUE(eval("caller != null"));
   EXPECT_TRUE(eval("cell_id == null and not exists(cell_id) and exists(caller)"));
   EXPECT_FALSE(eval("sim_activated_at > start_time"));  // null compares false
   EXPECT_TRUE(eval("not (sim_activated_at > start_time)"));

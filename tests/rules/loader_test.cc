@@ -121,3 +121,15 @@ TEST(Loader, MissingFileIsAnError) {
 
 }  // namespace
 }  // namespace tocsin::rules
+
+namespace tocsin::rules {
+namespace {
+
+TEST(Loader, DirectoriesSkipRuleTests) {
+  const auto r = load_rule_files({TOCSIN_SOURCE_DIR "/examples/rules"});
+  ASSERT_TRUE(r.ok()) << (r.diagnostics.empty() ? "" : format_text(r.diagnostics[0]));
+  for (const auto& f : r.rules->files) EXPECT_FALSE(f.ends_with(".test.yaml")) << f;
+}
+
+}  // namespace
+}  // namespace tocsin::rules
