@@ -1,11 +1,15 @@
 #include "alerts/alert_encoder.h"
 
+#include <cstdio>
+#include <ostream>
+
 #include "pipeline/json_writer.h"
 
 namespace tocsin::alerts {
 
-std::string alert_id(std::string_view rule_id, std::span<const std::string_view> key,
-                     int64_t window_end_ms) {
+std::ostream& operator<<(std::ostream& os, const AlertId& id) { return os << id.view(); }
+
+AlertId alert_id(std::string_view rule_id, std::span<const std::string_view> key, int64_t window_end_ms) {
   uint64_t h = 1469598103934665603ull;
   auto mix = [&h](std::string_view s) {
     for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
@@ -13,10 +17,11 @@ std::string alert_id(std::string_view rule_id, std::span<const std::string_view>
   };
   mix(rule_id);
   for (auto k : key) mix(k);
-  mix(std::to_string(window_end_ms));
+  char end[24];
+  mix(std::string_view(end, static_cast<size_t>(std::snprintf(end, sizeof end, "%lld", static_cast<long long>(window_end_ms)))));
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string id(16, '0');
-  for (int i = 15; i >= 0; --i, h >>= 4) id[static_cast<size_t>(i)] = kHex[h & 15];
+  AlertId id;
+  for (int i = 15; i >= 0; --i, h >>= 4) id.hex[static_cast<size_t>(i)] = kHex[h & 15];
   return id;
 }
 
@@ -26,13 +31,13 @@ void AlertEncoder::on_signal(const rules::Signal& s) {
   // A per-event alert is one per event; every other kind one per (rule, key, instance).
   const std::string_view event_id[] = {e.id()};
   const bool per_event = r.kind == rules::RuleKind::kPerEvent;
-  const std::string id = alert_id(r.id, per_event ? std::span<const std::string_view>(event_id) : s.key, s.instance_ms);
+  const AlertId id = alert_id(r.id, per_event ? std::span<const std::string_view>(event_id) : s.key, s.instance_ms);
   const StreamSchema& key_schema = schema_of(r.kind == rules::RuleKind::kSequence ? r.then.stream : r.match.stream);
   const std::vector<int>& key_slots = r.kind == rules::RuleKind::kSequence ? r.then.key : r.match.key;
   json_.clear();
   JsonWriter w(json_);
   w.begin_object()
-      .key("id").str(id)
+      .key("id").str(id.view())
       .key("rule").str(r.id)
       .key("rule_set_version").str(s.rule_set->version)
       .key("type").str(r.alert_type)
@@ -98,7 +103,7 @@ void AlertEncoder::on_signal(const rules::Signal& s) {
   }
   w.key("emitted_at").time(clock_.now_ms());
   w.end_object();
-  out_.alert(id, json_);
+  out_.alert(id.view(), json_);
 }
 
 }  // namespace tocsin::alerts

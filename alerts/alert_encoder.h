@@ -2,7 +2,9 @@
 // Turns rule signals into alert messages (docs/schemas/alert.schema.json) on
 // the worker's OutputSink. One encoder per worker; reuses its buffer, so
 // encoding allocates nothing in steady state.
+#include <array>
 #include <cstdint>
+#include <iosfwd>
 #include <span>
 #include <string>
 #include <string_view>
@@ -15,8 +17,13 @@ namespace tocsin::alerts {
 
 // Deterministic alert id: 16 hex digits of a hash of the rule id, the key
 // values and the window end, so a replay of the same events yields the same id.
-std::string alert_id(std::string_view rule_id, std::span<const std::string_view> key,
-                     int64_t window_end_ms);
+struct AlertId {
+  std::array<char, 16> hex{};
+  std::string_view view() const { return {hex.data(), hex.size()}; }
+  bool operator==(const AlertId&) const = default;
+};
+std::ostream& operator<<(std::ostream& os, const AlertId& id);
+AlertId alert_id(std::string_view rule_id, std::span<const std::string_view> key, int64_t window_end_ms);
 
 class AlertEncoder final : public rules::SignalSink {
  public:

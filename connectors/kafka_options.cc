@@ -30,6 +30,12 @@ rd_kafka_conf_t* make_conf(const KafkaOptions& o, ClientRole role) {
     set("enable.auto.commit", "false");  // KafkaIO commits stored offsets itself (every second, and on drain)
     set("auto.offset.reset", "earliest");
     set("statistics.interval.ms", "5000");
+    // librdkafka 2.0.2 stops fetching once this many messages are queued and
+    // looks again only a second later: a consumer catching up on a backlog
+    // stalls for most of every second at the default (100000). Keep about a
+    // second of a worker's rate queued, bounded in memory.
+    set("queued.min.messages", "1000000");
+    set("queued.max.messages.kbytes", "131072");
   } else {
     set("enable.idempotence", "true");
     set("acks", "all");

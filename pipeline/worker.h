@@ -32,6 +32,9 @@ class Worker {
   void process(const RawMessage& message);
 
  private:
+  // Decodes and handles one message; true when it reached the handler.
+  bool handle(const RawMessage& message, int64_t now_ms);
+
   EventSource& source_;
   OutputSink& out_;
   EventHandler& handler_;

@@ -159,7 +159,7 @@ class EntryRing {
 
  private:
   void grow() {
-    std::vector<Entry> b(buf_.empty() ? 8 : buf_.size() * 2);
+    std::vector<Entry> b(buf_.empty() ? 2 : buf_.size() * 2);
     for (size_t i = 0; i < size_; ++i) b[i] = buf_[(head_ + i) & (buf_.size() - 1)];
     buf_.swap(b);
     head_ = 0;

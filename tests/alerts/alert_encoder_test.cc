@@ -22,7 +22,7 @@ TEST(AlertId, IsDeterministicAndSeparatesParts) {
   EXPECT_NE(alert_id("r", k1, 5), alert_id("r", k2, 5));
   EXPECT_NE(alert_id("r", k1, 5), alert_id("r", k1, 6));
   EXPECT_NE(alert_id("r", k1, 5), alert_id("s", k1, 5));
-  EXPECT_EQ(alert_id("r", k1, 5).size(), 16u);
+  EXPECT_EQ(alert_id("r", k1, 5).view().size(), 16u);
 }
 
 TEST(AlertEncoder, WritesTheDocumentedSchema) {
@@ -51,7 +51,7 @@ TEST(AlertEncoder, WritesTheDocumentedSchema) {
   simdjson::dom::parser p;
   simdjson::dom::element doc = p.parse(out.json);
   const std::string_view caller[] = {"13812348000"};
-  EXPECT_EQ(out.key, alert_id("fan", caller, 1790000060000));
+  EXPECT_EQ(out.key, alert_id("fan", caller, 1790000060000).view());
   EXPECT_EQ(std::string_view(doc["id"]), out.key);
   EXPECT_EQ(std::string_view(doc["rule"]), "fan");
   EXPECT_EQ(std::string_view(doc["rule_set_version"]), loaded.rules->version);
