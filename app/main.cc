@@ -1,4 +1,4 @@
-// tocsin: the single executable. Subcommands: run, check, rules check, rules test, broker, gen.
+// tocsin: the single executable. Subcommands: run, check, rules check, rules test, broker, gen, replay.
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -12,6 +12,7 @@
 
 #include "app/config.h"
 #include "app/daemon.h"
+#include "app/replay.h"
 #include "connectors/embedded_broker.h"
 #include "connectors/kafka_io.h"
 #include "gen/generator.h"
@@ -195,6 +196,19 @@ int main(int argc, char** argv) {
   gen_cmd->add_option("--start-ms", ga.start_ms, "Event time of the first event, epoch ms (default: now)");
   gen_cmd->add_option("--plant-every", ga.plant_every, "Planted scenarios every N background events (0: none)");
 
+  app::ReplayOptions ra;
+  bool no_jitter = false;
+  auto* replay_cmd = cli.add_subcommand("replay", "Replay recorded data (CSV/JSONL) through the rules in-process, timers on event time; print a summary");
+  replay_cmd->add_option("files", ra.inputs, "Input files (CSV for nyc311/heatseek, JSONL for jsonl)")->required();
+  replay_cmd->add_option("--mapping", ra.mapping, "nyc311 | heatseek | jsonl")->required()->check(CLI::IsMember({"nyc311", "heatseek", "jsonl"}));
+  replay_cmd->add_option("-r,--rules", ra.rule_files, "Rule file or directory (repeatable)")->required()->allow_extra_args(false);
+  replay_cmd->add_option("--stream", ra.stream, "jsonl: the stream of every line (default: from the file name)");
+  replay_cmd->add_option("--jitter-seed", ra.jitter_seed, "nyc311: seed spreading times truncated to midnight over the day");
+  replay_cmd->add_flag("--no-jitter", no_jitter, "nyc311: keep times truncated to midnight");
+  replay_cmd->add_option("--inferred-type", ra.inferred_type_prefix, "Alert-type prefix counted as inferred outages in the summary");
+  replay_cmd->add_option("--progress-every", ra.progress_every, "Print a progress line every N events (0: only at the end)");
+  replay_cmd->add_flag("--print-alerts", ra.print_alerts, "Print every alert (time, rule, severity, title) to stderr");
+
   CLI11_PARSE(cli, argc, argv);
   try {
     if (*run) {
@@ -210,6 +224,10 @@ int main(int argc, char** argv) {
     if (*rules_test) return rules::run_rule_test_cli(rule_test_files, std::cout, std::cerr);
     if (*broker) return cmd_broker(ba, stop);
     if (*gen_cmd) return cmd_gen(ga, stop);
+    if (*replay_cmd) {
+      ra.jitter = !no_jitter;
+      return app::replay_main(ra, std::cout, std::cerr);
+    }
   } catch (const std::exception& e) {
     std::cerr << "tocsin: " << e.what() << "\n";
     return 1;

@@ -42,6 +42,7 @@
 #include "pipeline/stats.h"
 #include "pipeline/worker.h"
 #include "rules/engine.h"
+#include "rules/tables.h"
 #include "rules/rule_set.h"
 
 #ifndef TOCSIN_SOURCE_DIR
@@ -320,19 +321,24 @@ BENCHMARK_CAPTURE(BM_Decode, complaints, Stream::kComplaints);
 // ---- BM_DecodeEvaluate ------------------------------------------------------------
 
 // Decodes and evaluates one message; returns false on a decode error.
+// Ticks the engine every 1000 events with the event time as "now", as a worker
+// does after each batch (timers fire, idle keys are swept).
 inline bool decode_evaluate(Decoder& d, rules::Engine& engine, Event& event, const RawMessage& m) {
   if (!d.decode(m.stream, m.payload, kFarFutureMs, event).ok()) return false;
   event.source = m.source;
   engine.on_event(event);
+  static thread_local uint32_t n = 0;
+  if (++n % 1000 == 0) engine.on_tick(event.time_ms);
   return true;
 }
 
 void run_decode_evaluate(benchmark::State& state, Corpus& c,
-                         std::shared_ptr<const rules::RuleSet> rules) {
+                         std::shared_ptr<const rules::RuleSet> rules,
+                         const rules::TableSource* tables = nullptr) {
   c.set_cycle(0);
   Decoder decoder;
   CountingSignalSink sink;
-  rules::Engine engine(std::move(rules), sink);
+  rules::Engine engine(std::move(rules), sink, nullptr, tables);
   Event event;
   uint64_t errors = 0;
   const double heap0 = heap_mib();
@@ -391,6 +397,135 @@ void BM_DecodeEvaluate_SingleFilterCount(benchmark::State& state) {
   run_decode_evaluate(state, corpus(static_cast<int>(Stream::kCalls)), single_filter_count_rules());
 }
 BENCHMARK(BM_DecodeEvaluate_SingleFilterCount);
+
+// ---- BM_DecodeEvaluate_Mix50 -------------------------------------------------------
+
+// 50 rules of every kind over the three streams: 24 filters (lists, prefixes,
+// arithmetic, time of day, one regular expression), 12 windows (sliding,
+// tumbling, session; count, count_distinct, sum/avg/min/max, count_if, rate),
+// 8 per-kind fault and complaint rules, a sequence, 3 absence clocks, a
+// watch-list lookup and a score.
+std::string mix50_text() {
+  std::string r = "rules:\n";
+  auto add = [&r](const std::string& body) { r += "  - " + body + "\n"; };
+  for (int i = 0; i < 8; ++i)
+    add("{id: f" + std::to_string(i) + ", stream: calls, where: 'duration_s > " + std::to_string(300 + i * 60) +
+        " and not answered', alert: {severity: low}}");
+  for (int i = 0; i < 6; ++i)
+    add("{id: p" + std::to_string(i) + ", stream: calls, where: 'starts_with(callee, \"17" + std::to_string(i) +
+        "\") and duration_s < 10', alert: {severity: low}}");
+  for (int i = 0; i < 6; ++i)
+    add("{id: c" + std::to_string(i) + ", stream: calls, where: 'caller_class in [\"virtual_170\", \"international\"] and duration_s > " +
+        std::to_string(i * 100) + "', alert: {severity: medium}}");
+  for (int i = 0; i < 3; ++i)
+    add("{id: n" + std::to_string(i) + ", stream: calls, where: 'hour_of_day(start_time, 8h) < " + std::to_string(4 + i) +
+        " and duration_s > 600', alert: {severity: low}}");
+  add("{id: spoof, stream: calls, where: 'origin == \"international\" and matches(display_number, \"^95[0-9]{3}$\")', alert: {severity: critical}}");
+  for (int i = 0; i < 4; ++i)
+    add("{id: w" + std::to_string(i) + ", stream: calls, where: 'duration_s < 30', window: {group_by: [caller], size: " +
+        std::to_string(1 + i) + "h}, aggregates: {s: count_distinct(callee), n: count()}, having: 's >= " + std::to_string(20 + i * 10) +
+        "', alert: {severity: high}}");
+  add("{id: w_avg, stream: calls, window: {group_by: [caller], size: 24h}, aggregates: {t: sum(duration_s), a: avg(duration_s), hi: max(duration_s)}, having: 'a < 5 and hi < 20', alert: {severity: low}}");
+  add("{id: w_rate, stream: calls, window: {type: session, group_by: [caller], gap: 10m}, aggregates: {n: count(), u: count_if(not answered), r: rate()}, having: 'n >= 30 and u / n > 0.8', alert: {severity: medium}}");
+  add("{id: w_tel, stream: faults, on: [telemetry], window: {type: tumbling, group_by: [network_id], size: 1h}, aggregates: {k: count(), lo: min(indoor_temp_c), m: avg(indoor_temp_c)}, having: 'k >= 3 and m < 18', alert: {severity: medium}}");
+  add("{id: w_sup, stream: faults, on: [telemetry], window: {group_by: [network_id], size: 30m}, aggregates: {lo: min(supply_temp_c)}, having: 'lo < 70', alert: {severity: high}}");
+  add("{id: w_cl, stream: complaints, on: [received], where: 'starts_with(category, \"heating.\")', window: {group_by: [building], size: 2h}, aggregates: {p: count_distinct(complainant)}, having: 'p >= 3', alert: {severity: high}}");
+  add("{id: w_grid, stream: complaints, on: [received], window: {type: tumbling, group_by: [category, grid], size: 7d}, aggregates: {n: count()}, having: 'n >= 500', alert: {severity: low}}");
+  add("{id: w_cd, stream: complaints, on: [received], window: {type: session, group_by: [district], gap: 1h}, aggregates: {n: count()}, having: 'n >= 100000', alert: {severity: low}}");
+  add("{id: w_eng, stream: calls, window: {group_by: [cell_id], size: 1h}, aggregates: {n: count()}, having: 'n >= 100000', alert: {severity: low}}");
+  const char* kinds[] = {"opened", "updated", "restored", "planned"};
+  for (const char* k : kinds) add(std::string("{id: fk_") + k + ", stream: faults, on: [" + k + "], alert: {severity: medium}}");
+  const char* statuses[] = {"escalated", "reopened", "returned", "extended"};
+  for (const char* k : statuses) add(std::string("{id: cs_") + k + ", stream: complaints, on: [" + k + "], alert: {severity: low}}");
+  add("{id: seq, sequence: {within: 2h, first: {stream: calls, where: 'caller_class == \"virtual_170\"', key: [callee]}, then: {stream: calls, where: 'duration_s > 600', key: [caller]}}, alert: {severity: critical}}");
+  add("{id: sla_contact, stream: complaints, absence: {key: [ticket_id], start: {on: [signed]}, deadlines: [{name: contact, after: 1h, until: {on: [contacted]}}], cancel: {on: [closed]}}, alert: {severity: high}}");
+  add("{id: sla_resolve, stream: complaints, absence: {key: [ticket_id], start: {on: [signed]}, deadlines: [{name: resolve, after: 24h, until: {on: [resolved, closed]}}]}, alert: {severity: high}}");
+  add("{id: sla_sign, stream: complaints, absence: {key: [ticket_id], start: {on: [dispatched, returned]}, deadlines: [{name: sign, after: 2h, until: {on: [signed]}}]}, alert: {severity: medium}}");
+  add("{id: watch, stream: calls, where: 'in_table(\"risky\", caller) and answered', alert: {severity: critical}}");
+  add("{id: score, stream: calls, window: {group_by: [caller], size: 1h}, aggregates: {s: count_distinct(callee), a: avg(duration_s)}, "
+      "score: {features: [{name: fan, value: s / 20, weight: 50}, {name: short, value: a < 30, weight: 30}, {name: virt, value: 'caller_class == \"virtual_170\"', weight: 20}], levels: {low: 0, high: 60}}, "
+      "having: 'score >= 80', alert: {severity: from_score}}");
+  return r;
+}
+
+rules::TableCatalog mix50_catalog() {
+  rules::TableCatalog cat;
+  cat.tables.push_back({"risky", {{"number", rules::Type::kString}, {"level", rules::Type::kInt}}, rules::KeyNormalization::kPhone});
+  return cat;
+}
+
+void BM_DecodeEvaluate_Mix50(benchmark::State& state) {
+  const rules::TableCatalog cat = mix50_catalog();
+  const auto loaded = rules::load_rules({rules::Source{"mix50.yaml", mix50_text()}}, &cat);
+  if (!loaded.ok()) {
+    state.SkipWithError(rules::format_text(loaded.diagnostics.front()).c_str());
+    return;
+  }
+  if (loaded.rules->rules.size() != 50) {
+    state.SkipWithError("the mix must have 50 rules");
+    return;
+  }
+  rules::TableRegistry tables(cat);
+  std::vector<rules::RowPtr> rows;
+  for (int i = 0; i < 10000; ++i) {  // a 10k-number watch-list
+    const std::string number = "1390000" + std::to_string(1000 + i);
+    const Value cells[] = {Value::of_string(number), Value::of_int(3)};
+    rows.push_back(rules::TableRow::make(cells));
+  }
+  tables.replace("risky", std::move(rows));
+  run_decode_evaluate(state, corpus(), loaded.rules, &tables);
+  state.counters["rules"] = 50;
+}
+BENCHMARK(BM_DecodeEvaluate_Mix50);
+
+// ---- BM_PendingTimers ----------------------------------------------------------
+
+// 10 M running service clocks (one 24 h deadline each, started by `signed`
+// complaints with distinct ticket ids), then all fired. Reports the cost per
+// start, the heap per pending timer and the cost per fired timer.
+void BM_PendingTimers(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  const auto loaded = rules::load_rules({rules::Source{"sla.yaml", R"(rules:
+  - id: sla
+    stream: complaints
+    absence:
+      key: [ticket_id]
+      start: {on: [signed]}
+      deadlines: [{name: resolve, after: 24h, until: {on: [resolved]}}]
+    alert: {severity: high, title: "ticket {ticket_id} missed {deadline}"}
+)"}});
+  for (auto _ : state) {
+    CountingSignalSink sink;
+    rules::Engine engine(loaded.rules, sink);
+    Decoder decoder;
+    Event event;
+    char json[160];
+    const double heap0 = heap_mib();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < n; ++i) {
+      const int len = std::snprintf(json, sizeof json,
+                                    R"({"ticket_id":"T%010lld","time":%lld,"status":"signed","category":"heating.no_heat"})",
+                                    static_cast<long long>(i), static_cast<long long>(kStartMs + i));
+      if (!decoder.decode(Stream::kComplaints, {json, static_cast<size_t>(len)}, kFarFutureMs, event).ok()) {
+        state.SkipWithError("bad event");
+        return;
+      }
+      engine.on_event(event);
+    }
+    const auto t1 = std::chrono::steady_clock::now();
+    const double heap1 = heap_mib();
+    engine.on_tick(kStartMs + n + 86400000);  // every deadline has passed
+    const auto t2 = std::chrono::steady_clock::now();
+    const double start_ns = std::chrono::duration<double, std::nano>(t1 - t0).count() / static_cast<double>(n);
+    state.counters["pending_timers"] = static_cast<double>(n);
+    state.counters["ns_per_start"] = start_ns;
+    state.counters["bytes_per_timer"] = (heap1 - heap0) * 1024 * 1024 / static_cast<double>(n);
+    state.counters["ns_per_fire"] = std::chrono::duration<double, std::nano>(t2 - t1).count() / static_cast<double>(n);
+    state.counters["fired"] = static_cast<double>(sink.signals);
+    state.counters["heap_after_fire_MiB"] = heap_mib() - heap0;
+  }
+}
+BENCHMARK(BM_PendingTimers)->Arg(10'000'000)->Iterations(1)->Unit(benchmark::kSecond);
 
 // ---- BM_Worker_NoKafka -----------------------------------------------------------
 

@@ -168,11 +168,13 @@ class EntryRing {
   size_t head_ = 0, size_ = 0;
 };
 
-// The aggregates of one key's current window.
+// The aggregates of one key's current window. Kept small (the map holds a
+// pointer to it, so lookups walk compact nodes): distinct counters exist only
+// for the aggregates that need them.
 struct WindowKey {
   EntryRing ring;  // sliding windows only
-  std::array<DistinctCounter, kMaxAggregates> distinct;
-  std::array<std::unique_ptr<ApproxDistinct>, kMaxAggregates> approx;  // created on first use
+  std::unique_ptr<DistinctCounter[]> distinct;                 // per aggregate, when the rule counts distinct values
+  std::unique_ptr<std::unique_ptr<ApproxDistinct>[]> approx;   // per aggregate, created on first use
   std::array<double, kMaxAggregates> acc{};  // sum, count_if count, min or max
   uint64_t count = 0;
   int64_t start = INT64_MIN;   // tumbling bucket start / session start
@@ -184,8 +186,8 @@ struct WindowKey {
 
   void reset(size_t naggs) {
     for (size_t a = 0; a < naggs; ++a) {
-      distinct[a].clear();
-      if (approx[a]) approx[a]->clear();
+      if (distinct) distinct[a].clear();
+      if (approx && approx[a]) approx[a]->clear();
       acc[a] = 0;
     }
     count = 0;
@@ -290,6 +292,12 @@ struct StringHash {
 template <typename V>
 using KeyMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
 
+bool counts_distinct(const Rule& r, AggregateKind kind) {
+  for (const auto& a : r.aggregates)
+    if (a.kind == kind) return true;
+  return false;
+}
+
 // Slots of an event that must be kept to fire its alert later.
 uint32_t kept_slots(const Rule& r, Stream s) {
   const StreamSchema& schema = schema_of(s);
@@ -301,7 +309,7 @@ uint32_t kept_slots(const Rule& r, Stream s) {
 }  // namespace
 
 struct Engine::RuleState {
-  KeyMap<WindowKey> windows;
+  KeyMap<std::unique_ptr<WindowKey>> windows;
   KeyMap<SequenceKey> sequences;
   KeyMap<Clocks> clocks;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers;
@@ -480,6 +488,7 @@ void Engine::fire(const Fire& f) {
 
 void Engine::on_event(const Event& e) {
   newest_event_ms_ = std::max(newest_event_ms_, e.time_ms);
+  ++events_since_sweep_;
   const RuleSet& set = *rules_;
   for (const Trigger& t : set.rules_for(e.stream, e.kind)) {
     const Rule& rule = set.rules[static_cast<size_t>(t.rule)];
@@ -523,7 +532,7 @@ void Engine::on_main(int ri, const Rule& rule, const Event& e, RuleCounters& c) 
     pack_event(e, rule.prior_slots | kept_slots(rule, rule.match.stream), f.packed);
     return;
   }
-  std::array<double, kMaxAggregates * 2 + 1> values{};
+  std::array<double, kMaxValues> values{};
   std::string_view level;
   if (rule.score) {
     const EvalContext ctx{&e, values.data(), nullptr, tables_.get()};
@@ -551,10 +560,14 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
   const size_t nkey = build_key(e, rule.match.key);
   auto it = rs.windows.find(std::string_view(key_buffer_));
   if (it == rs.windows.end()) {
-    it = rs.windows.emplace(key_buffer_, WindowKey{}).first;
+    auto fresh = std::make_unique<WindowKey>();
+    const size_t n = rule.aggregates.size();
+    if (counts_distinct(rule, AggregateKind::kCountDistinct)) fresh->distinct = std::make_unique<DistinctCounter[]>(n);
+    if (counts_distinct(rule, AggregateKind::kApproxDistinct)) fresh->approx = std::make_unique<std::unique_ptr<ApproxDistinct>[]>(n);
+    it = rs.windows.emplace(key_buffer_, std::move(fresh)).first;
     c.keys.store(static_cast<int64_t>(rs.windows.size()), std::memory_order_relaxed);
   }
-  WindowKey& k = it->second;
+  WindowKey& k = *it->second;
   const size_t naggs = rule.aggregates.size();
   const EvalContext ectx{&e, nullptr, nullptr, tables_.get()};
 
@@ -654,7 +667,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
   k.newest = std::max(k.newest, e.time_ms);
 
   // Compute the aggregates.
-  std::array<double, kMaxAggregates * 2 + 1> values{};
+  std::array<double, kMaxValues> values{};
   const double n = static_cast<double>(k.count);
   const int64_t start = rule.window_type == WindowType::kSliding ? e.time_ms - size : k.start;
   const int64_t end = rule.window_type == WindowType::kTumbling ? k.start + size : e.time_ms;
@@ -724,7 +737,7 @@ void Engine::on_then(int ri, const Rule& rule, const Event& e, RuleCounters& c) 
     const SequenceFirst& first = pending[i];
     if (first.time > e.time_ms || e.time_ms - first.time > rule.within_ms) continue;
     unpack_event(first.packed, rule.match.stream, first.time, scratch_);
-    std::array<double, kMaxAggregates * 2 + 1> values{};
+    std::array<double, kMaxValues> values{};
     const EvalContext ctx{&e, values.data(), &scratch_, tables_.get()};
     if (rule.then.where && !rule.then.where->test(ctx)) continue;
     std::string_view level;
@@ -818,7 +831,7 @@ void Engine::fire_timers(int64_t now_ms) {
           if (sep == std::string_view::npos) break;
           pos = sep + 1;
         }
-        std::array<double, kMaxAggregates * 2 + 1> values{};
+        std::array<double, kMaxValues> values{};
         std::string_view level;
         if (rule.score) level = score(rule, EvalContext{&scratch_, values.data(), nullptr, tables_.get()}, values.data());
         bump(c.signals);
@@ -852,16 +865,23 @@ void Engine::on_tick(int64_t now_ms) {
   }
   fire_timers(options_.timers_follow_event_time ? newest_event_ms_ : now_ms);
   // Drop keys whose window or sequence time lies behind the rule's watermark,
-  // at most every 10 s, so memory follows the live key set.
+  // so memory follows the live key set: at most every 10 s, and only once at
+  // least as many events as live keys have arrived, so that the sweep (a
+  // cache miss per key) costs at most about one key visit per event even when
+  // time moves fast (replays).
   if (now_ms - last_sweep_ms_ < 10'000) return;
+  size_t live = 0;
+  for (const auto& rs : state_) live += rs->windows.size() + rs->sequences.size();
+  if (events_since_sweep_ < live) return;
   last_sweep_ms_ = now_ms;
+  events_since_sweep_ = 0;
   for (size_t ri = 0; ri < state_.size(); ++ri) {
     const Rule& rule = rules_->rules[ri];
     RuleState& rs = *state_[ri];
     if (rule.kind == RuleKind::kWindow) {
       const int64_t horizon = newest_event_ms_ - rule.window_ms;
       for (auto it = rs.windows.begin(); it != rs.windows.end();)
-        it = it->second.newest <= horizon ? rs.windows.erase(it) : std::next(it);
+        it = it->second->newest <= horizon ? rs.windows.erase(it) : std::next(it);
       counters_[ri].keys.store(static_cast<int64_t>(rs.windows.size()), std::memory_order_relaxed);
     } else if (rule.kind == RuleKind::kSequence) {
       const int64_t horizon = newest_event_ms_ - rule.within_ms;

@@ -141,6 +141,7 @@ class Engine final : public EventHandler {
   Event scratch_;            // unpacked stored events (absence starts, sequence firsts)
   int64_t newest_event_ms_ = INT64_MIN;
   int64_t last_sweep_ms_ = 0;
+  uint64_t events_since_sweep_ = 0;
 };
 
 }  // namespace tocsin::rules

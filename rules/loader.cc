@@ -440,6 +440,7 @@ class Compiler {
       }
       std::sort(score.levels.begin(), score.levels.end(), [](auto& x, auto& y) { return x.second < y.second; });
     }
+    if (score.features.size() > static_cast<size_t>(kMaxFeatures)) error(sc["features"], "E010", "at most 16 features");
     for (const auto& feat : score.features) values.push_back(feat.name);
     values.push_back("score");
     r.score = std::move(score);

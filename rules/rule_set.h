@@ -35,6 +35,9 @@ std::string format_json(const std::vector<Diagnostic>& ds);
 
 enum class AggregateKind : uint8_t { kCount, kCountIf, kCountDistinct, kApproxDistinct, kSum, kAvg, kMin, kMax, kRate };
 inline constexpr int kMaxAggregates = 8;
+inline constexpr int kMaxFeatures = 16;
+// The most values a rule exposes: aggregates, score features and the score.
+inline constexpr int kMaxValues = kMaxAggregates + kMaxFeatures + 1;
 inline constexpr int kMaxGroupBy = 4;
 
 struct Aggregate {

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "pipeline/event.h"
 #include "rules/rule_set.h"
@@ -43,24 +44,23 @@ Event neutral_event(Stream stream, bool present) {
 }
 
 void evaluate(const Rule& rule) {
-  static const std::array<double, kMaxAggregates> kZeros{};
-  static const std::array<double, kMaxAggregates> kNans = [] {
-    std::array<double, kMaxAggregates> a{};
-    a.fill(std::nan(""));
-    return a;
-  }();
-  for (const bool present : {false, true}) {
-    const Event e = neutral_event(rule.stream, present);
-    if (rule.where) {
-      volatile bool b = rule.where->test(EvalContext{&e, nullptr});
-      (void)b;
-      if (rule.where->text().size() > (1u << 20)) fail("absurd expression text");
-    }
-    if (rule.having) {
-      for (const auto* aggs : {&kZeros, &kNans}) {
-        volatile bool b = rule.having->test(EvalContext{&e, aggs->data()});
+  for (const bool nan : {false, true}) {
+    std::vector<double> values(rule.value_count() + 1, nan ? std::nan("") : 0.0);
+    for (const bool present : {false, true}) {
+      const Event e = neutral_event(rule.stream(), present);
+      const Event t = neutral_event(rule.then.stream, present);
+      const EvalContext ctx{&e, values.data(), &e};
+      for (const auto* m : {&rule.match, &rule.then}) {
+        if (!m->where) continue;
+        volatile bool b = m->where->test(m == &rule.then ? EvalContext{&t, values.data(), &e} : ctx);
         (void)b;
+        if (m->where->text().size() > (1u << 20)) fail("absurd expression text");
       }
+      for (const auto& d : rule.deadlines)
+        if (d.until.where) { volatile bool b = d.until.where->test(ctx); (void)b; }
+      if (rule.score)
+        for (const auto& f : rule.score->features) { volatile double v = f.value->number(ctx); (void)v; }
+      if (rule.having) { volatile bool b = rule.having->test(ctx); (void)b; }
     }
   }
 }
@@ -86,7 +86,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const RuleSet& set = *r.rules;
     if (set.version.size() != 16) fail("version is not 16 hex digits");
     for (const Rule& rule : set.rules) {
-      if (rule.windowed && !rule.having) fail("windowed rule without having");
+      if (rule.windowed() && !rule.having) fail("windowed rule without having");
+      if (rule.score && rule.score->features.size() > static_cast<size_t>(kMaxFeatures)) fail("too many features");
       if (rule.aggregates.size() > static_cast<size_t>(kMaxAggregates)) fail("too many aggregates");
       evaluate(rule);
     }

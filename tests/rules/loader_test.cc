@@ -133,3 +133,18 @@ TEST(Loader, DirectoriesSkipRuleTests) {
 
 }  // namespace
 }  // namespace tocsin::rules
+
+namespace tocsin::rules {
+namespace {
+
+TEST(Loader, AtMostSixteenScoreFeatures) {
+  std::string r = "rules:\n  - id: x\n    stream: calls\n    score:\n      features:\n";
+  for (int i = 0; i < 17; ++i) r += "        - {name: f" + std::to_string(i) + ", value: answered}\n";
+  r += "    having: score > 1\n    alert: {severity: low}\n";
+  const auto loaded = load_rules({{"r.yaml", r}});
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.diagnostics[0].code, "E010");
+}
+
+}  // namespace
+}  // namespace tocsin::rules
