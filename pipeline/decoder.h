@@ -66,6 +66,8 @@ inline constexpr int64_t kMaxRfc3339Ms = 253402300799999;
 // Returns kOk, kWrongType (not a timestamp) or kImpossibleTime (no such date/time,
 // or an instant outside kMinRfc3339Ms..kMaxRfc3339Ms once the offset is applied).
 DecodeError parse_rfc3339_ms(std::string_view text, int64_t& epoch_ms);
+// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+int64_t days_from_civil(int64_t year, unsigned month, unsigned day);
 // Formats epoch milliseconds as "YYYY-MM-DDTHH:MM:SS.mmmZ" into buf (24 bytes);
 // values outside kMinRfc3339Ms..kMaxRfc3339Ms are clamped to that range.
 std::string_view format_rfc3339_ms(int64_t epoch_ms, char (&buf)[32]);

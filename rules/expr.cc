@@ -36,7 +36,39 @@ double as_double(const Value& v) {
   return v.type == FieldType::kDouble ? v.d : static_cast<double>(v.i);
 }
 
-Type type_of_field(FieldType t) {
+}  // namespace
+
+std::optional<int64_t> parse_duration_ms(std::string_view t) {
+  // One or more <digits><unit> parts: "30s", "1h30m", "2d12h".
+  if (t.empty()) return std::nullopt;
+  int64_t total = 0;
+  size_t i = 0;
+  while (i < t.size()) {
+    const size_t d0 = i;
+    int64_t n = 0;
+    while (i < t.size() && t[i] >= '0' && t[i] <= '9') {
+      if (n > INT64_MAX / 10 - 10) return std::nullopt;
+      n = n * 10 + (t[i++] - '0');
+    }
+    const size_t u0 = i;
+    while (i < t.size() && t[i] >= 'a' && t[i] <= 'z') ++i;
+    const std::string_view unit = t.substr(u0, i - u0);
+    int64_t mult;
+    if (u0 == d0 || unit.empty()) return std::nullopt;  // digits and a unit, both required
+    if (unit == "ms") mult = 1;
+    else if (unit == "s") mult = 1000;
+    else if (unit == "m") mult = 60'000;
+    else if (unit == "h") mult = 3'600'000;
+    else if (unit == "d") mult = 86'400'000;
+    else if (unit == "w") mult = 7 * 86'400'000LL;
+    else return std::nullopt;
+    if (n > (INT64_MAX / 4) / mult || total > INT64_MAX / 4) return std::nullopt;
+    total += n * mult;
+  }
+  return total;
+}
+
+Type type_of(FieldType t) {
   switch (t) {
     case FieldType::kString: return Type::kString;
     case FieldType::kInt: return Type::kInt;
@@ -45,28 +77,6 @@ Type type_of_field(FieldType t) {
     case FieldType::kTime: return Type::kTime;
   }
   return Type::kNull;
-}
-
-}  // namespace
-
-std::optional<int64_t> parse_duration_ms(std::string_view t) {
-  size_t i = 0;
-  int64_t n = 0;
-  while (i < t.size() && t[i] >= '0' && t[i] <= '9') {
-    if (n > (INT64_MAX / 10) - 10) return std::nullopt;
-    n = n * 10 + (t[i++] - '0');
-  }
-  if (i == 0) return std::nullopt;
-  const std::string_view unit = t.substr(i);
-  int64_t mult;
-  if (unit == "ms") mult = 1;
-  else if (unit == "s") mult = 1000;
-  else if (unit == "m") mult = 60'000;
-  else if (unit == "h") mult = 3'600'000;
-  else if (unit == "d") mult = 86'400'000;
-  else if (unit == "w") mult = 7 * 86'400'000LL;
-  else return std::nullopt;
-  return n * mult;
 }
 
 std::string_view to_string(Type t) {
@@ -315,6 +325,8 @@ class Parser {
       }
       size_t u = j;
       while (u < text_.size() && std::isalpha(static_cast<unsigned char>(text_[u]))) ++u;
+      if (u > j)  // compound durations: 1h30m
+        while (u < text_.size() && std::isalnum(static_cast<unsigned char>(text_[u]))) ++u;
       tok_.text = text_.substr(i, u - i);
       pos_ = u;
       if (u > j) {

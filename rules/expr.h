@@ -23,6 +23,8 @@ namespace tocsin::rules {
 
 enum class Type : uint8_t { kBool, kInt, kDouble, kString, kTime, kNull, kList };
 std::string_view to_string(Type t);
+// The expression type of an event field type.
+Type type_of(FieldType t);
 
 // What a name in an expression refers to.
 struct NameRef {
@@ -97,7 +99,8 @@ class Expr {
   std::unique_ptr<Program> program_;
 };
 
-// Parses a duration literal such as "30s", "15m", "1h", "2d", "500ms".
+// Parses a duration such as "30s", "15m", "1h30m", "2d", "500ms" (one or more
+// <number><unit> parts; units ms, s, m, h, d, w).
 std::optional<int64_t> parse_duration_ms(std::string_view text);
 
 }  // namespace tocsin::rules

@@ -27,17 +27,6 @@ std::string hex16(uint64_t v) {
 
 constexpr std::string_view kSeverities[] = {"info", "low", "medium", "high", "critical"};
 
-Type type_of(FieldType t) {
-  switch (t) {
-    case FieldType::kString: return Type::kString;
-    case FieldType::kInt: return Type::kInt;
-    case FieldType::kDouble: return Type::kDouble;
-    case FieldType::kBool: return Type::kBool;
-    case FieldType::kTime: return Type::kTime;
-  }
-  return Type::kNull;
-}
-
 // Resolves names in a rule's expressions: the rule's values (aggregates,
 // features, `score`) when given, then `first.<field>` (the earlier event of a
 // sequence, when `prior` is set; each use is recorded in `prior_slots`), then

@@ -653,36 +653,19 @@ std::optional<int64_t> parse_test_offset(std::string_view t) {
     t.remove_prefix(1);
   }
   if (t.empty()) return std::nullopt;
-  int64_t total = 0;
-  size_t i = 0;
-  bool any_unit = false;
-  while (i < t.size()) {
-    const size_t d0 = i;
+  std::optional<int64_t> ms;
+  if (t.find_first_not_of("0123456789") == std::string_view::npos) {  // a plain number is milliseconds
     int64_t n = 0;
-    while (i < t.size() && t[i] >= '0' && t[i] <= '9') {
+    for (char c : t) {
       if (n > INT64_MAX / 10 - 10) return std::nullopt;
-      n = n * 10 + (t[i++] - '0');
+      n = n * 10 + (c - '0');
     }
-    if (i == d0) return std::nullopt;
-    const size_t u0 = i;
-    while (i < t.size() && std::isalpha(static_cast<unsigned char>(t[i]))) ++i;
-    const std::string_view unit = t.substr(u0, i - u0);
-    int64_t mult;
-    if (unit.empty()) {
-      if (any_unit || i != t.size()) return std::nullopt;  // a plain number is milliseconds, alone
-      mult = 1;
-    } else if (unit == "ms") mult = 1;
-    else if (unit == "s") mult = 1000;
-    else if (unit == "m") mult = 60'000;
-    else if (unit == "h") mult = 3'600'000;
-    else if (unit == "d") mult = 86'400'000;
-    else if (unit == "w") mult = 7 * 86'400'000LL;
-    else return std::nullopt;
-    any_unit = any_unit || !unit.empty();
-    if (n > (INT64_MAX / 4) / mult) return std::nullopt;
-    total += n * mult;
+    ms = n;
+  } else {
+    ms = parse_duration_ms(t);
   }
-  return negative ? -total : total;
+  if (!ms) return std::nullopt;
+  return negative ? -*ms : *ms;
 }
 
 std::string format_test_offset(int64_t ms) {

@@ -80,7 +80,7 @@ TEST_F(ExprTest, TimeFunctionsAndDurations) {
   EXPECT_TRUE(eval("hour_of_day(start_time) == 23"));
   EXPECT_TRUE(eval("hour_of_day(start_time, 8h) == 7"));  // Beijing time
   EXPECT_TRUE(eval("day_of_week(start_time) == 2"));       // 2026-11-17 is a Tuesday
-  EXPECT_TRUE(eval("start_time - 1h < start_time and 90m == 5400000"));
+  EXPECT_TRUE(eval("start_time - 1h < start_time and 90m == 5400000 and 1h30m == 90m"));
 }
 
 TEST_F(ExprTest, Aggregates) {
@@ -125,6 +125,10 @@ TEST(Duration, Parses) {
   EXPECT_EQ(parse_duration_ms("2d"), 172800000);
   EXPECT_FALSE(parse_duration_ms("5y"));
   EXPECT_FALSE(parse_duration_ms("h"));
+  EXPECT_EQ(parse_duration_ms("1h30m"), 5400000);
+  EXPECT_EQ(parse_duration_ms("2d12h"), 216000000);
+  EXPECT_FALSE(parse_duration_ms("1h30"));
+  EXPECT_FALSE(parse_duration_ms("30"));
 }
 
 }  // namespace
