@@ -25,7 +25,7 @@ struct DemoConfig {
 };
 
 struct PipelineConfig {
-  int workers = 2;
+  int workers = 1;  // more only when every keyed rule uses its stream's partition key
   DecodeLimits limits;
   int poll_timeout_ms = 100;
   int64_t allowed_lateness_ms = 3600 * 1000;  // behind the partition watermark: routed late

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <iostream>
@@ -80,6 +81,29 @@ void set_reload_signal_handler(std::function<void()> handler) {
   reload_signal_handler() = std::move(handler);
 }
 
+std::vector<std::string> partition_warnings(const rules::RuleSet& set) {
+  static constexpr std::string_view kPartitionKey[kStreamCount] = {"caller", "network_id", "ticket_id"};
+  std::vector<std::string> out;
+  for (const auto& r : set.rules) {
+    const std::vector<int>* key = r.kind == rules::RuleKind::kWindow || r.kind == rules::RuleKind::kAbsence ? &r.match.key
+                                  : r.kind == rules::RuleKind::kSequence ? &r.then.key : nullptr;
+    if (!key || key->empty()) continue;
+    const Stream s = r.kind == rules::RuleKind::kSequence ? r.then.stream : r.match.stream;
+    const StreamSchema& schema = schema_of(s);
+    const bool by_partition_key = std::any_of(key->begin(), key->end(), [&](int slot) {
+      return schema.fields[static_cast<size_t>(slot)].name == kPartitionKey[static_cast<int>(s)];
+    });
+    const bool cross_stream = r.kind == rules::RuleKind::kSequence && r.match.stream != r.then.stream;
+    if (by_partition_key && !cross_stream) continue;
+    out.push_back(r.file + ":" + std::to_string(r.line) + ": rule '" + r.id + "' keys " + std::string(schema.name) +
+                  " events by a field other than their partition key (" + std::string(kPartitionKey[static_cast<int>(s)]) +
+                  (cross_stream ? ") across streams" : ")") +
+                  ": with several workers or instances, each sees only part of a key. Run pipeline.workers: 1 on one "
+                  "instance, or key the topic by that field upstream.");
+  }
+  return out;
+}
+
 void install_stop_signals(std::atomic<bool>& stop) {
   sigset_t set;
   sigemptyset(&set);
@@ -146,6 +170,8 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
   // Hot reload: the engines follow this feed (declared before the HTTP server
   // and the workers, so it outlives both).
   RuleReloader reloader(cfg.rule_paths, loaded.rules, &catalog, &metrics.registry());
+  if (cfg.pipeline.workers > 1)
+    for (const std::string& w : partition_warnings(*loaded.rules)) spdlog::warn("{}", w);
   struct ReloadSignalGuard {
     ~ReloadSignalGuard() { set_reload_signal_handler({}); }
   } reload_signal_guard;

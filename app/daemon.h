@@ -5,8 +5,11 @@
 #include <atomic>
 #include <functional>
 #include <iosfwd>
+#include <string>
+#include <vector>
 
 #include "app/config.h"
+#include "rules/rule_set.h"
 
 namespace tocsin::app {
 
@@ -14,6 +17,10 @@ namespace tocsin::app {
 // to watch alerts, metrics URL, how to stop) to `banner`. Returns the process
 // exit code; rule or start-up errors are printed to stderr with how to fix them.
 int run_daemon(Config config, const std::atomic<bool>& stop, std::ostream& banner);
+
+// Rules whose key is not the partition key of their stream: correct only when
+// one worker sees every partition (until repartitioning lands). One message each.
+std::vector<std::string> partition_warnings(const rules::RuleSet& set);
 
 // Blocks SIGINT and SIGTERM in the calling thread (call first in main, so
 // every thread inherits the mask) and starts a thread that sets `stop` when

@@ -210,3 +210,36 @@ TEST(Config, ExampleTablesConfigIsValidAndItsRulesCompile) {
 
 }  // namespace
 }  // namespace tocsin::app
+
+#include "app/daemon.h"
+
+namespace tocsin::app {
+namespace {
+
+TEST(PartitionWarnings, NameRulesKeyedOffTheirPartitionKey) {
+  const auto loaded = rules::load_rules({{"p.yaml", R"(rules:
+  - id: by_caller
+    stream: calls
+    window: {group_by: [caller], size: 1h}
+    having: count > 1
+    alert: {severity: low}
+  - id: by_building
+    stream: complaints
+    window: {group_by: [building], size: 2h}
+    having: count > 1
+    alert: {severity: low}
+  - id: sla
+    stream: complaints
+    absence: {key: [ticket_id], start: {on: [signed]}, deadlines: [{name: c, after: 1h, until: {on: [contacted]}}]}
+    alert: {severity: low}
+)"}});
+  ASSERT_TRUE(loaded.ok());
+  const auto w = partition_warnings(*loaded.rules);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_NE(w[0].find("'by_building'"), std::string::npos) << w[0];
+  EXPECT_NE(w[0].find("p.yaml:7"), std::string::npos) << w[0];
+  EXPECT_NE(w[0].find("ticket_id"), std::string::npos) << w[0];
+}
+
+}  // namespace
+}  // namespace tocsin::app
