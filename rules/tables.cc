@@ -1,5 +1,9 @@
 #include "rules/tables.h"
 
+#include <simdjson.h>
+
+#include <cstdio>
+
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -182,197 +186,40 @@ std::string parse_cell(Type t, std::string_view text, Value& out) {
 }
 
 // ---------------------------------------------------------------------------
-// JSON: one flat object of scalars (enough for table rows; no dependency).
-
-namespace {
-
-struct JsonMember {
-  enum Kind : uint8_t { kString, kNumber, kBool, kNull } kind = kNull;
-  std::string name;
-  std::string text;  // decoded string, number text, "true"/"false"
-};
-
-class FlatJson {
- public:
-  explicit FlatJson(std::string_view s) : s_(s) {}
-
-  bool parse(std::vector<JsonMember>& out, std::string& error) {
-    ws();
-    if (!eat('{')) return fail(error, "expected a JSON object");
-    ws();
-    if (eat('}')) return end(error);
-    for (;;) {
-      JsonMember m;
-      ws();
-      if (peek() != '"') return fail(error, "expected a member name in double quotes");
-      if (!string(m.name, error)) return false;
-      ws();
-      if (!eat(':')) return fail(error, "expected ':' after \"" + m.name + "\"");
-      ws();
-      const char c = peek();
-      if (c == '"') {
-        m.kind = JsonMember::kString;
-        if (!string(m.text, error)) return false;
-      } else if (c == '-' || (c >= '0' && c <= '9')) {
-        m.kind = JsonMember::kNumber;
-        if (!number(m.text)) return fail(error, "bad number in \"" + m.name + "\"");
-      } else if (literal("true")) {
-        m.kind = JsonMember::kBool;
-        m.text = "true";
-      } else if (literal("false")) {
-        m.kind = JsonMember::kBool;
-        m.text = "false";
-      } else if (literal("null")) {
-        m.kind = JsonMember::kNull;
-      } else if (c == '{' || c == '[') {
-        return fail(error, "\"" + m.name + "\": nested objects and arrays are not supported in table rows");
-      } else {
-        return fail(error, "bad value for \"" + m.name + "\"");
-      }
-      out.push_back(std::move(m));
-      ws();
-      if (eat(',')) continue;
-      if (eat('}')) return end(error);
-      return fail(error, "expected ',' or '}'");
-    }
-  }
-
- private:
-  char peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
-  bool eat(char c) {
-    if (peek() != c || i_ >= s_.size()) return false;
-    ++i_;
-    return true;
-  }
-  void ws() {
-    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\r' || s_[i_] == '\n')) ++i_;
-  }
-  bool literal(std::string_view w) {
-    if (s_.substr(i_, w.size()) != w) return false;
-    i_ += w.size();
-    return true;
-  }
-  bool fail(std::string& error, std::string msg) {
-    error = std::move(msg) + " (at byte " + std::to_string(i_ + 1) + ")";
-    return false;
-  }
-  bool end(std::string& error) {
-    ws();
-    if (i_ != s_.size()) return fail(error, "text after the end of the object");
-    return true;
-  }
-  bool number(std::string& out) {
-    const size_t start = i_;
-    eat('-');
-    size_t digits = 0;
-    while (peek() >= '0' && peek() <= '9') { ++i_; ++digits; }
-    if (!digits) return false;
-    if (eat('.')) {
-      digits = 0;
-      while (peek() >= '0' && peek() <= '9') { ++i_; ++digits; }
-      if (!digits) return false;
-    }
-    if (peek() == 'e' || peek() == 'E') {
-      ++i_;
-      if (peek() == '+' || peek() == '-') ++i_;
-      digits = 0;
-      while (peek() >= '0' && peek() <= '9') { ++i_; ++digits; }
-      if (!digits) return false;
-    }
-    out.assign(s_.substr(start, i_ - start));
-    return true;
-  }
-  static void utf8(std::string& out, uint32_t cp) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-  }
-  bool hex4(uint32_t& v) {
-    if (i_ + 4 > s_.size()) return false;
-    v = 0;
-    for (int k = 0; k < 4; ++k) {
-      const char c = s_[i_++];
-      v <<= 4;
-      if (c >= '0' && c <= '9') v |= static_cast<uint32_t>(c - '0');
-      else if (c >= 'a' && c <= 'f') v |= static_cast<uint32_t>(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F') v |= static_cast<uint32_t>(c - 'A' + 10);
-      else return false;
-    }
-    return true;
-  }
-  bool string(std::string& out, std::string& error) {
-    ++i_;  // opening quote
-    for (;;) {
-      if (i_ >= s_.size()) return fail(error, "unterminated string");
-      const char c = s_[i_++];
-      if (c == '"') return true;
-      if (static_cast<unsigned char>(c) < 0x20) return fail(error, "control character in a string");
-      if (c != '\\') {
-        out += c;
-        continue;
-      }
-      if (i_ >= s_.size()) return fail(error, "unterminated string");
-      const char e = s_[i_++];
-      switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': {
-          uint32_t cp;
-          if (!hex4(cp)) return fail(error, "bad \\u escape");
-          if (cp >= 0xD800 && cp < 0xDC00) {
-            uint32_t lo;
-            if (!literal("\\u") || !hex4(lo) || lo < 0xDC00 || lo > 0xDFFF) return fail(error, "bad surrogate pair");
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-          } else if (cp >= 0xDC00 && cp < 0xE000) {
-            return fail(error, "bad surrogate pair");
-          }
-          utf8(out, cp);
-          break;
-        }
-        default:
-          return fail(error, std::string("bad escape \\") + e);
-      }
-    }
-  }
-
-  std::string_view s_;
-  size_t i_ = 0;
-};
-
-}  // namespace
-
 RowPtr parse_json_row(const TableSchema& schema, std::string_view key, std::string_view json, std::string& error) {
-  std::vector<JsonMember> members;
-  if (!FlatJson(json).parse(members, error)) return nullptr;
+  // Table rows change slowly: a DOM parser per call keeps this simple.
+  simdjson::dom::parser parser;
+  simdjson::dom::object obj;
+  if (const auto ec = parser.parse(json.data(), json.size()).get(obj)) {
+    error = ec == simdjson::INCORRECT_TYPE ? "a row must be a JSON object" : std::string("invalid JSON: ") + simdjson::error_message(ec);
+    return nullptr;
+  }
   std::vector<Value> cells(schema.columns.size());
-  for (const JsonMember& m : members) {
+  std::vector<std::string> texts(schema.columns.size());  // owns number and bool texts until the row copies them
+  for (const auto field : obj) {
     size_t col = 0;
-    while (col < schema.columns.size() && schema.columns[col].first != m.name) ++col;
+    while (col < schema.columns.size() && schema.columns[col].first != field.key) ++col;
     if (col == schema.columns.size()) continue;  // not a declared column
-    if (m.kind == JsonMember::kNull) {
-      cells[col] = Value{};
-      continue;
+    const simdjson::dom::element v = field.value;
+    std::string_view text;
+    switch (v.type()) {
+      case simdjson::dom::element_type::NULL_VALUE: cells[col] = Value{}; continue;
+      case simdjson::dom::element_type::STRING: text = std::string_view(v); break;
+      case simdjson::dom::element_type::BOOL: text = bool(v) ? "true" : "false"; break;
+      case simdjson::dom::element_type::INT64: texts[col] = std::to_string(int64_t(v)); text = texts[col]; break;
+      case simdjson::dom::element_type::UINT64: texts[col] = std::to_string(uint64_t(v)); text = texts[col]; break;
+      case simdjson::dom::element_type::DOUBLE: {
+        char buf[32];
+        texts[col].assign(buf, static_cast<size_t>(std::snprintf(buf, sizeof buf, "%.17g", double(v))));
+        text = texts[col];
+        break;
+      }
+      default:
+        error = "column '" + std::string(field.key) + "': must be a string, number, boolean or null";
+        return nullptr;
     }
-    if (std::string e = parse_cell(schema.columns[col].second, m.text, cells[col]); !e.empty()) {
-      error = "column '" + m.name + "': " + (col == 0 ? "bad key" : e);
+    if (std::string e = parse_cell(schema.columns[col].second, text, cells[col]); !e.empty()) {
+      error = "column '" + std::string(field.key) + "': " + (col == 0 ? "bad key" : e);
       return nullptr;
     }
   }

@@ -176,10 +176,8 @@ TEST(Jsonl, TypedRowsAndErrors) {
                        "\n"
                        "{\"phone\": \"028-8765-4321\", \"name\": \"王*英\", \"age\": \"91\", \"lives_alone\": null}\n",
                        "res.jsonl");
-  // An unknown member is ignored only when it is a scalar: nested values are refused.
-  ASSERT_EQ(f.errors.size(), 1u);
-  EXPECT_EQ(f.errors[0].substr(0, 11), "res.jsonl:1");
-  EXPECT_NE(f.errors[0].find("nested"), std::string::npos) << f.errors[0];
+  // Unknown members are ignored, whatever their shape (as the event decoder does).
+  EXPECT_TRUE(f.errors.empty()) << f.errors[0];
 
   f = parse_jsonl(residents_schema(),
                   "{\"phone\": \"+86 131 6564 3907\", \"name\": \"\\u5f20*\", \"building\": \"B-D1-S1-C1-03\", "
@@ -213,9 +211,9 @@ TEST(Jsonl, TypedRowsAndErrors) {
   EXPECT_EQ(f.errors[0], "res.jsonl:1: the key column 'phone' is empty");
   EXPECT_EQ(f.errors[1], "res.jsonl:2: column 'age': 'old' is not an int");
   EXPECT_EQ(f.errors[2], "res.jsonl:3: column 'lives_alone': '3' is not a bool (true or false)");
-  EXPECT_EQ(f.errors[3].substr(0, 42), "res.jsonl:4: expected a member name in dou");
-  EXPECT_EQ(f.errors[4].substr(0, 38), "res.jsonl:5: expected a JSON object (a");
-  EXPECT_EQ(f.errors[5].substr(0, 46), "res.jsonl:6: text after the end of the object ");
+  EXPECT_EQ(f.errors[3].substr(0, 26), "res.jsonl:4: invalid JSON:");
+  EXPECT_EQ(f.errors[4], "res.jsonl:5: a row must be a JSON object");
+  EXPECT_EQ(f.errors[5].substr(0, 26), "res.jsonl:6: invalid JSON:");
 }
 
 TEST(JsonRow, RecordKeyWinsOverTheObjectsKey) {
@@ -227,7 +225,7 @@ TEST(JsonRow, RecordKeyWinsOverTheObjectsKey) {
   EXPECT_FALSE(parse_json_row(risky_schema(), "not a number", R"({"risk_level":2})", error));
   EXPECT_EQ(error, "the key is not a phone number (column 'number')");
   EXPECT_FALSE(parse_json_row(risky_schema(), "17065643907", R"({"risk_level":"x\q"})", error));
-  EXPECT_NE(error.find("bad escape"), std::string::npos);
+  EXPECT_NE(error.find("invalid JSON"), std::string::npos) << error;
 }
 
 class TempDir {
