@@ -217,7 +217,7 @@ std::vector<ConfigError> parse_config(const std::string& text, const std::string
   }
   if (!root || root.IsNull()) return errors;  // an empty file means all defaults
   Reader r(errors);
-  if (!r.map(root, "", {"kafka", "embedded", "demo", "pipeline", "rules", "http", "log", "tables"})) return errors;
+  if (!r.map(root, "", {"kafka", "embedded", "demo", "pipeline", "rules", "http", "log", "tables", "alerting"})) return errors;
 
   if (const auto k = root["kafka"]; r.map(k, "kafka", {"bootstrap.servers", "group.id", "topics", "properties", "consumer", "producer", "batch_size"})) {
     r.str(k, "kafka", "bootstrap.servers", c.kafka.bootstrap);
@@ -309,6 +309,48 @@ std::vector<ConfigError> parse_config(const std::string& text, const std::string
     if (!kLevels.count(c.log_level)) r.error(l["level"], "log.level", "must be one of trace, debug, info, warn, error, critical, off");
   }
   if (const auto t = root["tables"]; t && !t.IsNull()) parse_tables(r, t, base, c);
+  if (const auto a = root["alerting"]; r.map(a, "alerting", {"file", "state_dir", "public_url", "sms", "webhooks", "webhook_timeout", "tick"})) {
+    auto resolve = [&](std::string& p) {
+      if (!p.empty() && std::filesystem::path(p).is_relative()) p = (base / p).lexically_normal().string();
+    };
+    r.str(a, "alerting", "file", c.alerting.file);
+    if (a["file"] && c.alerting.file.empty()) r.error(a["file"], "alerting.file", "must name the alerting file (policies, templates), e.g. alerting.yaml");
+    resolve(c.alerting.file);
+    std::error_code ec;
+    if (!c.alerting.file.empty() && !std::filesystem::exists(c.alerting.file, ec))
+      r.error(a["file"], "alerting.file", "'" + c.alerting.file + "' does not exist");
+    r.str(a, "alerting", "state_dir", c.alerting.state_dir);
+    r.str(a, "alerting", "public_url", c.alerting.public_url);
+    if (!c.alerting.public_url.empty() && !c.alerting.public_url.starts_with("http://"))
+      r.error(a["public_url"], "alerting.public_url", "must be an http:// URL at which the SMS gateway reaches Tocsin, e.g. http://127.0.0.1:9464");
+    if (const auto s = a["sms"]; r.map(s, "alerting.sms", {"sendsms_url", "username", "password", "from", "smsc", "dlr_mask", "timeout", "max_parts"})) {
+      auto& g = c.alerting.sms;
+      r.str(s, "alerting.sms", "sendsms_url", g.sendsms_url);
+      if (!g.sendsms_url.starts_with("http://"))
+        r.error(s["sendsms_url"] ? s["sendsms_url"] : s, "alerting.sms.sendsms_url", "must be Kannel's sendsms URL, e.g. http://127.0.0.1:13013/cgi-bin/sendsms");
+      r.str(s, "alerting.sms", "username", g.username);
+      r.str(s, "alerting.sms", "password", g.password);
+      r.str(s, "alerting.sms", "from", g.from);
+      r.str(s, "alerting.sms", "smsc", g.smsc);
+      r.integer(s, "alerting.sms", "dlr_mask", 0, 63, g.dlr_mask);
+      r.duration(s, "alerting.sms", "timeout", g.timeout_ms);
+      r.integer(s, "alerting.sms", "max_parts", 1, 255, g.max_parts);
+    }
+    if (const auto w = a["webhooks"]) {
+      if (!w.IsMap()) r.error(w, "alerting.webhooks", "must map a webhook name to its http:// URL");
+      else
+        for (const auto& kv : w) {
+          if (!kv.second.IsScalar() || !kv.second.Scalar().starts_with("http://")) {
+            r.error(kv.second, "alerting.webhooks." + kv.first.Scalar(), "must be an http:// URL");
+            continue;
+          }
+          c.alerting.webhooks[kv.first.Scalar()] = kv.second.Scalar();
+        }
+    }
+    r.duration(a, "alerting", "webhook_timeout", c.alerting.webhook_timeout_ms);
+    r.duration(a, "alerting", "tick", c.alerting.tick_ms);
+    if (c.alerting.tick_ms < 1 || c.alerting.tick_ms > 10000) r.error(a["tick"], "alerting.tick", "must be between 1ms and 10s");
+  }
   return errors;
 }
 

@@ -3,6 +3,7 @@
 // into typed structs. validate() collects every error, each with its YAML path
 // and line, so `tocsin check` can report them all at once.
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,27 @@ struct TableConfig {
   bool reload = false;        // reload the file when it changes
 };
 
+// alerting: the alert desk (docs/alerting.md). Off unless `file` is set.
+struct SmsGatewayConfig {
+  std::string sendsms_url;  // Kannel smsbox, e.g. http://127.0.0.1:13013/cgi-bin/sendsms; "" = no SMS gateway
+  std::string username, password;
+  std::string from = "12110";
+  std::string smsc;  // force a Kannel route ("" = Kannel's routing)
+  int dlr_mask = 31;
+  int64_t timeout_ms = 5000;
+  int max_parts = 10;
+};
+
+struct AlertingSetup {
+  std::string file;                          // the alerting rules (policies, templates, ...); "" = desk off
+  std::string state_dir = "var/tocsin-state";  // durable alerts and outbox (RocksDB)
+  std::string public_url;                    // how gateways reach our HTTP server; default http://<http.listen>
+  SmsGatewayConfig sms;
+  std::map<std::string, std::string> webhooks;  // name -> http:// URL
+  int64_t webhook_timeout_ms = 5000;
+  int64_t tick_ms = 100;                     // how often timers and the dispatcher run
+};
+
 struct Config {
   std::string path;  // the file it was read from ("" for defaults)
   connectors::KafkaOptions kafka;
@@ -52,6 +74,7 @@ struct Config {
   std::string http_listen = "127.0.0.1:9464";
   std::string log_level = "info";
   std::vector<TableConfig> tables;  // tables: reference tables the rules may look up
+  AlertingSetup alerting;
 
   bool embedded_broker() const { return kafka.bootstrap.empty(); }
 };

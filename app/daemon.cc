@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "alerts/alert_encoder.h"
+#include "alerts/alerting_config.h"
+#include "app/alert_service.h"
 #include "app/rule_reloader.h"
 #include "connectors/embedded_broker.h"
 #include "connectors/http_server.h"
@@ -185,6 +187,32 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
   http.route("/healthz", [](const connectors::HttpRequest&) { return connectors::HttpResponse{200, "text/plain", "ok\n"}; });
   add_reload_routes(http, reloader);  // POST /-/reload, GET /-/rules
 
+  // The alert desk (docs/alerting.md): reads the alerts the workers raise.
+  std::unique_ptr<AlertService> alert_service;
+  if (!cfg.alerting.file.empty()) {
+    alerts::AlertingConfig alerting;
+    const auto diags = alerts::load_alerting_config(cfg.alerting.file, &catalog, alerting);
+    bool ok = true;
+    for (const auto& d : diags) {
+      std::cerr << rules::format_text(d) << "\n";
+      ok &= d.level != rules::Diagnostic::Level::kError;
+    }
+    if (!ok) {
+      std::cerr << "tocsin: the alerting file has errors and nothing was started; fix it and check with `tocsin check`\n";
+      return 2;
+    }
+    try {
+      alert_service = std::make_unique<AlertService>(cfg, alerting, &tables, metrics, http);
+    } catch (const std::exception& e) {
+      std::cerr << "tocsin: " << e.what() << "\n";
+      return 2;
+    }
+  }
+  struct StopHttpFirst {  // the desk's routes must stop being served before it goes
+    connectors::HttpServer& http;
+    ~StopHttpFirst() { http.stop(); }
+  } stop_http_first{http};
+
   WallClock clock;
   std::vector<WorkerSlot> slots(static_cast<size_t>(cfg.pipeline.workers));
   std::vector<const WorkerStats*> worker_stats;
@@ -207,6 +235,7 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
   metrics.add_collector(monitoring::rules_collector(engines));
   metrics.add_collector(connectors::kafka_collector(kafka_stats, cfg.kafka.topics.input));
   http.start();
+  if (alert_service) alert_service->start();
   reloader.start({cfg.rules_watch, std::chrono::milliseconds(cfg.rules_watch_interval_ms)});
   set_reload_signal_handler([&reloader] { reloader.request_reload("sighup"); });
 
@@ -264,7 +293,7 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
          << " -f '%h %s\\n'\n"
          << "  metrics:           http://" << host << ":" << http.port() << "/metrics\n"
          << "  rules:             " << loaded.rules->rules.size() << " loaded, version " << loaded.rules->version << "\n"
-         << tables_banner
+         << tables_banner << (alert_service ? alert_service->describe() : std::string())
          << "  reload rules:      kill -HUP " << getpid() << " | curl -X POST http://" << host << ":" << http.port()
          << "/-/reload" << (cfg.rules_watch ? " (or edit the files: they are watched)" : "") << "\n"
          << "  stop:              Ctrl-C\n"
@@ -287,6 +316,7 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
   if (demo.joinable()) demo.join();
   for (auto& s : slots) s.thread.join();
   for (auto& s : slots) s.io->close(10000);
+  if (alert_service) alert_service->stop();
   const bool clean = unclean.load() == 0;
   http.stop();
   spdlog::info("stopped{}", clean ? " cleanly" : " with unacknowledged outputs (they will be redone)");

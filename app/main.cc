@@ -10,6 +10,7 @@
 #include <iostream>
 #include <thread>
 
+#include "alerts/alerting_config.h"
 #include "app/config.h"
 #include "app/daemon.h"
 #include "app/replay.h"
@@ -46,8 +47,16 @@ int cmd_check(const std::string& file) {
       }
   const auto loaded = rules::load_rule_files(cfg.rule_paths, &catalog);
   for (const auto& d : loaded.diagnostics) std::cerr << rules::format_text(d) << "\n";
-  if (!loaded.ok() || !tables_ok) return 1;
+  bool alerting_ok = true;
+  alerts::AlertingConfig alerting;
+  if (!cfg.alerting.file.empty())
+    for (const auto& d : alerts::load_alerting_config(cfg.alerting.file, &catalog, alerting)) {
+      std::cerr << rules::format_text(d) << "\n";
+      alerting_ok &= d.level != rules::Diagnostic::Level::kError;
+    }
+  if (!loaded.ok() || !tables_ok || !alerting_ok) return 1;
   std::cout << file << ": OK (" << loaded.rules->rules.size() << " rules, version " << loaded.rules->version
+            << (cfg.alerting.file.empty() ? "" : ", " + std::to_string(alerting.policies.size()) + " escalation policies")
             << (cfg.tables.empty() ? "" : ", " + std::to_string(cfg.tables.size()) + (cfg.tables.size() == 1 ? " table" : " tables"))
             << ", " << (cfg.embedded_broker() ? "embedded broker" : "brokers " + cfg.kafka.bootstrap) << ")\n";
   return 0;

@@ -47,7 +47,12 @@ class Session : public std::enable_shared_from_this<Session> {
     if (q != std::string::npos) r.query = target.substr(q + 1);
     r.body = req.body();
     HttpResponse out;
-    const auto it = routes_.find(r.path);
+    auto it = routes_.find(r.path);
+    if (it == routes_.end())  // prefix routes ("/api/v1/alerts/*"): the longest match wins
+      for (auto p = routes_.begin(); p != routes_.end(); ++p)
+        if (p->first.ends_with('*') && r.path.starts_with(std::string_view(p->first).substr(0, p->first.size() - 1)) &&
+            (it == routes_.end() || p->first.size() > it->first.size()))
+          it = p;
     if (it == routes_.end()) {
       out.status = 404;
       out.body = "not found\n";

@@ -33,7 +33,8 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // Register before start().
+  // Register before start(). A path ending in '*' matches every path that
+  // starts with what precedes it; exact paths win, then the longest prefix.
   void route(const std::string& path, Handler handler);
   void start();
   void stop();

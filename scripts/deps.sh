@@ -4,9 +4,9 @@
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build ccache pkg-config
       librdkafka-dev kcat libsimdjson-dev prometheus-cpp-dev libboost-all-dev
-      libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
+      libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev librocksdb-dev
       libgtest-dev libgmock-dev libbenchmark-dev clang-14 libclang-rt-14-dev
-      python3)
+      python3 kannel kannel-extras)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

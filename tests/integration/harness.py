@@ -96,9 +96,11 @@ def kcat_consume(bootstrap, topic):
 class Daemon:
     """`tocsin run -c CONFIG` in a child process; parses the banner for the metrics URL."""
 
-    def __init__(self, workdir, bootstrap, workers=2, name="tocsin", rules_dir=None, rules_options=None):
+    def __init__(self, workdir, bootstrap, workers=2, name="tocsin", rules_dir=None, rules_options=None,
+                 http_listen="127.0.0.1:0", extra_config=""):
         """rules_dir: rule files or directory (default: examples/rules); rules_options: more keys
-        under `rules:`, e.g. {"watch": "false"}."""
+        under `rules:`, e.g. {"watch": "false"}; extra_config: more top-level YAML (tables:,
+        alerting:)."""
         rules_files = rules_dir or f"{SOURCE_DIR}/examples/rules"
         rules_more = "".join(f"  {k}: {v}\n" for k, v in (rules_options or {}).items())
         self.config = os.path.join(workdir, name + ".yaml")
@@ -114,8 +116,8 @@ pipeline:
 rules:
   files: [{rules_files}]
 {rules_more}http:
-  listen: 127.0.0.1:0
-""")
+  listen: {http_listen}
+{extra_config}""")
         self.stderr_path = os.path.join(workdir, name + ".stderr")
         self.stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen([TOCSIN, "run", "-c", self.config], stdout=subprocess.PIPE,
