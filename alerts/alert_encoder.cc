@@ -54,6 +54,23 @@ void AlertEncoder::on_signal(const rules::Signal& s) {
   for (size_t g = 0; g < s.key.size() && g < key_slots.size(); ++g)
     w.key(key_schema.fields[static_cast<size_t>(key_slots[g])].name).str(s.key[g]);
   w.end_object();
+  // Where it happened, for consoles and incident grouping (never a phone number).
+  if (e.stream != Stream::kCalls) {
+    static constexpr std::string_view kContext[] = {"district", "street", "community", "grid", "building",
+                                                    "network_id", "asset_id", "households", "category"};
+    const StreamSchema& schema = schema_of(e.stream);
+    bool open = false;
+    for (std::string_view f : kContext) {
+      const int slot = schema.slot_of(f);
+      if (slot < 0 || !e.at(slot).present) continue;
+      if (!open) w.key("context").begin_object(), open = true;
+      const Value& v = e.at(slot);
+      w.key(f);
+      if (v.type == FieldType::kInt) w.num(v.i);
+      else w.str(v.s);
+    }
+    if (open) w.end_object();
+  }
   w.key("window").begin_object()
       .key("start").time(s.window_start_ms)
       .key("end").time(s.window_end_ms)

@@ -103,6 +103,8 @@ std::string_view Alert::field(std::string_view n) const {
     if (k == n) return v;
   for (const auto& [k, v] : key)  // a bare key field name, for group_by and equal
     if (k == n) return v;
+  for (const auto& [k, v] : context)
+    if (k == n) return v;
   return {};
 }
 
@@ -256,6 +258,7 @@ std::string Desk::raise(std::string_view json) {
   }
   const std::string by = "rule:" + a.rule;
   admit(std::move(a), by);
+  dispatch(clock_.now_ms());  // send now, not at the next tick
   return "";
 }
 
@@ -755,6 +758,7 @@ void Desk::on_submit_result(const std::string& id, const SubmitResult& r) {
       finish(n, NotificationState::kFailed, "gateway", answer + " (permanent: next route)");
       break;
   }
+  dispatch(now);  // a slot is free: the next one goes now, not at the next tick
 }
 
 void Desk::finish(Notification& n, NotificationState s, std::string by, std::string detail) {

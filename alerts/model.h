@@ -35,6 +35,7 @@ struct Alert {
   std::string id, rule, rule_set_version, type, severity, title, summary;
   Pairs key;     // group-by field -> value (unmasked; never logged)
   Pairs labels;  // the rule's labels, then the score's labels as label=true
+  Pairs context; // where it happened (the raised alert's context: building, district, ...)
   std::string raised_json;
   int64_t raised_at_ms = 0;  // when the desk first saw it
 

@@ -94,6 +94,7 @@ void to_json(const Alert& a, std::string& out) {
       .key("type").str(a.type).key("severity").str(a.severity).key("title").str(a.title).key("summary").str(a.summary);
   write_pairs(w, "key", a.key);
   write_pairs(w, "labels", a.labels);
+  write_pairs(w, "context", a.context);
   w.key("raised").str(a.raised_json).key("raised_at").time(a.raised_at_ms)
       .key("state").str(name(a.state)).key("updated_at").time(a.updated_at_ms)
       .key("hold_until").num(a.hold_until_ms).key("policy").str(a.policy)
@@ -119,6 +120,7 @@ bool from_json(std::string_view json, Alert& a, std::string& error) {
   get(o, "summary", a.summary);
   get_pairs(o, "key", a.key);
   get_pairs(o, "labels", a.labels);
+  get_pairs(o, "context", a.context);
   get(o, "raised", a.raised_json);
   get_time(o, "raised_at", a.raised_at_ms);
   std::string state;
@@ -231,6 +233,7 @@ bool parse_raised_alert(std::string_view json, Alert& a, std::string& error) {
   get(o, "summary", a.summary);
   get_pairs(o, "key", a.key);
   get_pairs(o, "labels", a.labels);
+  get_pairs(o, "context", a.context);
   object score;
   simdjson::dom::array score_labels;
   if (o["score"].get(score) == simdjson::SUCCESS && score["labels"].get(score_labels) == simdjson::SUCCESS)

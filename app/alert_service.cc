@@ -37,18 +37,60 @@ HttpResponse error_response(int status, const std::string& message) {
   return json_response(status, std::move(body));
 }
 
-void write_summary(JsonWriter& w, const alerts::Alert& a) {
+// Where an alert is, from its key and labels; building ids like B-D2-S3-C1-05
+// (the generator's, docs/events.md) also give district, street and community.
+void write_location(JsonWriter& w, const alerts::Alert& a) {
+  w.key("location").begin_object();
+  std::string district(a.field("district")), street(a.field("street")), community(a.field("community"));
+  const std::string building(a.field("building"));
+  if (building.starts_with("B-D")) {
+    std::vector<std::string> parts;
+    for (size_t i = 2, j; i <= building.size(); i = j + 1) {
+      j = building.find('-', i);
+      if (j == std::string::npos) j = building.size();
+      parts.push_back(building.substr(i, j - i));
+    }
+    if (parts.size() >= 3) {
+      if (district.empty()) district = parts[0];
+      if (street.empty()) street = parts[0] + "-" + parts[1];
+      if (community.empty()) community = parts[0] + "-" + parts[1] + "-" + parts[2];
+    }
+  }
+  auto put = [&w](const char* k, std::string_view v) {
+    if (!v.empty()) w.key(k).str(v);
+  };
+  put("district", district);
+  put("street", street);
+  put("community", community);
+  put("grid", a.field("grid"));
+  put("building", building);
+  put("network_id", a.field("network_id"));
+  w.end_object();
+}
+
+void write_summary(JsonWriter& w, const alerts::Desk& desk, const alerts::Alert& a) {
   w.key("id").str(a.id).key("type").str(a.type).key("severity").str(a.severity).key("title").str(a.title)
       .key("summary").str(a.summary).key("rule").str(a.rule).key("rule_set_version").str(a.rule_set_version)
       .key("state").str(name(a.state)).key("raised_at").time(a.raised_at_ms).key("updated_at").time(a.updated_at_ms);
   w.key("labels").begin_object();
   for (const auto& [k, v] : a.labels) w.key(k).str(v);
   w.end_object();
+  write_location(w, a);
   if (!a.policy.empty()) w.key("policy").str(a.policy).key("escalation_step").num(int64_t{a.step});
   if (!a.incident.empty()) w.key("incident").str(a.incident);
   if (!a.assignee.empty()) w.key("assignee").str(a.assignee);
   if (!a.silenced_by.empty()) w.key("silenced_by").str(a.silenced_by);
   if (a.reached_at_ms) w.key("reached_at").time(a.reached_at_ms);
+  w.key("notifications").num(static_cast<int64_t>(desk.notifications_of(a.id).size()));
+}
+
+std::string summary_json(const alerts::Desk& desk, const alerts::Alert& a) {
+  std::string out;
+  JsonWriter w(out);
+  w.begin_object();
+  write_summary(w, desk, a);
+  w.end_object();
+  return out;
 }
 
 void write_audit(JsonWriter& w, const std::vector<alerts::AuditEntry>& es) {
@@ -61,15 +103,40 @@ void write_audit(JsonWriter& w, const std::vector<alerts::AuditEntry>& es) {
   w.end_array();
 }
 
-// The alert with its audit trail and delivery timeline. Numbers are masked.
-std::string alert_detail(const alerts::Desk& desk, const alerts::Alert& a) {
+// The raised alert, with its key values masked unless `full`.
+void write_raised(JsonWriter& w, std::string_view raw, bool full) {
+  if (raw.empty()) return (void)w.null();
+  if (full) return (void)w.raw(raw);
+  simdjson::dom::parser p;
+  simdjson::dom::object o;
+  if (p.parse(raw.data(), raw.size()).get(o)) return (void)w.null();
+  w.begin_object();
+  for (auto [k, v] : o) {
+    w.key(k);
+    simdjson::dom::object key;
+    if (k == "key" && v.get(key) == simdjson::SUCCESS) {
+      w.begin_object();
+      for (auto [kk, kv] : key) {
+        std::string_view s;
+        w.key(kk).str(kv.get(s) == simdjson::SUCCESS ? mask_phone(s) : "****");
+      }
+      w.end_object();
+    } else {
+      w.raw(simdjson::minify(v));
+    }
+  }
+  w.end_object();
+}
+
+// The alert with its evidence, audit trail, delivery timeline and linked
+// alerts. Numbers are masked unless `full`.
+std::string alert_detail(const alerts::Desk& desk, const alerts::Alert& a, bool full) {
   std::string out;
   JsonWriter w(out);
   w.begin_object();
-  write_summary(w, a);
+  write_summary(w, desk, a);
   w.key("raised");
-  if (a.raised_json.empty()) w.null();
-  else w.raw(a.raised_json);
+  write_raised(w, a.raised_json, full);
   w.key("audit");
   write_audit(w, a.audit);
   w.key("notifications").begin_array();
@@ -77,39 +144,61 @@ std::string alert_detail(const alerts::Desk& desk, const alerts::Alert& a) {
     const auto* ch = desk.config().channel(n->channel);
     const bool sms = ch && ch->kind == "sms";
     w.begin_object().key("id").str(n->id).key("channel").str(n->channel).key("recipient").str(n->recipient)
-        .key("address").str(sms ? mask_phone(n->address) : n->address).key("step").num(int64_t{n->step})
+        .key("address").str(sms && !full ? mask_phone(n->address) : n->address).key("step").num(int64_t{n->step})
         .key("round").num(int64_t{n->round}).key("state").str(name(n->state)).key("attempts").num(int64_t{n->attempts})
         .key("text").str(sms ? n->text : std::string());
     w.key("timeline");
     write_audit(w, n->timeline);
     w.end_object();
   }
+  w.end_array();
+  w.key("linked").begin_array();
+  if (auto it = desk.incidents().find(a.incident); !a.incident.empty() && it != desk.incidents().end())
+    for (const auto& id : it->second.alerts)
+      if (const alerts::Alert* x = desk.alert(id); x && id != a.id) {
+        w.begin_object();
+        write_summary(w, desk, *x);
+        w.end_object();
+      }
+  if (a.silenced_by.starts_with("inhibited:"))
+    if (const alerts::Alert* x = desk.alert(a.silenced_by.substr(10)); x && x->incident != a.incident) {
+      w.begin_object();
+      write_summary(w, desk, *x);
+      w.end_object();
+    }
   w.end_array().end_object();
   return out;
 }
 
-// Reads {"by": ..., "note": ..., "assignee": ...} from an action's body.
-bool action_body(const std::string& body, std::string& by, std::string& note, std::string& assignee, std::string& error) {
-  if (body.empty()) return error = "the body must be a JSON object with \"by\" (who acts)", false;
+// Reads {"note": ..., "assignee": ...} from an action's body (it may be empty).
+bool action_body(const std::string& body, std::string& note, std::string& assignee, std::string& error) {
+  if (body.empty()) return true;
   simdjson::dom::parser p;
   simdjson::dom::object o;
   if (p.parse(body).get(o)) return error = "the body must be a JSON object", false;
   std::string_view v;
-  if (o["by"].get(v) == simdjson::SUCCESS) by = std::string(v);
   if (o["note"].get(v) == simdjson::SUCCESS) note = std::string(v);
   if (o["assignee"].get(v) == simdjson::SUCCESS) assignee = std::string(v);
-  if (by.empty()) return error = "\"by\" (who acts) is required", false;
   return true;
 }
 
 // The desk's lifecycle changes, queued for the alerts topic.
 class TopicFeed final : public alerts::LifecycleListener {
  public:
+  TopicFeed(const alerts::Desk*& desk, connectors::Console& console) : desk_(desk), console_(console) {}
   void on_alert(const alerts::Alert& a, const alerts::AuditEntry& change) override {
     std::string rec;
     alerts::lifecycle_json(a, change, rec);
+    console_.publish("alert", summary_json(*desk_, a));
     std::lock_guard lk(mu_);
     pending_.emplace_back(a.id, std::move(rec));
+  }
+  void on_notification(const alerts::Notification& n, const alerts::AuditEntry& change) override {
+    std::string out;
+    JsonWriter w(out);
+    w.begin_object().key("alert").str(n.alert_id).key("id").str(n.id).key("state").str(name(n.state))
+        .key("channel").str(n.channel).key("recipient").str(n.recipient).key("action").str(change.action).end_object();
+    console_.publish("notification", out);
   }
   std::vector<std::pair<std::string, std::string>> take() {
     std::lock_guard lk(mu_);
@@ -117,6 +206,8 @@ class TopicFeed final : public alerts::LifecycleListener {
   }
 
  private:
+  const alerts::Desk*& desk_;
+  connectors::Console& console_;
   std::mutex mu_;
   std::vector<std::pair<std::string, std::string>> pending_;
 };
@@ -135,13 +226,16 @@ struct AlertService::Impl {
   std::unique_ptr<connectors::WebhookChannel> webhooks;
   std::shared_ptr<const connectors::KannelCallbackStats> callbacks;
   std::unique_ptr<connectors::AlertTopic> topic;
-  TopicFeed feed;
+  connectors::Console& console;
+  const alerts::Desk* desk_view = nullptr;
+  TopicFeed feed{desk_view, console};
+  int64_t last_keepalive_ms = 0;
   std::atomic<bool> stopping{false};
   std::atomic<int64_t> bad_alerts{0};
   std::thread io_thread, topic_thread;
   std::string public_url;
 
-  explicit Impl(const Config& c) : cfg(c) {}
+  Impl(const Config& c, connectors::Console& con) : cfg(c), console(con) {}
 
   // Runs `f` on the desk's thread and waits up to 5 s for its result.
   template <class F>
@@ -161,6 +255,10 @@ struct AlertService::Impl {
       if (ec) return;
       try {
         desk->tick();
+        if (const int64_t now = clock.now_ms(); now - last_keepalive_ms >= 15000) {
+          last_keepalive_ms = now;
+          console.keepalive();
+        }
       } catch (const std::exception& e) {
         spdlog::error("alerts: desk tick failed: {}", e.what());
       }
@@ -198,8 +296,8 @@ struct AlertService::Impl {
 };
 
 AlertService::AlertService(const Config& cfg, const alerts::AlertingConfig& alerting, const rules::TableRegistry* tables,
-                           monitoring::Metrics& metrics, connectors::HttpServer& http)
-    : impl_(std::make_unique<Impl>(cfg)) {
+                           monitoring::Metrics& metrics, connectors::HttpServer& http, connectors::Console& console)
+    : impl_(std::make_unique<Impl>(cfg, console)) {
   Impl& m = *impl_;
   m.store = connectors::open_rocksdb_state_store(cfg.alerting.state_dir);
   alerts::TableLookup lookup;
@@ -217,6 +315,7 @@ AlertService::AlertService(const Config& cfg, const alerts::AlertingConfig& aler
       return std::string(row[c].s);
     };
   m.desk = std::make_unique<alerts::Desk>(alerting, *m.store, m.clock, std::move(lookup));
+  m.desk_view = m.desk.get();
   m.desk->add_listener(&m.feed);
   m.public_url = cfg.alerting.public_url.empty() ? "http://" + cfg.http_listen : cfg.alerting.public_url;
   if (!cfg.alerting.sms.sendsms_url.empty()) {
@@ -231,6 +330,8 @@ AlertService::AlertService(const Config& cfg, const alerts::AlertingConfig& aler
     k.timeout_ms = static_cast<int>(g.timeout_ms);
     k.max_parts = g.max_parts;
     k.dlr_url = m.public_url + "/sms/dlr";
+    for (const auto& ch : alerting.channels)  // enough connections for every sms channel's in-flight cap
+      if (ch.kind == "sms") k.max_connections = std::max<size_t>(k.max_connections, static_cast<size_t>(ch.max_in_flight));
     try {
       m.sms = std::make_unique<connectors::KannelSmsChannel>(m.io, k);
     } catch (const std::invalid_argument& e) {
@@ -297,11 +398,13 @@ std::string AlertService::describe() const {
 }
 
 void AlertService::Impl::add_routes(connectors::HttpServer& http) {
+  using connectors::Principal;
+  using connectors::Role;
   callbacks = connectors::add_kannel_routes(
       http, [this](alerts::Receipt r) { asio::post(io, [this, r = std::move(r)] { desk->on_receipt(r); }); },
       [this](alerts::Reply r) { asio::post(io, [this, r = std::move(r)] { desk->on_reply(r); }); });
 
-  http.route("/api/v1/alerts", [this](const HttpRequest& req) {
+  http.route("/api/v1/alerts", console.guard(Role::kViewer, [this](const HttpRequest& req, const Principal&) {
     if (req.method != "GET") return error_response(405, "GET only");
     const bool all = req.query.find("state=all") != std::string::npos;
     return json_response(200, on_desk([&] {
@@ -314,15 +417,15 @@ void AlertService::Impl::add_routes(connectors::HttpServer& http) {
       w.begin_object().key("alerts").begin_array();
       for (size_t i = 0; i < list.size() && i < 1000; ++i) {
         w.begin_object();
-        write_summary(w, *list[i]);
+        write_summary(w, *desk, *list[i]);
         w.end_object();
       }
       w.end_array().end_object();
       return out;
     }));
-  });
+  }));
 
-  http.route("/api/v1/alerts/*", [this](const HttpRequest& req) {
+  http.route("/api/v1/alerts/*", console.guard(Role::kViewer, [this](const HttpRequest& req, const Principal& who) {
     std::string_view rest = std::string_view(req.path).substr(std::string_view("/api/v1/alerts/").size());
     const size_t slash = rest.find('/');
     const std::string id(rest.substr(0, slash));
@@ -331,27 +434,28 @@ void AlertService::Impl::add_routes(connectors::HttpServer& http) {
       if (req.method != "GET") return error_response(405, "GET an alert; POST to /api/v1/alerts/<id>/<action>");
       return on_desk([&] {
         const alerts::Alert* a = desk->alert(id);
-        return a ? json_response(200, alert_detail(*desk, *a)) : error_response(404, "unknown alert " + id);
+        return a ? json_response(200, alert_detail(*desk, *a, who.sees_numbers())) : error_response(404, "unknown alert " + id);
       });
     }
     if (req.method != "POST") return error_response(405, "POST only");
-    std::string by, note, assignee, error;
-    if (!action_body(req.body, by, note, assignee, error)) return error_response(400, error);
-    const std::string who = "operator:" + by;
+    if (!who.can_act()) return error_response(403, "viewers cannot act on alerts");
+    std::string note, assignee, error;
+    if (!action_body(req.body, note, assignee, error)) return error_response(400, error);
+    const std::string by = "operator:" + who.user;
     const std::string err = on_desk([&] {
       if (!desk->alert(id)) return std::string("unknown alert " + id);
-      if (action == "ack") return desk->acknowledge(id, who, note);
-      if (action == "resolve") return desk->resolve(id, who, note);
-      if (action == "assign") return assignee.empty() ? std::string("\"assignee\" is required") : desk->assign(id, who, assignee);
-      if (action == "note") return desk->add_note(id, who, note);
-      if (action == "escalate") return desk->escalate_now(id, who);
+      if (action == "ack") return desk->acknowledge(id, by, note);
+      if (action == "resolve") return desk->resolve(id, by, note);
+      if (action == "assign") return assignee.empty() ? std::string("\"assignee\" is required") : desk->assign(id, by, assignee);
+      if (action == "note") return note.empty() ? std::string("\"note\" is required") : desk->add_note(id, by, note);
+      if (action == "escalate") return desk->escalate_now(id, by);
       return std::string("unknown action '" + action + "' (ack, resolve, assign, note, escalate)");
     });
     if (err.empty()) return json_response(200, "{\"ok\":true}");
     return error_response(err.starts_with("unknown alert") ? 404 : err.starts_with("unknown action") || err.starts_with("\"") ? 400 : 409, err);
-  });
+  }));
 
-  http.route("/api/v1/incidents", [this](const HttpRequest&) {
+  http.route("/api/v1/incidents", console.guard(Role::kViewer, [this](const HttpRequest&, const Principal&) {
     return json_response(200, on_desk([&] {
       std::string out, one;
       JsonWriter w(out);
@@ -363,7 +467,65 @@ void AlertService::Impl::add_routes(connectors::HttpServer& http) {
       w.end_array().end_object();
       return out;
     }));
-  });
+  }));
+
+  http.route("/api/v1/kpis", console.guard(Role::kViewer, [this](const HttpRequest&, const Principal&) {
+    return json_response(200, on_desk([&] {
+      const int64_t now = clock.now_ms(), off = console.config().utc_offset_ms;
+      const int64_t local = now + off;
+      const int64_t day_start = local - ((local % 86400000) + 86400000) % 86400000 - off;
+      int64_t fraud = 0, must = 0, reached = 0, outages = 0, sla = 0, open = 0;
+      std::map<std::string, int64_t> by_state;
+      for (const auto& [id, a] : desk->alerts()) {
+        ++by_state[std::string(name(a.state))];
+        const bool today = a.raised_at_ms >= day_start;
+        open += is_open(a.state);
+        if (today && a.type.starts_with("fraud.")) ++fraud;
+        if (today && !a.policy.empty()) {
+          ++must;
+          reached += a.reached_at_ms != 0;
+        }
+        if (is_open(a.state) && (a.type == "heating.outage" || a.type.starts_with("heating.suspected"))) ++outages;
+        if (today && a.type.starts_with("hotline.")) ++sla;
+      }
+      std::string out;
+      JsonWriter w(out);
+      w.begin_object().key("day_start").time(day_start).key("fraud_warnings_today").num(fraud).key("reach_rate");
+      if (must) w.num(static_cast<double>(reached) / static_cast<double>(must));
+      else w.null();
+      w.key("open_outages").num(outages).key("sla_breaches_today").num(sla).key("open_alerts").num(open);
+      w.key("by_state").begin_object();
+      for (const auto& [k, v] : by_state) w.key(k).num(v);
+      w.end_object().end_object();
+      return out;
+    }));
+  }));
+
+  http.route("/api/v1/audit", console.guard(Role::kAdmin, [this](const HttpRequest& req, const Principal&) {
+    size_t limit = 500;
+    if (const size_t at = req.query.find("limit="); at != std::string::npos) limit = std::clamp<size_t>(std::strtoul(req.query.c_str() + at + 6, nullptr, 10), 1, 10000);
+    return json_response(200, on_desk([&] {
+      struct Row {
+        const alerts::Alert* a;
+        const alerts::AuditEntry* e;
+      };
+      std::vector<Row> rows;
+      for (const auto& [id, a] : desk->alerts())
+        for (const auto& e : a.audit) rows.push_back({&a, &e});
+      std::sort(rows.begin(), rows.end(), [](const Row& x, const Row& y) { return x.e->at_ms > y.e->at_ms; });
+      std::string out;
+      JsonWriter w(out);
+      w.begin_object().key("entries").begin_array();
+      for (size_t i = 0; i < rows.size() && i < limit; ++i) {
+        w.begin_object().key("alert").str(rows[i].a->id).key("type").str(rows[i].a->type).key("at").time(rows[i].e->at_ms)
+            .key("action").str(rows[i].e->action).key("by").str(rows[i].e->by);
+        if (!rows[i].e->detail.empty()) w.key("detail").str(rows[i].e->detail);
+        w.end_object();
+      }
+      w.end_array().end_object();
+      return out;
+    }));
+  }));
 
   auto list_silences = [this] {
     std::string out;
@@ -379,10 +541,11 @@ void AlertService::Impl::add_routes(connectors::HttpServer& http) {
     w.end_array().end_object();
     return out;
   };
-  http.route("/api/v1/silences", [this, list_silences](const HttpRequest& req) {
+  http.route("/api/v1/silences", console.guard(Role::kViewer, [this, list_silences](const HttpRequest& req, const Principal& who) {
     if (req.method == "GET") return json_response(200, on_desk(list_silences));
     if (req.method != "POST") return error_response(405, "GET or POST");
-    // {"matchers": ["type=~hotline\\..*"], "duration": "2h" | "ends_at": RFC 3339, "comment": "...", "by": "..."}
+    if (!who.can_act()) return error_response(403, "viewers cannot create silences");
+    // {"matchers": ["type=~hotline\\..*"], "duration": "2h" | "ends_at": RFC 3339, "comment": "..."}
     simdjson::dom::parser p;
     simdjson::dom::object o;
     if (p.parse(req.body).get(o)) return error_response(400, "the body must be a JSON object");
@@ -401,9 +564,9 @@ void AlertService::Impl::add_routes(connectors::HttpServer& http) {
     std::string_view v;
     const int64_t now = clock.now_ms();
     if (o["duration"].get(v) == simdjson::SUCCESS) {
-      const auto ms_ = rules::parse_duration_ms(v);
-      if (!ms_ || *ms_ <= 0) return error_response(400, "\"duration\" must be like 30m or 2h");
-      s.ends_at_ms = now + *ms_;
+      const auto dur = rules::parse_duration_ms(v);
+      if (!dur || *dur <= 0) return error_response(400, "\"duration\" must be like 30m or 2h");
+      s.ends_at_ms = now + *dur;
     } else if (o["ends_at"].get(v) == simdjson::SUCCESS) {
       if (parse_rfc3339_ms(v, s.ends_at_ms) != DecodeError::kOk || s.ends_at_ms <= now)
         return error_response(400, "\"ends_at\" must be a future RFC 3339 time");
@@ -411,18 +574,17 @@ void AlertService::Impl::add_routes(connectors::HttpServer& http) {
       return error_response(400, "give \"duration\" or \"ends_at\"");
     }
     if (o["comment"].get(v) == simdjson::SUCCESS) s.comment = std::string(v);
-    if (o["by"].get(v) == simdjson::SUCCESS) s.created_by = "operator:" + std::string(v);
-    if (s.created_by.empty()) return error_response(400, "\"by\" (who silences) is required");
+    s.created_by = "operator:" + who.user;
     s.starts_at_ms = now;
     const std::string id = on_desk([&] { return desk->add_silence(std::move(s)); });
     return json_response(200, "{\"id\":\"" + id + "\"}");
-  });
-  http.route("/api/v1/silences/*", [this](const HttpRequest& req) {
+  }));
+  http.route("/api/v1/silences/*", console.guard(Role::kOperator, [this](const HttpRequest& req, const Principal& who) {
     if (req.method != "DELETE") return error_response(405, "DELETE /api/v1/silences/<id> expires a silence");
     const std::string id = req.path.substr(std::string_view("/api/v1/silences/").size());
-    const std::string err = on_desk([&] { return desk->expire_silence(id, "operator:api"); });
+    const std::string err = on_desk([&] { return desk->expire_silence(id, "operator:" + who.user); });
     return err.empty() ? json_response(200, "{\"ok\":true}") : error_response(404, err);
-  });
+  }));
 }
 
 void AlertService::Impl::add_metrics(monitoring::Metrics& metrics) {

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "app/config.h"
+#include "connectors/console.h"
 #include "connectors/http_server.h"
 #include "monitoring/metrics.h"
 #include "rules/tables.h"
@@ -26,8 +27,10 @@ class AlertService {
   // Opens the state store and recovers from it; registers the HTTP routes
   // (call before http.start()). Throws std::runtime_error with a message that
   // says how to fix the setup (a locked state_dir, a bad gateway URL).
+  // API routes go through `console` (sessions, roles, CSRF) and it receives
+  // every lifecycle change as a live update.
   AlertService(const Config& cfg, const alerts::AlertingConfig& alerting, const rules::TableRegistry* tables,
-               monitoring::Metrics& metrics, connectors::HttpServer& http);
+               monitoring::Metrics& metrics, connectors::HttpServer& http, connectors::Console& console);
   ~AlertService();  // stops
   AlertService(const AlertService&) = delete;
   AlertService& operator=(const AlertService&) = delete;

@@ -217,7 +217,7 @@ std::vector<ConfigError> parse_config(const std::string& text, const std::string
   }
   if (!root || root.IsNull()) return errors;  // an empty file means all defaults
   Reader r(errors);
-  if (!r.map(root, "", {"kafka", "embedded", "demo", "pipeline", "rules", "http", "log", "tables", "alerting"})) return errors;
+  if (!r.map(root, "", {"kafka", "embedded", "demo", "pipeline", "rules", "http", "log", "tables", "alerting", "console"})) return errors;
 
   if (const auto k = root["kafka"]; r.map(k, "kafka", {"bootstrap.servers", "group.id", "topics", "properties", "consumer", "producer", "batch_size"})) {
     r.str(k, "kafka", "bootstrap.servers", c.kafka.bootstrap);
@@ -350,6 +350,64 @@ std::vector<ConfigError> parse_config(const std::string& text, const std::string
     r.duration(a, "alerting", "webhook_timeout", c.alerting.webhook_timeout_ms);
     r.duration(a, "alerting", "tick", c.alerting.tick_ms);
     if (c.alerting.tick_ms < 1 || c.alerting.tick_ms > 10000) r.error(a["tick"], "alerting.tick", "must be between 1ms and 10s");
+  }
+  if (const auto cn = root["console"]; r.map(cn, "console", {"users", "tokens", "session_ttl", "timezone", "web_root"})) {
+    auto& cc = c.console;
+    std::set<std::string> names;
+    auto role_of = [&](const YAML::Node& n, const std::string& path, connectors::Role& out) {
+      if (!n || !n.IsScalar() || !connectors::parse_role(n.Scalar(), out))
+        r.error(n ? n : YAML::Node(), path + ".role", "must be viewer, operator or admin");
+    };
+    if (const auto us = cn["users"]) {
+      if (!us.IsSequence()) r.error(us, "console.users", "must be a list of {name, role, password_hash}");
+      else
+        for (size_t i = 0; i < us.size(); ++i) {
+          const std::string path = "console.users[" + std::to_string(i) + "]";
+          if (!r.map(us[i], path, {"name", "role", "password_hash"})) continue;
+          connectors::ConsoleUser u;
+          r.str(us[i], path, "name", u.name);
+          if (u.name.empty()) r.error(us[i], path + ".name", "every user needs a name");
+          else if (!names.insert(u.name).second) r.error(us[i]["name"], path + ".name", "user '" + u.name + "' is declared twice");
+          role_of(us[i]["role"], path, u.role);
+          r.str(us[i], path, "password_hash", u.password_hash);
+          if (!connectors::is_password_hash(u.password_hash))
+            r.error(us[i]["password_hash"] ? us[i]["password_hash"] : us[i], path + ".password_hash",
+                    "must be a hash from `tocsin hash-password PASSWORD` (pbkdf2-sha256$...), never the password itself");
+          cc.users.push_back(std::move(u));
+        }
+    }
+    if (const auto ts = cn["tokens"]) {
+      if (!ts.IsSequence()) r.error(ts, "console.tokens", "must be a list of {name, role, token_hash}");
+      else
+        for (size_t i = 0; i < ts.size(); ++i) {
+          const std::string path = "console.tokens[" + std::to_string(i) + "]";
+          if (!r.map(ts[i], path, {"name", "role", "token_hash"})) continue;
+          connectors::ConsoleToken t;
+          r.str(ts[i], path, "name", t.name);
+          role_of(ts[i]["role"], path, t.role);
+          r.str(ts[i], path, "token_hash", t.token_hash);
+          if (!t.token_hash.starts_with("sha256$") || t.token_hash.size() != 7 + 64)
+            r.error(ts[i]["token_hash"] ? ts[i]["token_hash"] : ts[i], path + ".token_hash",
+                    "must be sha256$<64 hex digits>, from `tocsin hash-password --token TOKEN`");
+          cc.tokens.push_back(std::move(t));
+        }
+    }
+    r.duration(cn, "console", "session_ttl", cc.session_ttl_ms);
+    if (cc.session_ttl_ms < 60000) r.error(cn["session_ttl"], "console.session_ttl", "must be at least 1m");
+    if (const auto tz = cn["timezone"]) {
+      const std::string z = tz.IsScalar() ? tz.Scalar() : "";
+      const bool ok = z.size() == 6 && (z[0] == '+' || z[0] == '-') && z[3] == ':' && std::isdigit(static_cast<unsigned char>(z[1])) &&
+                      std::isdigit(static_cast<unsigned char>(z[2])) && std::isdigit(static_cast<unsigned char>(z[4])) &&
+                      std::isdigit(static_cast<unsigned char>(z[5]));
+      if (!ok) r.error(tz, "console.timezone", "must be a UTC offset such as +08:00");
+      else cc.utc_offset_ms = (z[0] == '-' ? -1 : 1) * (((z[1] - '0') * 10 + (z[2] - '0')) * 60 + (z[4] - '0') * 10 + (z[5] - '0')) * 60000LL;
+    }
+    r.str(cn, "console", "web_root", cc.web_root);
+    if (!cc.web_root.empty()) {
+      std::filesystem::path p = cc.web_root;
+      if (p.is_relative()) p = base / p;
+      cc.web_root = p.lexically_normal().string();
+    }
   }
   return errors;
 }

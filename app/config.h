@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "connectors/console.h"
 #include "connectors/kafka_options.h"
 #include "pipeline/decoder.h"
 #include "rules/tables.h"
@@ -75,6 +76,7 @@ struct Config {
   std::string log_level = "info";
   std::vector<TableConfig> tables;  // tables: reference tables the rules may look up
   AlertingSetup alerting;
+  connectors::ConsoleConfig console;
 
   bool embedded_broker() const { return kafka.bootstrap.empty(); }
 };

@@ -167,6 +167,7 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
     if (!cfg.embedded.bootstrap_file.empty()) std::ofstream(cfg.embedded.bootstrap_file) << cfg.kafka.bootstrap << "\n";
   }
 
+  WallClock wall_clock;
   monitoring::Metrics metrics;
   monitoring::add_build_info(metrics, TOCSIN_VERSION);
   // Hot reload: the engines follow this feed (declared before the HTTP server
@@ -185,7 +186,10 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
     return connectors::HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", metrics.render()};
   });
   http.route("/healthz", [](const connectors::HttpRequest&) { return connectors::HttpResponse{200, "text/plain", "ok\n"}; });
-  add_reload_routes(http, reloader);  // POST /-/reload, GET /-/rules
+  // The operator console: sessions, roles, the page and live updates (docs/console.md).
+  connectors::Console console(cfg.console, wall_clock);
+  console.add_routes(http);
+  add_reload_routes(http, reloader, cfg.console.auth() ? &console : nullptr);  // POST /-/reload, GET /-/rules
 
   // The alert desk (docs/alerting.md): reads the alerts the workers raise.
   std::unique_ptr<AlertService> alert_service;
@@ -202,7 +206,7 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
       return 2;
     }
     try {
-      alert_service = std::make_unique<AlertService>(cfg, alerting, &tables, metrics, http);
+      alert_service = std::make_unique<AlertService>(cfg, alerting, &tables, metrics, http, console);
     } catch (const std::exception& e) {
       std::cerr << "tocsin: " << e.what() << "\n";
       return 2;
@@ -213,7 +217,7 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
     ~StopHttpFirst() { http.stop(); }
   } stop_http_first{http};
 
-  WallClock clock;
+  const Clock& clock = wall_clock;
   std::vector<WorkerSlot> slots(static_cast<size_t>(cfg.pipeline.workers));
   std::vector<const WorkerStats*> worker_stats;
   std::vector<const rules::Engine*> engines;
@@ -292,6 +296,8 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
          << "  dead letters:      kcat -b " << cfg.kafka.bootstrap << " -C -t " << cfg.kafka.topics.dead_letter
          << " -f '%h %s\\n'\n"
          << "  metrics:           http://" << host << ":" << http.port() << "/metrics\n"
+         << "  console:           http://" << host << ":" << http.port() << "/"
+         << (cfg.console.auth() ? "" : " (no users configured: open to anyone on this host)") << "\n"
          << "  rules:             " << loaded.rules->rules.size() << " loaded, version " << loaded.rules->version << "\n"
          << tables_banner << (alert_service ? alert_service->describe() : std::string())
          << "  reload rules:      kill -HUP " << getpid() << " | curl -X POST http://" << host << ":" << http.port()

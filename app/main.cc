@@ -12,6 +12,7 @@
 
 #include "alerts/alerting_config.h"
 #include "app/config.h"
+#include "connectors/console.h"
 #include "app/daemon.h"
 #include "app/replay.h"
 #include "connectors/embedded_broker.h"
@@ -218,6 +219,12 @@ int main(int argc, char** argv) {
   replay_cmd->add_option("--progress-every", ra.progress_every, "Print a progress line every N events (0: only at the end)");
   replay_cmd->add_flag("--print-alerts", ra.print_alerts, "Print every alert (time, rule, severity, title) to stderr");
 
+  std::string secret;
+  bool as_token = false;
+  auto* hash_cmd = cli.add_subcommand("hash-password", "Print the hash of a console password (or, with --token, an API token) for the config");
+  hash_cmd->add_option("secret", secret, "The password or token")->required();
+  hash_cmd->add_flag("--token", as_token, "Hash an API token (console.tokens[].token_hash)");
+
   CLI11_PARSE(cli, argc, argv);
   try {
     if (*run) {
@@ -229,6 +236,10 @@ int main(int argc, char** argv) {
       return app::run_daemon(std::move(cfg), stop, std::cout);
     }
     if (*check) return cmd_check(check_file);
+    if (*hash_cmd) {
+      std::cout << (as_token ? "sha256$" + connectors::sha256_hex(secret) : connectors::hash_password(secret)) << "\n";
+      return 0;
+    }
     if (*rules_check) return cmd_rules_check(rule_files, rule_format);
     if (*rules_test) return rules::run_rule_test_cli(rule_test_files, std::cout, std::cerr);
     if (*broker) return cmd_broker(ba, stop);

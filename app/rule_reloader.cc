@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 
+#include "connectors/console.h"
 #include "connectors/http_server.h"
 #include "pipeline/json_writer.h"
 
@@ -266,9 +267,13 @@ std::string RuleReloader::rules_json() const {
   return out;
 }
 
-void add_reload_routes(connectors::HttpServer& server, RuleReloader& reloader) {
+void add_reload_routes(connectors::HttpServer& server, RuleReloader& reloader, connectors::Console* console) {
   const std::string json = "application/json";
-  server.route("/-/reload", [&reloader, json](const connectors::HttpRequest& req) {
+  auto guarded = [console](connectors::Role role, connectors::HttpServer::Handler h) -> connectors::HttpServer::Handler {
+    if (!console) return h;
+    return console->guard(role, [h](const connectors::HttpRequest& req, const connectors::Principal&) { return h(req); });
+  };
+  server.route("/-/reload", guarded(connectors::Role::kAdmin, [&reloader, json](const connectors::HttpRequest& req) {
     if (req.method != "POST" && req.method != "PUT")
       return connectors::HttpResponse{405, "text/plain; charset=utf-8", "use POST /-/reload\n"};
     const ReloadStatus s = reloader.reload("http");
@@ -277,12 +282,12 @@ void add_reload_routes(connectors::HttpServer& server, RuleReloader& reloader) {
     write_status(w, s);
     out += '\n';
     return connectors::HttpResponse{s.ok ? 200 : 422, json, std::move(out)};
-  });
-  server.route("/-/rules", [&reloader, json](const connectors::HttpRequest& req) {
+  }));
+  server.route("/-/rules", guarded(connectors::Role::kViewer, [&reloader, json](const connectors::HttpRequest& req) {
     if (req.method != "GET" && req.method != "HEAD")
       return connectors::HttpResponse{405, "text/plain; charset=utf-8", "use GET /-/rules\n"};
     return connectors::HttpResponse{200, json, reloader.rules_json()};
-  });
+  }));
 }
 
 }  // namespace tocsin::app

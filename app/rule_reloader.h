@@ -28,6 +28,7 @@ class Registry;
 
 namespace tocsin::connectors {
 class HttpServer;
+class Console;
 }
 
 namespace tocsin::app {
@@ -117,6 +118,7 @@ class RuleReloader final : public rules::RuleFeed {
 
 // POST /-/reload: 200 {"ok":true,...,"version"} or 422 {"ok":false,...,"diagnostics":[...]};
 // other methods 405. GET /-/rules: reloader.rules_json(). Register before server.start().
-void add_reload_routes(connectors::HttpServer& server, RuleReloader& reloader);
+// `console`: when set, the routes need a session or token (reload: admin).
+void add_reload_routes(connectors::HttpServer& server, RuleReloader& reloader, connectors::Console* console = nullptr);
 
 }  // namespace tocsin::app

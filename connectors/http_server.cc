@@ -6,6 +6,10 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <array>
+#include <atomic>
+#include <cctype>
+#include <deque>
 #include <map>
 #include <thread>
 
@@ -18,6 +22,60 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
 using Routes = std::map<std::string, HttpServer::Handler>;
+
+// A Server-Sent Events response on a socket taken over from its Session.
+class SseStream final : public EventStream, public std::enable_shared_from_this<SseStream> {
+ public:
+  explicit SseStream(beast::tcp_stream stream) : stream_(std::move(stream)) {}
+
+  void start(std::shared_ptr<const std::string> first) {
+    stream_.expires_never();
+    if (first && !first->empty()) queue_.push_back(std::move(first));
+    write_next();
+    watch_close();
+  }
+
+  bool send(std::shared_ptr<const std::string> chunk) override {
+    if (!open_.load()) return false;
+    asio::post(stream_.get_executor(), [self = shared_from_this(), chunk = std::move(chunk)]() mutable {
+      if (!self->open_.load()) return;
+      if (self->queue_.size() >= 1000) return self->close();  // too slow: it will resume
+      self->queue_.push_back(std::move(chunk));
+      if (self->queue_.size() == 1) self->write_next();
+    });
+    return true;
+  }
+  bool open() const override { return open_.load(); }
+
+ private:
+  void write_next() {
+    if (queue_.empty() || !open_.load()) return;
+    asio::async_write(stream_.socket(), asio::buffer(*queue_.front()), [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (ec) return self->close();
+      self->queue_.pop_front();
+      self->write_next();
+    });
+  }
+  // The client sends nothing more: a completed read means it went away.
+  void watch_close() {
+    stream_.socket().async_read_some(asio::buffer(sink_), [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (ec) return self->close();
+      self->watch_close();
+    });
+  }
+  void close() {
+    if (!open_.exchange(false)) return;
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.socket().close(ec);
+    queue_.clear();
+  }
+
+  beast::tcp_stream stream_;
+  std::deque<std::shared_ptr<const std::string>> queue_;
+  std::array<char, 256> sink_{};
+  std::atomic<bool> open_{true};
+};
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
@@ -46,6 +104,14 @@ class Session : public std::enable_shared_from_this<Session> {
     r.path = target.substr(0, q);
     if (q != std::string::npos) r.query = target.substr(q + 1);
     r.body = req.body();
+    for (const auto& f : req) {
+      std::string name(f.name_string());
+      for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      r.headers.emplace_back(std::move(name), std::string(f.value()));
+    }
+    beast::error_code peer_ec;
+    const auto remote = stream_.socket().remote_endpoint(peer_ec);
+    if (!peer_ec) r.peer = remote.address().to_string();
     HttpResponse out;
     auto it = routes_.find(r.path);
     if (it == routes_.end())  // prefix routes ("/api/v1/alerts/*"): the longest match wins
@@ -64,9 +130,11 @@ class Session : public std::enable_shared_from_this<Session> {
         out.body = std::string("internal error: ") + e.what() + "\n";
       }
     }
+    if (out.stream) return start_stream(std::move(out), req.version());
     auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(out.status), req.version());
     res->set(http::field::server, "tocsin");
     res->set(http::field::content_type, out.content_type);
+    for (const auto& [k, v] : out.headers) res->insert(k, v);
     res->keep_alive(req.keep_alive());
     res->body() = std::move(out.body);
     res->prepare_payload();
@@ -77,6 +145,19 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       self->read();
     });
+  }
+
+  // Hands the socket to an SseStream after the header block.
+  void start_stream(HttpResponse out, unsigned version) {
+    std::string head = "HTTP/" + std::to_string(version / 10) + "." + std::to_string(version % 10) + " " +
+                       std::to_string(out.status) + " " + std::string(http::obsolete_reason(static_cast<http::status>(out.status))) +
+                       "\r\nServer: tocsin\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n"
+                       "Connection: keep-alive\r\nX-Accel-Buffering: no\r\n";
+    for (const auto& [k, v] : out.headers) head += k + ": " + v + "\r\n";
+    head += "\r\n" + out.body;
+    auto sse = std::make_shared<SseStream>(std::move(stream_));
+    sse->start(std::make_shared<const std::string>(std::move(head)));
+    out.stream(sse);
   }
 
   beast::tcp_stream stream_;
@@ -101,6 +182,25 @@ struct HttpServer::Impl {
     });
   }
 };
+
+std::string_view HttpRequest::header(std::string_view name) const {
+  for (const auto& [k, v] : headers)
+    if (k == name) return v;
+  return {};
+}
+
+std::string_view HttpRequest::cookie(std::string_view name) const {
+  std::string_view all = header("cookie");
+  while (!all.empty()) {
+    const size_t semi = all.find(';');
+    std::string_view one = all.substr(0, semi);
+    while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
+    if (one.size() > name.size() && one.starts_with(name) && one[name.size()] == '=') return one.substr(name.size() + 1);
+    if (semi == std::string_view::npos) break;
+    all.remove_prefix(semi + 1);
+  }
+  return {};
+}
 
 HttpServer::HttpServer(const std::string& address, uint16_t port) : impl_(std::make_unique<Impl>()) {
   beast::error_code ec;

@@ -7,6 +7,9 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 namespace tocsin::connectors {
 
@@ -15,12 +18,36 @@ struct HttpRequest {
   std::string path;   // without the query string
   std::string query;  // after '?', undecoded
   std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-case
+  std::string peer;   // the client's IP address
+
+  // The first header named `name` (lower-case), "" if absent.
+  std::string_view header(std::string_view name) const;
+  // The value of cookie `name`, "" if absent.
+  std::string_view cookie(std::string_view name) const;
+};
+
+// An open Server-Sent Events response. send() may be called from any thread;
+// each chunk must be complete SSE text ("id: ..\ndata: ..\n\n"). A client
+// that falls more than 1000 chunks behind is disconnected (it resumes with
+// Last-Event-ID), so a slow browser never holds memory or the sender.
+class EventStream {
+ public:
+  virtual ~EventStream() = default;
+  // False once the client is gone; the chunk is dropped.
+  virtual bool send(std::shared_ptr<const std::string> chunk) = 0;
+  virtual bool open() const = 0;
 };
 
 struct HttpResponse {
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // extra headers, e.g. Set-Cookie
+  // When set, the response is an event stream: the server sends the status and
+  // headers (text/event-stream, no length), then `body` if any, then hands the
+  // open stream to this callback (on the server's thread).
+  std::function<void(std::shared_ptr<EventStream>)> stream;
 };
 
 class HttpServer {

@@ -6,6 +6,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <algorithm>
 #include <charconv>
 #include <stdexcept>
 #include <vector>
@@ -193,7 +194,9 @@ alerts::SubmitResult map_sendsms_answer(const HttpClientResponse& answer) {
 }
 
 KannelSmsChannel::KannelSmsChannel(boost::asio::io_context& io, KannelSmsConfig config)
-    : io_(io), config_(std::move(config)), client_(io) {
+    : io_(io), config_(std::move(config)),
+      client_(io, HttpClientOptions{.max_connections_per_host = std::max<size_t>(1, config_.max_connections),
+                                    .max_idle_per_host = std::max<size_t>(4, config_.max_connections)}) {
   auto url = parse_http_url(config_.sendsms_url);
   if (!url) throw std::invalid_argument("kannel: sendsms_url '" + config_.sendsms_url + "' is not an http:// URL");
   sendsms_ = std::move(*url);

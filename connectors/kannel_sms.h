@@ -28,6 +28,7 @@ struct KannelSmsConfig {
   int dlr_mask = 31;    // 1 delivered | 2 undeliverable | 4 buffered | 8 smsc ack | 16 smsc nack
   int timeout_ms = 5000;
   int max_parts = 10;   // must not exceed the sendsms-user's max-messages
+  size_t max_connections = 16;  // sendsms requests on the wire at once (match the channel's max_in_flight)
 };
 
 // The sendsms request for one message, before it is sent.

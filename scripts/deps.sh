@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build ccache pkg-config
       librdkafka-dev kcat libsimdjson-dev prometheus-cpp-dev libboost-all-dev
-      libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev librocksdb-dev
+      libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev librocksdb-dev libssl-dev
       libgtest-dev libgmock-dev libbenchmark-dev clang-14 libclang-rt-14-dev
       python3 kannel kannel-extras)
 missing=()

@@ -343,13 +343,15 @@ TEST_F(DeskTest, RateLimitAndInFlightCapPaceSubmissions) {
 }
 
 TEST_F(DeskTest, CriticalAlertsAreSentFirst) {
-  config.channels[0].rate_per_s = 1;
+  config.channels[0].max_in_flight = 1;
   make_desk();
+  desk->raise(raised("first", "hotline.contact_overdue", "low", R"({"ticket_id":"T-0"})"));
+  ASSERT_EQ(sms.sent.size(), 1u) << "sent at once, not at the next tick";
   desk->raise(raised("low", "hotline.contact_overdue", "low", R"({"ticket_id":"T-1"})"));
   desk->raise(raised("crit", "fraud.must_reach", "critical", R"({"callee":"13100000001"})"));
-  desk->tick();
-  ASSERT_EQ(sms.sent.size(), 1u);
-  EXPECT_EQ(sms.sent[0].to, "+8613100000001");
+  sms.answer(0, SubmitOutcome::kAccepted);  // frees the only slot: the next goes at once
+  ASSERT_EQ(sms.sent.size(), 2u);
+  EXPECT_EQ(sms.sent[1].to, "+8613100000001") << "the critical one overtakes the earlier low one";
 }
 
 TEST_F(DeskTest, DuplicateRaiseIsDeduplicated) {
