@@ -4,7 +4,7 @@ JOBS    ?= $(shell nproc)
 CONFIG  ?= examples/tocsin.yaml
 CMAKE_FLAGS ?= -G Ninja -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: all deps build run test fuzz bench clean
+.PHONY: all deps build run test fuzz bench bench-delivery clean
 
 all: build
 
@@ -33,6 +33,10 @@ fuzz: deps
 
 bench: build
 	@bash bench/e2e.sh $(BUILD)
+
+# Must-reach SMS delivery through a real Kannel (bench/README.md, "must_reach").
+bench-delivery: build
+	@bash bench/must_reach.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-fuzz $(BUILD).cmake.log $(BUILD)-fuzz.cmake.log

@@ -297,8 +297,23 @@ std::vector<ConfigError> parse_config(const std::string& text, const std::string
       }
     }
   }
-  if (const auto h = root["http"]; r.map(h, "http", {"listen"})) {
+  if (const auto h = root["http"]; r.map(h, "http", {"listen", "tls"})) {
     r.str(h, "http", "listen", c.http_listen);
+    if (const auto t = h["tls"]; r.map(t, "http.tls", {"cert", "key"})) {
+      r.str(t, "http.tls", "cert", c.http_tls_cert);
+      r.str(t, "http.tls", "key", c.http_tls_key);
+      for (auto* f : {&c.http_tls_cert, &c.http_tls_key}) {
+        std::filesystem::path p = *f;
+        if (!f->empty() && p.is_relative()) *f = (base / p).lexically_normal().string();
+      }
+      std::error_code ec;
+      if (c.http_tls_cert.empty() || c.http_tls_key.empty())
+        r.error(t, "http.tls", "needs both cert and key (PEM files)");
+      else if (!std::filesystem::exists(c.http_tls_cert, ec))
+        r.error(t["cert"], "http.tls.cert", "'" + c.http_tls_cert + "' does not exist");
+      else if (!std::filesystem::exists(c.http_tls_key, ec))
+        r.error(t["key"], "http.tls.key", "'" + c.http_tls_key + "' does not exist");
+    }
     std::string host;
     uint16_t port;
     if (!split_host_port(c.http_listen, host, port)) r.error(h["listen"], "http.listen", "must be HOST:PORT, e.g. 127.0.0.1:9464 (port 0 picks a free port)");

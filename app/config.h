@@ -73,6 +73,7 @@ struct Config {
   bool rules_watch = true;                 // rules.watch: reload when the rule files change
   int64_t rules_watch_interval_ms = 1000;  // rules.watch_interval: how often the files are polled
   std::string http_listen = "127.0.0.1:9464";
+  std::string http_tls_cert, http_tls_key;  // http.tls: serve HTTPS with these PEM files
   std::string log_level = "info";
   std::vector<TableConfig> tables;  // tables: reference tables the rules may look up
   AlertingSetup alerting;

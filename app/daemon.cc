@@ -181,7 +181,17 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
   std::string host;
   uint16_t port = 0;
   split_host_port(cfg.http_listen, host, port);
-  connectors::HttpServer http(host, port);
+  const connectors::HttpTls tls{cfg.http_tls_cert, cfg.http_tls_key};
+  const bool https = !cfg.http_tls_cert.empty();
+  const std::string scheme = https ? "https://" : "http://";
+  std::unique_ptr<connectors::HttpServer> http_server;
+  try {
+    http_server = std::make_unique<connectors::HttpServer>(host, port, https ? &tls : nullptr);
+  } catch (const std::exception& e) {
+    std::cerr << "tocsin: " << e.what() << " (http.listen / http.tls in the config)\n";
+    return 2;
+  }
+  connectors::HttpServer& http = *http_server;
   http.route("/metrics", [&metrics](const connectors::HttpRequest&) {
     return connectors::HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", metrics.render()};
   });
@@ -295,8 +305,8 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
          << "  watch alerts:      kcat -b " << cfg.kafka.bootstrap << " -C -t " << cfg.kafka.topics.alerts << "\n"
          << "  dead letters:      kcat -b " << cfg.kafka.bootstrap << " -C -t " << cfg.kafka.topics.dead_letter
          << " -f '%h %s\\n'\n"
-         << "  metrics:           http://" << host << ":" << http.port() << "/metrics\n"
-         << "  console:           http://" << host << ":" << http.port() << "/"
+         << "  metrics:           " << scheme << host << ":" << http.port() << "/metrics\n"
+         << "  console:           " << scheme << host << ":" << http.port() << "/"
          << (cfg.console.auth() ? "" : " (no users configured: open to anyone on this host)") << "\n"
          << "  rules:             " << loaded.rules->rules.size() << " loaded, version " << loaded.rules->version << "\n"
          << tables_banner << (alert_service ? alert_service->describe() : std::string())

@@ -6,6 +6,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <array>
 #include <atomic>
 #include <cctype>
@@ -23,13 +24,16 @@ using tcp = asio::ip::tcp;
 
 using Routes = std::map<std::string, HttpServer::Handler>;
 
-// A Server-Sent Events response on a socket taken over from its Session.
-class SseStream final : public EventStream, public std::enable_shared_from_this<SseStream> {
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+// A Server-Sent Events response on a connection taken over from its Session.
+template <class Stream>
+class SseStream final : public EventStream, public std::enable_shared_from_this<SseStream<Stream>> {
  public:
-  explicit SseStream(beast::tcp_stream stream) : stream_(std::move(stream)) {}
+  explicit SseStream(Stream stream) : stream_(std::move(stream)) {}
 
   void start(std::shared_ptr<const std::string> first) {
-    stream_.expires_never();
+    beast::get_lowest_layer(stream_).expires_never();
     if (first && !first->empty()) queue_.push_back(std::move(first));
     write_next();
     watch_close();
@@ -37,7 +41,7 @@ class SseStream final : public EventStream, public std::enable_shared_from_this<
 
   bool send(std::shared_ptr<const std::string> chunk) override {
     if (!open_.load()) return false;
-    asio::post(stream_.get_executor(), [self = shared_from_this(), chunk = std::move(chunk)]() mutable {
+    asio::post(stream_.get_executor(), [self = this->shared_from_this(), chunk = std::move(chunk)]() mutable {
       if (!self->open_.load()) return;
       if (self->queue_.size() >= 1000) return self->close();  // too slow: it will resume
       self->queue_.push_back(std::move(chunk));
@@ -50,7 +54,7 @@ class SseStream final : public EventStream, public std::enable_shared_from_this<
  private:
   void write_next() {
     if (queue_.empty() || !open_.load()) return;
-    asio::async_write(stream_.socket(), asio::buffer(*queue_.front()), [self = shared_from_this()](beast::error_code ec, size_t) {
+    asio::async_write(stream_, asio::buffer(*queue_.front()), [self = this->shared_from_this()](beast::error_code ec, size_t) {
       if (ec) return self->close();
       self->queue_.pop_front();
       self->write_next();
@@ -58,7 +62,7 @@ class SseStream final : public EventStream, public std::enable_shared_from_this<
   }
   // The client sends nothing more: a completed read means it went away.
   void watch_close() {
-    stream_.socket().async_read_some(asio::buffer(sink_), [self = shared_from_this()](beast::error_code ec, size_t) {
+    stream_.async_read_some(asio::buffer(sink_), [self = this->shared_from_this()](beast::error_code ec, size_t) {
       if (ec) return self->close();
       self->watch_close();
     });
@@ -66,36 +70,43 @@ class SseStream final : public EventStream, public std::enable_shared_from_this<
   void close() {
     if (!open_.exchange(false)) return;
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.socket().close(ec);
+    beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_both, ec);
+    beast::get_lowest_layer(stream_).socket().close(ec);
     queue_.clear();
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   std::deque<std::shared_ptr<const std::string>> queue_;
   std::array<char, 256> sink_{};
   std::atomic<bool> open_{true};
 };
 
-class Session : public std::enable_shared_from_this<Session> {
+template <class Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
  public:
-  Session(tcp::socket socket, const Routes& routes) : stream_(std::move(socket)), routes_(routes) {}
-  void run() { read(); }
+  Session(Stream stream, const Routes& routes) : stream_(std::move(stream)), routes_(routes) {}
+  void run() {
+    if constexpr (std::is_same_v<Stream, TlsStream>) {
+      beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(30));
+      stream_.async_handshake(asio::ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
+        if (!ec) self->read();
+      });
+    } else {
+      read();
+    }
+  }
 
  private:
   void read() {
     parser_.emplace();
     parser_->body_limit(1 << 20);
-    stream_.expires_after(std::chrono::seconds(60));
+    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(60));
     http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
+                     [self = this->shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
   }
 
   void on_read(beast::error_code ec) {
-    if (ec) {
-      stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-      return;
-    }
+    if (ec) return shutdown();
     const auto& req = parser_->get();
     HttpRequest r;
     r.method = std::string(req.method_string());
@@ -110,7 +121,7 @@ class Session : public std::enable_shared_from_this<Session> {
       r.headers.emplace_back(std::move(name), std::string(f.value()));
     }
     beast::error_code peer_ec;
-    const auto remote = stream_.socket().remote_endpoint(peer_ec);
+    const auto remote = beast::get_lowest_layer(stream_).socket().remote_endpoint(peer_ec);
     if (!peer_ec) r.peer = remote.address().to_string();
     HttpResponse out;
     auto it = routes_.find(r.path);
@@ -138,13 +149,15 @@ class Session : public std::enable_shared_from_this<Session> {
     res->keep_alive(req.keep_alive());
     res->body() = std::move(out.body);
     res->prepare_payload();
-    http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, size_t) {
-      if (ec || !res->keep_alive()) {
-        self->stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-        return;
-      }
+    http::async_write(stream_, *res, [self = this->shared_from_this(), res](beast::error_code ec, size_t) {
+      if (ec || !res->keep_alive()) return self->shutdown();
       self->read();
     });
+  }
+
+  void shutdown() {
+    beast::error_code ec;
+    beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_send, ec);
   }
 
   // Hands the socket to an SseStream after the header block.
@@ -155,12 +168,12 @@ class Session : public std::enable_shared_from_this<Session> {
                        "Connection: keep-alive\r\nX-Accel-Buffering: no\r\n";
     for (const auto& [k, v] : out.headers) head += k + ": " + v + "\r\n";
     head += "\r\n" + out.body;
-    auto sse = std::make_shared<SseStream>(std::move(stream_));
+    auto sse = std::make_shared<SseStream<Stream>>(std::move(stream_));
     sse->start(std::make_shared<const std::string>(std::move(head)));
     out.stream(sse);
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   const Routes& routes_;
@@ -173,11 +186,13 @@ struct HttpServer::Impl {
   tcp::acceptor acceptor{io};
   Routes routes;
   std::thread thread;
+  std::optional<asio::ssl::context> tls;
 
   void accept() {
     acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
       if (ec) return;  // acceptor closed
-      std::make_shared<Session>(std::move(socket), routes)->run();
+      if (tls) std::make_shared<Session<TlsStream>>(TlsStream(beast::tcp_stream(std::move(socket)), *tls), routes)->run();
+      else std::make_shared<Session<beast::tcp_stream>>(beast::tcp_stream(std::move(socket)), routes)->run();
       accept();
     });
   }
@@ -202,8 +217,17 @@ std::string_view HttpRequest::cookie(std::string_view name) const {
   return {};
 }
 
-HttpServer::HttpServer(const std::string& address, uint16_t port) : impl_(std::make_unique<Impl>()) {
+HttpServer::HttpServer(const std::string& address, uint16_t port, const HttpTls* tls) : impl_(std::make_unique<Impl>()) {
   beast::error_code ec;
+  if (tls) {
+    auto& ctx = impl_->tls.emplace(asio::ssl::context::tls_server);
+    ctx.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 | asio::ssl::context::no_sslv3 |
+                    asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1);
+    ctx.use_certificate_chain_file(tls->cert_file, ec);
+    if (ec) throw std::runtime_error("http: cannot read the TLS certificate " + tls->cert_file + ": " + ec.message());
+    ctx.use_private_key_file(tls->key_file, asio::ssl::context::pem, ec);
+    if (ec) throw std::runtime_error("http: cannot read the TLS key " + tls->key_file + ": " + ec.message());
+  }
   const auto addr = asio::ip::make_address(address, ec);
   if (ec) throw std::runtime_error("http: '" + address + "' is not an IP address");
   const tcp::endpoint ep(addr, port);

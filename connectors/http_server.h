@@ -50,12 +50,19 @@ struct HttpResponse {
   std::function<void(std::shared_ptr<EventStream>)> stream;
 };
 
+// PEM files for HTTPS.
+struct HttpTls {
+  std::string cert_file;  // certificate chain
+  std::string key_file;   // private key
+};
+
 class HttpServer {
  public:
   using Handler = std::function<HttpResponse(const HttpRequest&)>;
-  // Binds address:port (port 0: an ephemeral port). Throws std::runtime_error
-  // with the address when binding fails.
-  HttpServer(const std::string& address, uint16_t port);
+  // Binds address:port (port 0: an ephemeral port); with `tls`, serves HTTPS
+  // only (TLS 1.2+). Throws std::runtime_error with the address when binding
+  // fails, or naming the file when the certificate or key cannot be read.
+  HttpServer(const std::string& address, uint16_t port, const HttpTls* tls = nullptr);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

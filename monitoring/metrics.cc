@@ -119,6 +119,9 @@ Metrics::Collector rules_collector(std::vector<const rules::Engine*> engines) {
     auto timers = make_family("tocsin_rule_pending_timers", "Deadline timers waiting to fire, by rule", MetricType::Gauge);
     auto rules_loaded = make_family("tocsin_rules_loaded", "Rules in the active rule set, labelled with its version", MetricType::Gauge);
     add_sample(rules_loaded, {{"rule_set_version", set.version}}, static_cast<double>(set.rules.size()));
+    // Info metric (value 1): join on it, or alert on changes(count by (version) ...).
+    auto active = make_family("tocsin_rules_active_info", "The active rule-set version; the value is always 1", MetricType::Gauge);
+    add_sample(active, {{"version", set.version}}, 1);
     for (size_t i = 0; i < set.rules.size(); ++i) {
       const std::string& id = set.rules[i].id;
       double e = 0, m = 0, a = 0, l = 0, k = 0, t = 0;
@@ -143,7 +146,7 @@ Metrics::Collector rules_collector(std::vector<const rules::Engine*> engines) {
       add_sample(keys, {{"rule", id}}, k);
       add_sample(timers, {{"rule", id}}, t);
     }
-    for (auto* f : {&rules_loaded, &evals, &matches, &alerts, &late, &keys, &timers}) out.push_back(std::move(*f));
+    for (auto* f : {&rules_loaded, &active, &evals, &matches, &alerts, &late, &keys, &timers}) out.push_back(std::move(*f));
   };
 }
 

@@ -51,7 +51,9 @@ void add_build_info(Metrics& m, const std::string& version);
 // last event time: summed over `workers` at scrape time.
 Metrics::Collector pipeline_collector(std::vector<const WorkerStats*> workers,
                                       std::array<std::string, kStreamCount> topics);
-// Per-rule evaluations, matches, alerts (by rule and severity), late events, keys.
+// Per-rule evaluations, matches, alerts (by rule and the rule's own severity:
+// a deadline's or score level's severity is not split out), late events, keys,
+// timers; the active rule-set version (tocsin_rules_active_info{version} 1).
 Metrics::Collector rules_collector(std::vector<const rules::Engine*> engines);
 
 }  // namespace tocsin::monitoring

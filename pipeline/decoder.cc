@@ -23,6 +23,14 @@ uint32_t name_hash(std::string_view s) {
   return (static_cast<uint32_t>(s.size()) * 0x9e3779b1u) ^ (a * 0x85ebca6bu) ^ (b * 0xc2b2ae35u) ^ (m * 0x27d4eb2fu);
 }
 
+// Field names and keys are short: a byte loop beats a call to memcmp.
+bool same_text(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i] != b[i]) return false;
+  return true;
+}
+
 // Open-addressing table from field name to slot, built once per schema, so a
 // key lookup costs one hash and one compare.
 class FieldIndex {
@@ -30,16 +38,35 @@ class FieldIndex {
   explicit FieldIndex(const StreamSchema& schema) : schema_(&schema) {
     table_.fill(-1);
     for (size_t i = 0; i < schema.fields.size(); ++i) {
+      const std::string_view name = schema.fields[i].name;
+      quoted_[i].len = static_cast<uint8_t>(name.size() + 1);
+      std::memcpy(quoted_[i].text.data(), name.data(), name.size());
+      quoted_[i].text[name.size()] = '"';
       uint32_t h = name_hash(schema.fields[i].name) & kMask;
       while (table_[h] >= 0) h = (h + 1) & kMask;
       table_[h] = static_cast<int8_t>(i);
     }
   }
+  // Whether the key whose text starts at `raw` (just after its opening quote,
+  // inside the padded buffer) is field `slot`: its name followed by the
+  // closing quote. A name holds no quote or backslash, so that is the whole key.
+  bool is(int slot, const char* raw) const {
+    const Quoted& q = quoted_[static_cast<size_t>(slot)];
+    for (size_t w = 0; w * 8 < q.len; ++w) {
+      uint64_t a, b;
+      std::memcpy(&a, raw + w * 8, 8);  // may read past the key: the buffer is padded
+      std::memcpy(&b, q.text.data() + w * 8, 8);
+      const size_t left = q.len - w * 8;
+      const uint64_t mask = left >= 8 ? ~0ull : (1ull << (left * 8)) - 1;
+      if ((a ^ b) & mask) return false;
+    }
+    return true;
+  }
   int find(std::string_view key) const {
     for (uint32_t h = name_hash(key) & kMask;; h = (h + 1) & kMask) {
       const int slot = table_[h];
       if (slot < 0) return -1;
-      if (schema_->fields[static_cast<size_t>(slot)].name == key) return slot;
+      if (same_text(schema_->fields[static_cast<size_t>(slot)].name, key)) return slot;
     }
   }
 
@@ -47,9 +74,27 @@ class FieldIndex {
   static constexpr uint32_t kMask = 63;
   const StreamSchema* schema_;
   std::array<int8_t, kMask + 1> table_{};
+  struct Quoted {
+    std::array<char, 40> text{};  // name + '"', zero-padded to whole words
+    uint8_t len = 0;
+  };
+  std::array<Quoted, kMaxSlots> quoted_{};
 };
 
 DecodeResult fail(DecodeError e, std::string_view detail) { return {e, detail}; }
+
+
+// The text of a JSON string whose opening quote is at raw[-1], when it has no
+// escape: then it is its own unescaped value (unescaping it could only copy
+// it: stage 1 has validated the UTF-8 of the whole document), and it is read
+// in place, without the copy simdjson makes. False on a backslash.
+bool unescaped_in_place(const char* raw, std::string_view& out) {
+  size_t n = 0;
+  while (raw[n] != '"' && raw[n] != '\\') ++n;
+  if (raw[n] != '"') return false;
+  out = {raw, n};
+  return true;
+}
 
 DecodeError from_simdjson(simdjson::error_code ec) {
   switch (ec) {
@@ -68,6 +113,12 @@ struct Decoder::Impl {
   DecodeLimits limits;
   od::parser parser;
   std::vector<char> buffer;  // capacity >= size + SIMDJSON_PADDING
+  // Per stream, the slot of the field seen at each position of the last message (-1: none).
+  std::array<std::array<int8_t, kMaxSlots>, kStreamCount> predicted = [] {
+    std::array<std::array<int8_t, kMaxSlots>, kStreamCount> p{};
+    for (auto& s : p) s.fill(-1);
+    return p;
+  }();
   FieldIndex index[kStreamCount] = {FieldIndex(schema_of(Stream::kCalls)),
                                     FieldIndex(schema_of(Stream::kFaults)),
                                     FieldIndex(schema_of(Stream::kComplaints))};
@@ -98,6 +149,8 @@ struct Decoder::Impl {
     switch (f.type) {
       case FieldType::kString: {
         if (t != od::json_type::string) return fail(DecodeError::kWrongType, f.name);
+        // Unconsumed, the value is skipped by the object iteration.
+        if (unescaped_in_place(v.raw_json_token().data() + 1, out.s)) break;
         if (auto ec = v.get_string().get(out.s)) return fail(from_simdjson(ec), f.name);
         break;
       }
@@ -121,7 +174,8 @@ struct Decoder::Impl {
           if (auto ec = v.get_int64().get(out.i)) return fail(from_simdjson(ec), f.name);
         } else if (t == od::json_type::string) {
           std::string_view text;
-          if (auto ec = v.get_string().get(text)) return fail(from_simdjson(ec), f.name);
+          if (!unescaped_in_place(v.raw_json_token().data() + 1, text))
+            if (auto ec = v.get_string().get(text)) return fail(from_simdjson(ec), f.name);
           if (auto e = parse_rfc3339_ms(text, out.i); e != DecodeError::kOk) return fail(e, f.name);
         } else {
           return fail(DecodeError::kWrongType, f.name);
@@ -192,12 +246,23 @@ struct Decoder::Impl {
     if (root_type != od::json_type::object) return fail(DecodeError::kNotObject, "document");
     od::object obj;
     if (auto ec = doc.get_object().get(obj)) return fail(from_simdjson(ec), "document");
+    std::array<int8_t, kMaxSlots>& guess = predicted[static_cast<int>(stream)];
+    size_t position = 0;
     for (auto field_result : obj) {
       od::field field;
       if (auto ec = std::move(field_result).get(field)) return fail(from_simdjson(ec), "object");
-      std::string_view key;
-      if (auto ec = field.unescaped_key().get(key)) return fail(from_simdjson(ec), "key");
-      const int slot = fields.find(key);
+      // Producers write fields in a stable order: first try the field that
+      // came at this position last time.
+      const char* raw = field.key().raw();
+      int slot = position < guess.size() ? guess[position] : -1;
+      if (slot < 0 || !fields.is(slot, raw)) {
+        std::string_view key;
+        if (!unescaped_in_place(raw, key))
+          if (auto ec = field.unescaped_key().get(key)) return fail(from_simdjson(ec), "key");
+        slot = fields.find(key);
+        if (position < guess.size()) guess[position] = static_cast<int8_t>(slot);
+      }
+      ++position;
       if (slot < 0) {
         // Unknown fields are ignored, but must still be well-formed JSON.
         if (auto ec = validate(field.value()))

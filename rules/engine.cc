@@ -18,6 +18,28 @@ uint64_t hash_bytes(std::string_view s) {
   return h ^ (h >> 29);
 }
 
+// Key tables' hash: eight bytes at a time, well mixed in every bit (the
+// table uses the low bits). In-memory only: never persisted.
+uint64_t key_hash(std::string_view s) {
+  uint64_t h = 0x9e3779b97f4a7c15ull ^ s.size();
+  const char* p = s.data();
+  size_t n = s.size();
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    h = (h ^ w) * 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 31;
+  }
+  if (n) {
+    uint64_t w = 0;
+    std::memcpy(&w, p, n);
+    h = (h ^ w) * 0x94d049bb133111ebull;
+  }
+  h ^= h >> 32;
+  h *= 0xbf58476d1ce4e5b9ull;
+  return h ^ (h >> 29);
+}
+
 // Multiset of 64-bit hashes with counts: open addressing with linear probing
 // and backward-shift deletion. Grows by doubling; never shrinks, so a key's
 // steady state does not allocate.
@@ -156,6 +178,7 @@ class EntryRing {
     return buf_[(head_ + size_ - 1) & (buf_.size() - 1)];
   }
   void pop() { head_ = (head_ + 1) & (buf_.size() - 1); --size_; }
+  void clear() { head_ = size_ = 0; }  // keeps the storage
 
  private:
   void grow() {
@@ -168,11 +191,11 @@ class EntryRing {
   size_t head_ = 0, size_ = 0;
 };
 
-// The aggregates of one key's current window. Kept small (the map holds a
-// pointer to it, so lookups walk compact nodes): distinct counters exist only
-// for the aggregates that need them.
+// The aggregates of one key's current window, for one rule (a slot of a
+// KeyTable): distinct counters exist only for the aggregates that need them.
 struct WindowKey {
   EntryRing ring;  // sliding windows only
+  int64_t ring_front = 0;  // time of ring.front(), read without touching the ring
   std::unique_ptr<DistinctCounter[]> distinct;                 // per aggregate, when the rule counts distinct values
   std::unique_ptr<std::unique_ptr<ApproxDistinct>[]> approx;   // per aggregate, created on first use
   std::array<double, kMaxAggregates> acc{};  // sum, count_if count, min or max
@@ -183,6 +206,10 @@ struct WindowKey {
   std::array<char, 40> first_id{};
   uint8_t first_id_len = 0;
   bool firing = false;
+  bool live = false;  // false: a recycled slot, as if the key did not exist
+
+  // Makes a recycled slot a fresh key of `rule`, reusing its storage.
+  void renew(const Rule& rule);
 
   void reset(size_t naggs) {
     for (size_t a = 0; a < naggs; ++a) {
@@ -298,6 +325,29 @@ bool counts_distinct(const Rule& r, AggregateKind kind) {
   return false;
 }
 
+void WindowKey::renew(const Rule& rule) {
+  const size_t n = rule.aggregates.size();
+  ring.clear();
+  if (distinct) {
+    for (size_t a = 0; a < n; ++a) distinct[a].clear();
+  } else if (counts_distinct(rule, AggregateKind::kCountDistinct)) {
+    distinct = std::make_unique<DistinctCounter[]>(n);
+  }
+  if (approx) {
+    for (size_t a = 0; a < n; ++a)
+      if (approx[a]) approx[a]->clear();
+  } else if (counts_distinct(rule, AggregateKind::kApproxDistinct)) {
+    approx = std::make_unique<std::unique_ptr<ApproxDistinct>[]>(n);
+  }
+  acc.fill(0);
+  count = 0;
+  start = newest = INT64_MIN;
+  first_time = 0;
+  first_id_len = 0;
+  firing = false;
+  live = true;
+}
+
 // Slots of an event that must be kept to fire its alert later.
 uint32_t kept_slots(const Rule& r, Stream s) {
   const StreamSchema& schema = schema_of(s);
@@ -309,11 +359,127 @@ uint32_t kept_slots(const Rule& r, Stream s) {
 }  // namespace
 
 struct Engine::RuleState {
-  KeyMap<std::unique_ptr<WindowKey>> windows;
+  int key_table = -1;  // window rules: index into key_tables_ and the rule's position in it
+  int key_pos = -1;
+  size_t window_keys = 0;  // live window keys of the rule
   KeyMap<SequenceKey> sequences;
   KeyMap<Clocks> clocks;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers;
   int64_t newest = INT64_MIN;  // newest event time seen by the rule (its watermark)
+};
+
+// The window keys of one (stream, group_by), shared by every window rule with
+// that key: one lookup per event, whatever the number of rules. Open
+// addressing (linear probing, backward-shift deletion) over entries that are
+// recycled, never freed, with their per-rule state: key churn does not
+// allocate once the pool has grown. Rule position r's state for entry e is
+// states[e * rules.size() + r].
+struct Engine::KeyTable {
+  static constexpr uint32_t kNone = UINT32_MAX;
+  struct Entry {
+    std::string key;
+    uint64_t hash = 0;
+    uint32_t live = 0;    // rules with a live state for the key
+    bool used = false;    // false: on the free list
+  };
+  // Keys up to kInline bytes are also kept in the slot, so that a lookup
+  // touches one cache line, not the entry too.
+  static constexpr size_t kInline = 19;
+  struct Slot {
+    uint64_t hash = 0;
+    uint32_t entry = kNone;
+    uint8_t len = 0;  // key length when <= kInline, else kInline + 1
+    char key[kInline];
+    bool same(std::string_view k, const std::vector<Entry>& entries) const {
+      if (len > kInline) return entries[entry].key == k;
+      if (len != k.size()) return false;
+      for (size_t i = 0; i < len; ++i)
+        if (key[i] != k[i]) return false;
+      return true;
+    }
+  };
+
+  Stream stream = Stream::kCalls;
+  std::vector<int> slots;  // group_by
+  std::vector<int> rules;  // rule indices, by position
+  std::vector<Entry> entries;
+  std::vector<WindowKey> states;
+  std::vector<uint32_t> free;
+  std::vector<Slot> table;  // power of two, at most half full
+  size_t used = 0;
+  uint64_t cached_event = 0;  // Engine::event_seq_ of the last lookup, and its entry
+  uint32_t cached_entry = kNone;
+
+  WindowKey& state(uint32_t e, int pos) { return states[e * rules.size() + static_cast<size_t>(pos)]; }
+
+  uint32_t find(std::string_view key, uint64_t h) const {
+    if (table.empty()) return kNone;
+    const size_t mask = table.size() - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+      const Slot& s = table[i];
+      if (s.entry == kNone) return kNone;
+      if (s.hash == h && s.same(key, entries)) return s.entry;
+    }
+  }
+  // `key` must not be present.
+  uint32_t insert(std::string_view key, uint64_t h) {
+    if ((used + 1) * 2 > table.size()) rehash(std::max<size_t>(16, table.size() * 2));
+    uint32_t e;
+    if (!free.empty()) {
+      e = free.back();
+      free.pop_back();
+    } else {
+      e = static_cast<uint32_t>(entries.size());
+      entries.emplace_back();
+      states.resize(states.size() + rules.size());
+    }
+    Entry& en = entries[e];
+    en.key.assign(key);
+    en.hash = h;
+    en.live = 0;
+    en.used = true;
+    place(h, e);
+    ++used;
+    return e;
+  }
+  // Drops entry `e` (every rule's state must be dead) and recycles it.
+  void erase(uint32_t e) {
+    const size_t mask = table.size() - 1;
+    size_t i = entries[e].hash & mask;
+    while (table[i].entry != e) i = (i + 1) & mask;
+    table[i].entry = kNone;
+    for (size_t j = (i + 1) & mask; table[j].entry != kNone; j = (j + 1) & mask) {
+      const size_t home = table[j].hash & mask;
+      if (((j - home) & mask) >= ((j - i) & mask)) {
+        table[i] = table[j];
+        table[j].entry = kNone;
+        i = j;
+      }
+    }
+    entries[e].used = false;
+    free.push_back(e);
+    --used;
+    cached_entry = kNone;
+    cached_event = 0;
+  }
+
+ private:
+  void place(uint64_t h, uint32_t e) {
+    const size_t mask = table.size() - 1;
+    size_t i = h & mask;
+    while (table[i].entry != kNone) i = (i + 1) & mask;
+    Slot& s = table[i];
+    const std::string& k = entries[e].key;
+    s.hash = h;
+    s.entry = e;
+    s.len = static_cast<uint8_t>(std::min(k.size(), kInline + 1));
+    if (k.size() <= kInline) std::memcpy(s.key, k.data(), k.size());
+  }
+  void rehash(size_t n) {
+    table.assign(n, Slot{});
+    for (uint32_t e = 0; e < entries.size(); ++e)
+      if (entries[e].used) place(entries[e].hash, e);
+  }
 };
 
 struct Engine::Fire {
@@ -340,9 +506,32 @@ Engine::Engine(std::shared_ptr<const RuleSet> rules, SignalSink& sink, const Rul
     tables_ = table_source_->snapshot();
   }
   for (size_t i = 0; i < rules_->rules.size(); ++i) state_.push_back(std::make_unique<RuleState>());
+  key_tables_ = make_key_tables(*rules_, state_);
 }
 
 Engine::~Engine() = default;
+
+std::vector<std::unique_ptr<Engine::KeyTable>> Engine::make_key_tables(
+    const RuleSet& set, std::vector<std::unique_ptr<RuleState>>& state) {
+  std::vector<std::unique_ptr<KeyTable>> tables;
+  for (size_t i = 0; i < set.rules.size(); ++i) {
+    const Rule& r = set.rules[i];
+    RuleState& rs = *state[i];
+    rs.key_table = rs.key_pos = -1;
+    if (r.kind != RuleKind::kWindow) continue;
+    size_t t = 0;
+    while (t < tables.size() && !(tables[t]->stream == r.match.stream && tables[t]->slots == r.match.key)) ++t;
+    if (t == tables.size()) {
+      tables.push_back(std::make_unique<KeyTable>());
+      tables.back()->stream = r.match.stream;
+      tables.back()->slots = r.match.key;
+    }
+    rs.key_table = static_cast<int>(t);
+    rs.key_pos = static_cast<int>(tables[t]->rules.size());
+    tables[t]->rules.push_back(static_cast<int>(i));
+  }
+  return tables;
+}
 
 void Engine::replace_rules(std::shared_ptr<const RuleSet> next) {
   std::shared_ptr<RuleCounters[]> counters(new RuleCounters[next->rules.size()]());
@@ -366,10 +555,30 @@ void Engine::replace_rules(std::shared_ptr<const RuleSet> next) {
     }
     if (!state[i]) state[i] = std::make_unique<RuleState>();
   }
+  // Window rules kept: move their live keys into the new key tables.
+  std::vector<std::pair<int, int>> from(state.size());
+  for (size_t i = 0; i < state.size(); ++i) from[i] = {state[i]->key_table, state[i]->key_pos};
+  auto tables = make_key_tables(*next, state);
+  for (size_t i = 0; i < state.size(); ++i) {
+    const auto [ot, opos] = from[i];
+    if (ot < 0 || state[i]->key_table < 0) continue;
+    KeyTable& src = *key_tables_[static_cast<size_t>(ot)];
+    KeyTable& dst = *tables[static_cast<size_t>(state[i]->key_table)];
+    for (uint32_t e = 0; e < src.entries.size(); ++e) {
+      WindowKey& k = src.state(e, opos);
+      if (!src.entries[e].used || !k.live) continue;
+      const KeyTable::Entry& en = src.entries[e];
+      uint32_t d = dst.find(en.key, en.hash);
+      if (d == KeyTable::kNone) d = dst.insert(en.key, en.hash);
+      dst.state(d, state[i]->key_pos) = std::move(k);
+      ++dst.entries[d].live;
+    }
+  }
   std::lock_guard lock(snapshot_mu_);
   rules_ = std::move(next);
   counters_ = std::move(counters);
   state_ = std::move(state);
+  key_tables_ = std::move(tables);
 }
 
 EngineSnapshot Engine::snapshot() const {
@@ -489,6 +698,7 @@ void Engine::fire(const Fire& f) {
 void Engine::on_event(const Event& e) {
   newest_event_ms_ = std::max(newest_event_ms_, e.time_ms);
   ++events_since_sweep_;
+  ++event_seq_;
   const RuleSet& set = *rules_;
   for (const Trigger& t : set.rules_for(e.stream, e.kind)) {
     const Rule& rule = set.rules[static_cast<size_t>(t.rule)];
@@ -557,17 +767,23 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
     return;
   }
   rs.newest = std::max(rs.newest, e.time_ms);
-  const size_t nkey = build_key(e, rule.match.key);
-  auto it = rs.windows.find(std::string_view(key_buffer_));
-  if (it == rs.windows.end()) {
-    auto fresh = std::make_unique<WindowKey>();
-    const size_t n = rule.aggregates.size();
-    if (counts_distinct(rule, AggregateKind::kCountDistinct)) fresh->distinct = std::make_unique<DistinctCounter[]>(n);
-    if (counts_distinct(rule, AggregateKind::kApproxDistinct)) fresh->approx = std::make_unique<std::unique_ptr<ApproxDistinct>[]>(n);
-    it = rs.windows.emplace(key_buffer_, std::move(fresh)).first;
-    c.keys.store(static_cast<int64_t>(rs.windows.size()), std::memory_order_relaxed);
+  // One lookup per event and key table, shared by the table's rules.
+  KeyTable& kt = *key_tables_[static_cast<size_t>(rs.key_table)];
+  uint32_t entry = kt.cached_event == event_seq_ ? kt.cached_entry : KeyTable::kNone;
+  if (entry == KeyTable::kNone) {
+    build_key(e, rule.match.key);
+    const uint64_t h = key_hash(key_buffer_);
+    entry = kt.find(key_buffer_, h);
+    if (entry == KeyTable::kNone) entry = kt.insert(key_buffer_, h);
+    kt.cached_event = event_seq_;
+    kt.cached_entry = entry;
   }
-  WindowKey& k = *it->second;
+  WindowKey& k = kt.state(entry, rs.key_pos);
+  if (!k.live) {
+    k.renew(rule);
+    ++kt.entries[entry].live;
+    c.keys.store(static_cast<int64_t>(++rs.window_keys), std::memory_order_relaxed);
+  }
   const size_t naggs = rule.aggregates.size();
   const EvalContext ectx{&e, nullptr, nullptr, tables_.get()};
 
@@ -575,7 +791,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
   switch (rule.window_type) {
     case WindowType::kSliding: {
       const int64_t horizon = std::max(k.newest, e.time_ms) - size;
-      while (!k.ring.empty() && k.ring.front().time <= horizon) {
+      while (!k.ring.empty() && k.ring_front <= horizon) {
         const Entry& old = k.ring.front();
         for (size_t a = 0; a < naggs; ++a) {
           switch (rule.aggregates[a].kind) {
@@ -587,6 +803,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
         }
         k.ring.pop();
         --k.count;
+        if (!k.ring.empty()) k.ring_front = k.ring.front().time;
       }
       break;
     }
@@ -655,6 +872,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
   if (rule.window_type == WindowType::kSliding) {
     Entry& entry = k.ring.push();
     entry.time = e.time_ms;
+    if (k.ring.size() == 1) k.ring_front = e.time_ms;
     entry.id_len = static_cast<uint8_t>(std::min(id.size(), entry.id.size()));
     std::memcpy(entry.id.data(), id.data(), entry.id_len);
     std::copy(payload, payload + naggs, entry.payload.begin());
@@ -667,7 +885,8 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
   k.newest = std::max(k.newest, e.time_ms);
 
   // Compute the aggregates.
-  std::array<double, kMaxValues> values{};
+  std::array<double, kMaxValues> values;  // only the rule's values are read
+  std::fill_n(values.begin(), rule.value_count(), 0.0);
   const double n = static_cast<double>(k.count);
   const int64_t start = rule.window_type == WindowType::kSliding ? e.time_ms - size : k.start;
   const int64_t end = rule.window_type == WindowType::kTumbling ? k.start + size : e.time_ms;
@@ -703,6 +922,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
   const bool hit = rule.having->test(vctx);
   if (hit && !k.firing) {
     bump(c.signals);
+    const size_t nkey = build_key(e, rule.match.key);  // the lookup may have been another rule's
     Fire f{&rule, &e, nkey};
     f.start = start;
     f.end = end;
@@ -871,19 +1091,38 @@ void Engine::on_tick(int64_t now_ms) {
   // time moves fast (replays).
   if (now_ms - last_sweep_ms_ < 10'000) return;
   size_t live = 0;
-  for (const auto& rs : state_) live += rs->windows.size() + rs->sequences.size();
+  for (const auto& rs : state_) live += rs->window_keys + rs->sequences.size();
   if (events_since_sweep_ < live) return;
   last_sweep_ms_ = now_ms;
   events_since_sweep_ = 0;
+  for (auto& kt : key_tables_) {
+    // A rule's key is idle once its newest event lies a window behind.
+    std::array<int64_t, 64> horizon_small{};
+    std::vector<int64_t> horizon_large;
+    int64_t* horizon = horizon_small.data();
+    if (kt->rules.size() > horizon_small.size()) horizon = (horizon_large.resize(kt->rules.size()), horizon_large.data());
+    for (size_t r = 0; r < kt->rules.size(); ++r)
+      horizon[r] = newest_event_ms_ - rules_->rules[static_cast<size_t>(kt->rules[r])].window_ms;
+    for (uint32_t e = 0; e < kt->entries.size(); ++e) {
+      KeyTable::Entry& en = kt->entries[e];
+      if (!en.used) continue;
+      for (size_t r = 0; r < kt->rules.size(); ++r) {
+        WindowKey& k = kt->state(e, static_cast<int>(r));
+        if (!k.live || k.newest > horizon[r]) continue;
+        k.live = false;
+        --en.live;
+        --state_[static_cast<size_t>(kt->rules[r])]->window_keys;
+      }
+      if (en.live == 0) kt->erase(e);
+    }
+    for (int ri : kt->rules)
+      counters_[static_cast<size_t>(ri)].keys.store(static_cast<int64_t>(state_[static_cast<size_t>(ri)]->window_keys),
+                                                    std::memory_order_relaxed);
+  }
   for (size_t ri = 0; ri < state_.size(); ++ri) {
     const Rule& rule = rules_->rules[ri];
     RuleState& rs = *state_[ri];
-    if (rule.kind == RuleKind::kWindow) {
-      const int64_t horizon = newest_event_ms_ - rule.window_ms;
-      for (auto it = rs.windows.begin(); it != rs.windows.end();)
-        it = it->second->newest <= horizon ? rs.windows.erase(it) : std::next(it);
-      counters_[ri].keys.store(static_cast<int64_t>(rs.windows.size()), std::memory_order_relaxed);
-    } else if (rule.kind == RuleKind::kSequence) {
+    if (rule.kind == RuleKind::kSequence) {
       const int64_t horizon = newest_event_ms_ - rule.within_ms;
       for (auto it = rs.sequences.begin(); it != rs.sequences.end();)
         it = it->second.pending.back().time < horizon ? rs.sequences.erase(it) : std::next(it);

@@ -109,7 +109,12 @@ class Engine final : public EventHandler {
 
  private:
   struct RuleState;
+  struct KeyTable;
   struct Fire;
+  // One key table per (stream, group_by) of the window rules; sets each window
+  // rule's key_table and key_pos in `state`.
+  static std::vector<std::unique_ptr<KeyTable>> make_key_tables(
+      const RuleSet& set, std::vector<std::unique_ptr<RuleState>>& state);
   void fire(const Fire& f);
   size_t build_key(const Event& e, const std::vector<int>& slots);
   void on_main(int ri, const Rule& rule, const Event& e, RuleCounters& c);
@@ -132,6 +137,8 @@ class Engine final : public EventHandler {
   std::shared_ptr<RuleCounters[]> counters_;
   mutable std::mutex snapshot_mu_;  // guards the pointers handed to snapshot()
   std::vector<std::unique_ptr<RuleState>> state_;
+  std::vector<std::unique_ptr<KeyTable>> key_tables_;
+  uint64_t event_seq_ = 0;  // events seen: a key table's lookup is reused within one event
   EngineOptions options_;
   std::string key_buffer_;
   std::array<std::string_view, kMaxGroupBy> key_parts_{};

@@ -1,7 +1,9 @@
 #include "rules/expr.h"
 
+#include <array>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <deque>
 #include <regex>
 
@@ -35,6 +37,292 @@ Value null_value() { return Value{}; }
 double as_double(const Value& v) {
   return v.type == FieldType::kDouble ? v.d : static_cast<double>(v.i);
 }
+
+// matches(): a byte-level NFA for the common subset of ECMAScript patterns
+// (literals, '.', classes, \d \w \s and their negations, ^ $, groups, '|',
+// * + ? {n} {n,} {n,m}, lazy or greedy), run as a Pike VM: matches() only asks
+// whether a match exists, which is independent of ECMAScript's match priority.
+// Runs in O(text x program) with scratch space on the stack: no allocation.
+// Patterns outside the subset keep std::regex (which allocates per search).
+class Nfa {
+ public:
+  static constexpr size_t kMaxProgram = 512;
+
+  // Returns nullopt when the pattern is outside the subset or too large.
+  static std::optional<Nfa> compile(std::string_view pattern) {
+    Nfa nfa;
+    Builder b{pattern, nfa};
+    int root = b.alt();
+    if (root < 0 || b.pos != pattern.size()) return std::nullopt;
+    if (!b.emit(root) || !b.push({Inst::kMatch})) return std::nullopt;
+    return nfa;
+  }
+
+  bool search(std::string_view s) const {
+    std::array<uint16_t, kMaxProgram> a{}, b{}, stack{};
+    std::array<uint64_t, kMaxProgram / 64> seen{};
+    uint16_t* cur = a.data();
+    uint16_t* next = b.data();
+    size_t ncur = 0, nnext = 0;
+    // Adds the thread at `pc` and everything reachable from it without input at `at`.
+    auto add = [&](uint16_t* list, size_t& count, uint16_t pc, size_t at) {
+      size_t top = 0;
+      auto push = [&](uint16_t p) {  // each pc at most once per position: the stack cannot overflow
+        if (seen[p >> 6] >> (p & 63) & 1) return;
+        seen[p >> 6] |= 1ull << (p & 63);
+        stack[top++] = p;
+      };
+      push(pc);
+      while (top) {
+        const uint16_t p = stack[--top];
+        const Inst& in = prog_[p];
+        switch (in.op) {
+          case Inst::kMatch: return true;
+          case Inst::kSet: list[count++] = p; break;
+          case Inst::kJmp: push(in.x); break;
+          case Inst::kSplit: push(in.y); push(in.x); break;
+          case Inst::kBol: if (at == 0) push(static_cast<uint16_t>(p + 1)); break;
+          case Inst::kEol: if (at == s.size()) push(static_cast<uint16_t>(p + 1)); break;
+        }
+      }
+      return false;
+    };
+    for (size_t i = 0;; ++i) {
+      if (add(cur, ncur, 0, i)) return true;  // a match may start here
+      if (i == s.size()) return false;
+      seen.fill(0);
+      nnext = 0;
+      const auto c = static_cast<unsigned char>(s[i]);
+      for (size_t t = 0; t < ncur; ++t) {
+        const Inst& in = prog_[cur[t]];
+        if (sets_[in.x][c >> 6] >> (c & 63) & 1)
+          if (add(next, nnext, static_cast<uint16_t>(cur[t] + 1), i + 1)) return true;
+      }
+      std::swap(cur, next);
+      ncur = nnext;
+    }
+  }
+
+ private:
+  struct Inst {
+    enum Op : uint8_t { kSet, kJmp, kSplit, kBol, kEol, kMatch } op;
+    uint16_t x = 0, y = 0;  // kSet: set index; kJmp: target; kSplit: both targets
+  };
+  using Set = std::array<uint64_t, 4>;
+
+  struct Node {
+    enum Kind : uint8_t { kSet, kCat, kAlt, kRepeat, kBol, kEol, kEmpty } kind;
+    int a = -1, b = -1;   // kCat, kAlt: children; kRepeat: a
+    int set = -1;         // kSet
+    int min = 0, max = 0; // kRepeat; max -1 = unbounded
+  };
+
+  struct Builder {
+    std::string_view p;
+    Nfa& nfa;
+    size_t pos = 0;
+    std::vector<Node> nodes;
+
+    bool push(Inst in) {
+      if (nfa.prog_.size() >= kMaxProgram) return false;
+      nfa.prog_.push_back(in);
+      return true;
+    }
+    int node(Node n) { nodes.push_back(n); return static_cast<int>(nodes.size() - 1); }
+    int set(const Set& s) { nfa.sets_.push_back(s); return node({Node::kSet, -1, -1, static_cast<int>(nfa.sets_.size() - 1)}); }
+    static void add(Set& s, unsigned c) { s[c >> 6] |= 1ull << (c & 63); }
+    static void add_class(Set& s, char cls) {
+      Set t{};
+      for (unsigned c = 0; c < 256; ++c) {
+        const bool in = cls == 'd' || cls == 'D' ? (c >= '0' && c <= '9')
+                        : cls == 'w' || cls == 'W' ? ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_')
+                                                   : (c == ' ' || (c >= '\t' && c <= '\r'));
+        if (in != (cls >= 'A' && cls <= 'Z')) add(t, c);
+      }
+      for (size_t i = 0; i < 4; ++i) s[i] |= t[i];
+    }
+    // An escape usable inside and outside classes: a class letter or a
+    // punctuation character standing for itself. Returns false otherwise.
+    bool escape(Set& s) {
+      if (pos >= p.size()) return false;
+      const char e = p[pos++];
+      if (std::strchr("dDwWsS", e)) { add_class(s, e); return true; }
+      if (e == 'n') { add(s, '\n'); return true; }
+      if (e == 't') { add(s, '\t'); return true; }
+      if (e == 'r') { add(s, '\r'); return true; }
+      if (e && std::strchr("^$\\.*+?()[]{}|/-", e)) { add(s, static_cast<unsigned char>(e)); return true; }
+      return false;
+    }
+    int alt() {
+      int l = seq();
+      while (l >= 0 && pos < p.size() && p[pos] == '|') {
+        ++pos;
+        const int r = seq();
+        if (r < 0) return -1;
+        l = node({Node::kAlt, l, r});
+      }
+      return l;
+    }
+    int seq() {
+      int l = node({Node::kEmpty});
+      while (pos < p.size() && p[pos] != '|' && p[pos] != ')') {
+        int a = atom();
+        if (a < 0) return -1;
+        a = quantified(a);
+        if (a < 0) return -1;
+        l = node({Node::kCat, l, a});
+      }
+      return l;
+    }
+    int atom() {
+      const char c = p[pos++];
+      switch (c) {
+        case '^': return node({Node::kBol});
+        case '$': return node({Node::kEol});
+        case '.': {
+          Set s;
+          s.fill(~0ull);
+          s[0] &= ~(1ull << '\n' | 1ull << '\r');
+          return set(s);
+        }
+        case '(': {
+          if (p.substr(pos, 2) == "?:") pos += 2;
+          else if (pos < p.size() && p[pos] == '?') return -1;  // lookahead
+          const int a = alt();
+          if (a < 0 || pos >= p.size() || p[pos] != ')') return -1;
+          ++pos;
+          return a;
+        }
+        case '[': return bracket();
+        case '\\': {
+          Set s{};
+          return escape(s) ? set(s) : -1;
+        }
+        case '*': case '+': case '?': case '{': case '}': case ']': case ')': return -1;
+        default: {
+          Set s{};
+          add(s, static_cast<unsigned char>(c));
+          return set(s);
+        }
+      }
+    }
+    int bracket() {
+      Set s{};
+      bool negate = false;
+      if (pos < p.size() && p[pos] == '^') { negate = true; ++pos; }
+      bool first = true;
+      while (true) {
+        if (pos >= p.size()) return -1;
+        char c = p[pos];
+        if (c == ']' && !first) { ++pos; break; }
+        if (c == ']' || c == '[') return -1;  // leave the corner cases to std::regex
+        first = false;
+        ++pos;
+        if (c == '\\') {
+          if (!escape(s)) return -1;
+          if (pos < p.size() && p[pos] == '-' && pos + 1 < p.size() && p[pos + 1] != ']') return -1;
+          continue;
+        }
+        if (pos + 1 < p.size() && p[pos] == '-' && p[pos + 1] != ']') {
+          const char hi = p[pos + 1];
+          if (hi == '\\' || hi == '[' || static_cast<unsigned char>(hi) < static_cast<unsigned char>(c)) return -1;
+          pos += 2;
+          for (unsigned x = static_cast<unsigned char>(c); x <= static_cast<unsigned char>(hi); ++x) add(s, x);
+          continue;
+        }
+        if (c == '-' && pos < p.size() && p[pos] != ']' && !first) return -1;
+        add(s, static_cast<unsigned char>(c));
+      }
+      if (negate)
+        for (auto& w : s) w = ~w;
+      return set(s);
+    }
+    bool number(int& out) {
+      const size_t start = pos;
+      out = 0;
+      while (pos < p.size() && p[pos] >= '0' && p[pos] <= '9') {
+        out = out * 10 + (p[pos++] - '0');
+        if (out > 1000) return false;
+      }
+      return pos > start;
+    }
+    int quantified(int a) {
+      while (pos < p.size()) {
+        int min, max;
+        const char c = p[pos];
+        if (c == '*') { min = 0; max = -1; ++pos; }
+        else if (c == '+') { min = 1; max = -1; ++pos; }
+        else if (c == '?') { min = 0; max = 1; ++pos; }
+        else if (c == '{') {
+          ++pos;
+          if (!number(min)) return -1;
+          max = min;
+          if (pos < p.size() && p[pos] == ',') {
+            ++pos;
+            max = -1;
+            if (pos < p.size() && p[pos] != '}' && (!number(max) || max < min)) return -1;
+          }
+          if (pos >= p.size() || p[pos] != '}') return -1;
+          ++pos;
+        } else {
+          return a;
+        }
+        if (nodes[static_cast<size_t>(a)].kind == Node::kBol || nodes[static_cast<size_t>(a)].kind == Node::kEol) return -1;
+        if (pos < p.size() && p[pos] == '?') ++pos;  // lazy: same language
+        if (pos < p.size() && (p[pos] == '*' || p[pos] == '+' || p[pos] == '?' || p[pos] == '{')) return -1;
+        Node r{Node::kRepeat, a};
+        r.min = min;
+        r.max = max;
+        a = node(r);
+      }
+      return a;
+    }
+    uint16_t here() const { return static_cast<uint16_t>(nfa.prog_.size()); }
+    bool emit(int i) {
+      const Node n = nodes[static_cast<size_t>(i)];
+      switch (n.kind) {
+        case Node::kEmpty: return true;
+        case Node::kSet: return push({Inst::kSet, static_cast<uint16_t>(n.set)});
+        case Node::kBol: return push({Inst::kBol});
+        case Node::kEol: return push({Inst::kEol});
+        case Node::kCat: return emit(n.a) && emit(n.b);
+        case Node::kAlt: {
+          const uint16_t split = here();
+          if (!push({Inst::kSplit}) || !emit(n.a)) return false;
+          const uint16_t jmp = here();
+          if (!push({Inst::kJmp})) return false;
+          nfa.prog_[split].x = static_cast<uint16_t>(split + 1);
+          nfa.prog_[split].y = here();
+          if (!emit(n.b)) return false;
+          nfa.prog_[jmp].x = here();
+          return true;
+        }
+        case Node::kRepeat: {
+          for (int k = 0; k < n.min; ++k)
+            if (!emit(n.a)) return false;
+          if (n.max < 0) {  // L: split body, out; body; jmp L
+            const uint16_t split = here();
+            if (!push({Inst::kSplit}) || !emit(n.a) || !push({Inst::kJmp, split})) return false;
+            nfa.prog_[split].x = static_cast<uint16_t>(split + 1);
+            nfa.prog_[split].y = here();
+            return true;
+          }
+          for (int k = n.min; k < n.max; ++k) {  // optional copies
+            const uint16_t split = here();
+            if (!push({Inst::kSplit}) || !emit(n.a)) return false;
+            nfa.prog_[split].x = static_cast<uint16_t>(split + 1);
+            nfa.prog_[split].y = here();
+          }
+          return true;
+        }
+      }
+      return false;
+    }
+  };
+
+  std::vector<Inst> prog_;
+  std::vector<Set> sets_;
+};
 
 }  // namespace
 
@@ -106,6 +394,7 @@ struct Expr::Program {
   std::vector<Node> nodes;
   std::deque<std::string> strings;  // storage for string constants (stable addresses)
   std::deque<std::regex> regexes;
+  std::deque<std::optional<Nfa>> nfas;  // parallel to regexes; used when set
   int root = -1;
 
   Value eval(int n, const EvalContext& c) const;
@@ -231,6 +520,7 @@ Value Expr::Program::eval(int idx, const EvalContext& c) const {
     case Op::kMatches: {
       const Value x = eval(n.a, c);
       if (!x.present) return Value::of_bool(false);
+      if (const auto& nfa = nfas[static_cast<size_t>(n.index)]) return Value::of_bool(nfa->search(x.s));
       return Value::of_bool(std::regex_search(x.s.begin(), x.s.end(),
                                               regexes[static_cast<size_t>(n.index)]));
     }
@@ -646,6 +936,7 @@ class Parser {
       if (node(args[1]).op != Op::kConst) return fail(at[1], "E202", "matches() needs a constant pattern");
       try {
         p_.regexes.emplace_back(std::string(node(args[1]).k.s), std::regex::ECMAScript | std::regex::optimize);
+        p_.nfas.push_back(Nfa::compile(node(args[1]).k.s));  // std::regex above still decides validity
       } catch (const std::regex_error& e) {
         return fail(at[1], "E205", std::string("invalid regular expression: ") + e.what());
       }

@@ -45,6 +45,28 @@ TEST_F(DecoderTest, DecodesEveryFieldType) {
   EXPECT_FALSE(e.at(sf.slot_of("asset_type")).present);
 }
 
+// The decoder guesses each field from its position in the previous message:
+// reordered, renamed, escaped and prefix-sharing keys must still resolve exactly.
+TEST_F(DecoderTest, FieldOrderChangesAndEscapedKeys) {
+  const auto& sc = schema_of(Stream::kCalls);
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_TRUE(decode(Stream::kCalls, kCall).ok());
+    EXPECT_EQ(e.at(sc.slot_of("caller")).s, "13800138000");
+    ASSERT_TRUE(decode(Stream::kCalls,
+        R"({"start_time":1794909600000,"call_id":"c2","c\u0061ller":"1","callee":"2","caller_class":"fixed",)"
+        R"("duration_s":5,"answered":false,"callerx":"ignored","call":"ignored"})").ok());
+    EXPECT_EQ(e.id(), "c2");
+    EXPECT_EQ(e.at(sc.slot_of("caller")).s, "1");
+    EXPECT_EQ(e.at(sc.slot_of("callee")).s, "2");
+    EXPECT_EQ(e.at(sc.slot_of("caller_class")).s, "fixed");
+    EXPECT_EQ(e.at(sc.slot_of("duration_s")).i, 5);
+    // Same positions as kCall, but one key is only a prefix of the guessed name.
+    EXPECT_EQ(decode(Stream::kCalls,
+        R"({"call_id":"c1","start_time":"2026-11-17T10:00:00.250Z","calle":"13800138000",)"
+        R"("callee":"13900139000","duration_s":17,"answered":true})").error, DecodeError::kMissingField);
+  }
+}
+
 TEST_F(DecoderTest, DoubleFieldAcceptsIntegers) {
   ASSERT_TRUE(decode(Stream::kFaults, R"({"fault_id":"f","time":1794996000000,"kind":"telemetry","network_id":"N","indoor_temp_c":17})").ok());
   EXPECT_DOUBLE_EQ(e.at(schema_of(Stream::kFaults).slot_of("indoor_temp_c")).d, 17.0);

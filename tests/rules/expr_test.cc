@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <regex>
+
 #include "pipeline/decoder.h"
 
 namespace tocsin::rules {
@@ -63,6 +65,42 @@ TEST_F(ExprTest, ListsAndStrings) {
   EXPECT_TRUE(eval(R"(matches(display_number, "^95[0-9]{3}$"))"));
   EXPECT_FALSE(eval(R"(matches(callee, "^95[0-9]{3}$"))"));
   EXPECT_TRUE(eval("len(caller) == 11"));
+}
+
+// matches() runs most patterns on its own matcher: it must agree with std::regex_search.
+// (Short texts: std::regex backtracks exponentially on patterns like ^(a*)*$.)
+TEST_F(ExprTest, MatchesAgreesWithStdRegex) {
+  const char* patterns[] = {
+      "^95[0-9]{3}$", "95", "^$", "", "a|b", "^(ab|cd)+$", "(?:x|y)*z", "a.c", "^a.*c$", "[^0-9]+",
+      "\\d{2,4}", "\\D", "\\w+@\\w+\\.com$", "\\s", "\\S+", "^[a-f0-9-]{8,}$", "colou?r", "a{2}b{0,1}c{1,}",
+      "^(a*)*$", "(a|)+b", "[]a]", "[.]", "\\.", "a+?b", "x??y", "^\\+?[0-9]{3,20}$", "[a\\-z]", "[\\d_]",
+      "ab\\b", "\\x41", "(?=a)a", "(a)\\1", "[[:digit:]]", "^\\(170\\)", "a{,3}"};
+  const char* texts[] = {"", "a", "b", "95588", "955880", "x95123", "abcd", "abab", "abc", "a\nc", "A-c",
+                         "colour", "color", "aab", "aabcc", "bc", "zz", "xyzz", "user@host.com", "user@host.co",
+                         "+8613800138000", "3f2a-00bc", "]", ".", "a-z", "_", "(170)1", "aaaaaa!",
+                         "a\r", " \t", "\xe4\xb8\xad\xe6\x96\x87", "ab cd"};
+  const size_t slot = static_cast<size_t>(schema_of(Stream::kCalls).slot_of("display_number"));
+  for (const char* pattern : patterns) {
+    std::optional<std::regex> re;
+    try {
+      re.emplace(pattern, std::regex::ECMAScript);
+    } catch (const std::regex_error&) {
+    }
+    std::string text = "matches(display_number, \"";
+    for (const char* c = pattern; *c; ++c) {
+      if (*c == '\\' || *c == '"') text += '\\';
+      text += *c;
+    }
+    text += "\")";
+    ExprError err;
+    const auto e = Expr::compile(text, scope, err);
+    ASSERT_EQ(e.has_value(), re.has_value()) << pattern << ": " << err.message;
+    if (!e) continue;
+    for (const char* t : texts) {
+      event.slots[slot] = Value::of_string(t);
+      EXPECT_EQ(e->test(EvalContext{&event}), std::regex_search(std::string(t), *re)) << pattern << " on '" << t << "'";
+    }
+  }
 }
 
 TEST_F(ExprTest, NullHandling) {

@@ -77,5 +77,25 @@ TEST(TableLookups, DoNotAllocate) {
   EXPECT_EQ(hits, 200);  // the first two callers are listed; no tables: no hits
 }
 
+TEST(Matches, DoesNotAllocate) {
+  const TableCatalog catalog;
+  const CallScope scope(catalog);
+  ExprError err;
+  const auto e = Expr::compile(R"(matches(caller, "^95[0-9]{3}$") or matches(caller, "(?:110|120)\\d*x?$"))", scope, err);
+  ASSERT_TRUE(e) << err.message;
+  Event ev;
+  const auto caller = static_cast<size_t>(schema_of(Stream::kCalls).slot_of("caller"));
+  const char* callers[] = {"95588", "955880", "17012345678", "1101234", "x110", ""};
+  int hits = 0;
+  const uint64_t before = g_allocs.load();
+  for (int round = 0; round < 100; ++round)
+    for (const char* c : callers) {
+      ev.slots[caller] = Value::of_string(c);
+      hits += e->test(EvalContext{&ev});
+    }
+  EXPECT_EQ(g_allocs.load() - before, 0u);
+  EXPECT_EQ(hits, 300);
+}
+
 }  // namespace
 }  // namespace tocsin::rules

@@ -1,0 +1,160 @@
+// Texts of the console in Simplified Chinese (default) and English. The choice is kept
+// in localStorage; elements carry data-i18n="key" (text) or data-i18n-ph="key" (placeholder).
+
+const TEXTS = {
+  'app.title': ['Tocsin 值班台', 'Tocsin console'],
+  'login.title': ['登录', 'Log in'],
+  'login.user': ['用户名', 'User'],
+  'login.password': ['密码', 'Password'],
+  'login.submit': ['登录', 'Log in'],
+  'login.failed': ['用户名或密码错误', 'Wrong user or password'],
+  'logout': ['退出', 'Log out'],
+  'lang.switch': ['English', '中文'],
+  'sound.on': ['声音：开', 'Sound: on'],
+  'sound.off': ['声音：关', 'Sound: off'],
+  'live.on': ['实时', 'Live'],
+  'live.off': ['连接中断', 'Disconnected'],
+  'role.viewer': ['只读', 'viewer'],
+  'role.operator': ['值班员', 'operator'],
+  'role.admin': ['管理员', 'admin'],
+  'kpi.fraud': ['今日反诈预警', 'Fraud warnings today'],
+  'kpi.reach': ['触达率', 'Reach rate'],
+  'kpi.outages': ['未恢复停热', 'Open outages'],
+  'kpi.sla': ['今日超时工单', 'SLA breaches today'],
+  'tab.alerts': ['告警', 'Alerts'],
+  'tab.sla': ['工单督办', 'SLA board'],
+  'tab.heating': ['供热', 'Heating'],
+  'tab.audit': ['审计日志', 'Audit log'],
+  'filter.type': ['类型', 'Type'],
+  'filter.severity': ['级别', 'Severity'],
+  'filter.state': ['状态', 'State'],
+  'filter.district': ['区', 'District'],
+  'filter.street': ['街道', 'Street'],
+  'filter.grid': ['网格', 'Grid'],
+  'filter.rule': ['规则', 'Rule'],
+  'filter.search': ['搜索标题、编号、标签…', 'Search title, id, labels…'],
+  'filter.any': ['全部', 'All'],
+  'filter.open': ['未关闭', 'Open'],
+  'col.time': ['时间', 'Time'],
+  'col.severity': ['级别', 'Severity'],
+  'col.state': ['状态', 'State'],
+  'col.type': ['类型', 'Type'],
+  'col.title': ['标题', 'Title'],
+  'col.location': ['位置', 'Location'],
+  'col.assignee': ['处理人', 'Assignee'],
+  'list.empty': ['没有符合条件的告警', 'No alerts match'],
+  'list.more': ['仅显示前', 'Showing the first'],
+  'detail.close': ['关闭', 'Close'],
+  'detail.rule': ['规则', 'Rule'],
+  'detail.version': ['规则集版本', 'Rule-set version'],
+  'detail.policy': ['升级策略', 'Policy'],
+  'detail.step': ['步骤', 'Step'],
+  'detail.incident': ['事件', 'Incident'],
+  'detail.raised': ['触发时间', 'Raised'],
+  'detail.updated': ['更新时间', 'Updated'],
+  'detail.reached': ['已触达', 'Reached'],
+  'detail.evidence': ['证据', 'Evidence'],
+  'detail.key': ['分组键', 'Key'],
+  'detail.window': ['窗口', 'Window'],
+  'detail.count': ['事件数', 'Events'],
+  'detail.distinct': ['不同值', 'Distinct'],
+  'detail.first': ['首个事件', 'First event'],
+  'detail.last': ['最后事件', 'Last event'],
+  'detail.deadline': ['期限', 'Deadline'],
+  'detail.aggregates': ['窗口统计', 'Window aggregates'],
+  'detail.score': ['风险评分', 'Score'],
+  'detail.feature': ['特征', 'Feature'],
+  'detail.value': ['取值', 'Value'],
+  'detail.weight': ['权重', 'Weight'],
+  'detail.contribution': ['贡献', 'Contribution'],
+  'detail.labels': ['标签', 'Labels'],
+  'detail.linked': ['关联告警', 'Linked alerts'],
+  'detail.delivery': ['通知送达', 'Delivery timeline'],
+  'detail.no_notifications': ['尚无通知', 'No notifications yet'],
+  'detail.audit': ['处理记录', 'Audit trail'],
+  'detail.attempts': ['次尝试', 'attempts'],
+  'act.ack': ['确认', 'Acknowledge'],
+  'act.resolve': ['解除', 'Resolve'],
+  'act.escalate': ['立即升级', 'Escalate now'],
+  'act.assign': ['指派', 'Assign'],
+  'act.assignee': ['人员或单位', 'Person or unit'],
+  'act.note': ['备注', 'Add note'],
+  'act.note_ph': ['备注内容', 'Note'],
+  'act.silence': ['静默…', 'Silence…'],
+  'act.done': ['已完成', 'Done'],
+  'silence.title': ['创建静默', 'Create a silence'],
+  'silence.matchers': ['匹配条件（每行一个）', 'Matchers (one per line)'],
+  'silence.duration': ['时长', 'Duration'],
+  'silence.comment': ['说明', 'Comment'],
+  'silence.create': ['创建', 'Create'],
+  'silence.cancel': ['取消', 'Cancel'],
+  'sla.open': ['未关闭的督办告警', 'Open hotline alerts'],
+  'sla.breached': ['今日超时（按层级）', 'Breached today by level'],
+  'sla.level.community': ['社区', 'community'],
+  'sla.level.street': ['街道', 'street'],
+  'sla.level.district': ['区', 'district'],
+  'sla.level.none': ['未升级', 'not escalated'],
+  'sla.since': ['已过', 'since'],
+  'sla.empty': ['无', 'none'],
+  'heating.map': ['停热分布', 'Outage map'],
+  'heating.outages': ['停热与疑似停热', 'Outages and suspected outages'],
+  'heating.incidents': ['推断事件', 'Inferred incidents'],
+  'heating.households': ['户', 'households'],
+  'heating.since': ['持续', 'for'],
+  'heating.empty': ['当前无停热', 'No open outages'],
+  'heating.legend': ['颜色：未关闭的供热告警数', 'Colour: open heating alerts'],
+  'audit.at': ['时间', 'Time'],
+  'audit.alert': ['告警', 'Alert'],
+  'audit.action': ['动作', 'Action'],
+  'audit.by': ['操作者', 'By'],
+  'audit.detail': ['详情', 'Detail'],
+  'audit.people': ['只看人工操作', 'People\'s actions only'],
+  'error.forbidden': ['无权执行此操作', 'Not allowed'],
+  'error.conflict': ['告警当前状态不允许此操作', 'Not allowed in the alert\'s state'],
+  'state.pending': ['待定', 'pending'],
+  'state.firing': ['告警中', 'firing'],
+  'state.acknowledged': ['已确认', 'acknowledged'],
+  'state.resolved': ['已解除', 'resolved'],
+  'state.silenced': ['已静默', 'silenced'],
+  'state.escalated': ['已升级', 'escalated'],
+  'state.expired': ['已过期', 'expired'],
+  'sev.critical': ['紧急', 'critical'],
+  'sev.high': ['高', 'high'],
+  'sev.medium': ['中', 'medium'],
+  'sev.low': ['低', 'low'],
+  'sev.info': ['信息', 'info'],
+  'ntf.queued': ['排队', 'queued'],
+  'ntf.submitted': ['已提交', 'submitted'],
+  'ntf.gateway-accepted': ['已接收', 'accepted'],
+  'ntf.delivered': ['已送达', 'delivered'],
+  'ntf.failed': ['失败', 'failed'],
+  'ntf.expired': ['过期', 'expired'],
+  'ntf.no-receipt': ['无回执', 'no receipt'],
+  'ntf.cancelled': ['已取消', 'cancelled'],
+};
+
+const KEY = 'tocsin.lang';
+export const LANGS = ['zh', 'en'];
+let current = LANGS.includes(localStorage.getItem(KEY)) ? localStorage.getItem(KEY) : 'zh';
+
+export function lang() { return current; }
+
+export function setLang(l) {
+  current = LANGS.includes(l) ? l : 'zh';
+  localStorage.setItem(KEY, current);
+  document.documentElement.lang = current === 'zh' ? 'zh-CN' : 'en';
+}
+
+// The text for key; unknown keys fall back to `fallback` (or the key itself).
+export function t(key, fallback) {
+  const e = TEXTS[key];
+  if (!e) return fallback ?? key;
+  return e[current === 'zh' ? 0 : 1];
+}
+
+export function applyI18n(root = document) {
+  document.documentElement.lang = current === 'zh' ? 'zh-CN' : 'en';
+  for (const el of root.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll('[data-i18n-ph]')) el.placeholder = t(el.dataset.i18nPh);
+  document.title = t('app.title');
+}
