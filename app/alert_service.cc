@@ -512,7 +512,7 @@ void AlertService::Impl::add_routes(connectors::HttpServer& http) {
       std::vector<Row> rows;
       for (const auto& [id, a] : desk->alerts())
         for (const auto& e : a.audit) rows.push_back({&a, &e});
-      std::sort(rows.begin(), rows.end(), [](const Row& x, const Row& y) { return x.e->at_ms > y.e->at_ms; });
+      std::stable_sort(rows.begin(), rows.end(), [](const Row& x, const Row& y) { return x.e->at_ms > y.e->at_ms; });
       std::string out;
       JsonWriter w(out);
       w.begin_object().key("entries").begin_array();
