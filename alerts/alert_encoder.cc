@@ -1,5 +1,6 @@
 #include "alerts/alert_encoder.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <ostream>
 
@@ -45,9 +46,15 @@ void AlertEncoder::on_signal(const rules::Signal& s) {
       .key("title").str(s.title)
       .key("stream").str(schema_of(e.stream).name);
   if (!s.summary.empty()) w.key("summary").str(s.summary);
-  if (!r.labels.empty()) {
+  if (!r.labels.empty() || !s.deadline_labels.empty()) {
+    // The rule's labels, then the deadline's (a deadline's value wins for the same name).
     w.key("labels").begin_object();
-    for (const auto& [k, v] : r.labels) w.key(k).str(v);
+    for (const auto& [k, v] : r.labels) {
+      const bool overridden = std::any_of(s.deadline_labels.begin(), s.deadline_labels.end(),
+                                          [&](const auto& dl) { return dl.first == k; });
+      if (!overridden) w.key(k).str(v);
+    }
+    for (const auto& [k, v] : s.deadline_labels) w.key(k).str(v);
     w.end_object();
   }
   w.key("key").begin_object();

@@ -207,6 +207,34 @@ struct WindowKey {
   uint8_t first_id_len = 0;
   bool firing = false;
   bool live = false;  // false: a recycled slot, as if the key did not exist
+  // Rules with baseline(): the aggregates of the key's previous tumbling
+  // windows, newest last, and those of the open window (as of its last event).
+  struct History {
+    static constexpr int kWindows = 12;
+    std::array<int64_t, kWindows> start{};
+    std::array<std::array<double, kMaxAggregates>, kWindows> values{};
+    int size = 0;
+    std::array<double, kMaxAggregates> current{};
+    void close(int64_t window_start) {
+      if (size == kWindows) {
+        std::move(start.begin() + 1, start.end(), start.begin());
+        std::move(values.begin() + 1, values.end(), values.begin());
+        --size;
+      }
+      start[static_cast<size_t>(size)] = window_start;
+      values[static_cast<size_t>(size)] = current;
+      ++size;
+    }
+    // Mean of aggregate `of` over the `n` windows of `size_ms` before `window_start`.
+    double baseline(int of, int n, int64_t window_start, int64_t size_ms) const {
+      double sum = 0;
+      for (int i = 0; i < size; ++i)
+        if (start[static_cast<size_t>(i)] < window_start && start[static_cast<size_t>(i)] >= window_start - n * size_ms)
+          sum += values[static_cast<size_t>(i)][static_cast<size_t>(of)];
+      return sum / n;
+    }
+  };
+  std::unique_ptr<History> history;
 
   // Makes a recycled slot a fresh key of `rule`, reusing its storage.
   void renew(const Rule& rule);
@@ -301,7 +329,19 @@ struct Clocks {
   uint32_t refs = 0;        // timers in the queue that point here
   std::string packed;       // the start event's slots the alert needs
   const std::string* key = nullptr;
+  // Deadlines moved by `extend` (deadline index, due time); null while none is.
+  std::unique_ptr<std::vector<std::pair<uint8_t, int64_t>>> moved;
 };
+
+// When deadline `d` of a clock is due: moved by an extension, else `after` from
+// the start (in working time when the deadline has a calendar).
+int64_t due_of(const RuleSet& set, const Rule& rule, const Clocks& k, size_t d) {
+  if (k.moved)
+    for (const auto& [i, due] : *k.moved)
+      if (i == d) return due;
+  const Deadline& dl = rule.deadlines[d];
+  return dl.calendar < 0 ? k.start + dl.after_ms : set.calendars[static_cast<size_t>(dl.calendar)].add(k.start, dl.after_ms);
+}
 
 struct Timer {
   int64_t due;
@@ -310,6 +350,21 @@ struct Timer {
   uint8_t deadline;
   bool operator>(const Timer& o) const { return due > o.due; }
 };
+
+// A timer heap whose items can be scanned (for the SLA board).
+struct TimerQueue : std::priority_queue<Timer, std::vector<Timer>, std::greater<>> {
+  const std::vector<Timer>& items() const { return c; }
+};
+
+// Queues a timer for each pending deadline of `k` at its current generation.
+template <typename Timers>
+void arm(const RuleSet& set, const Rule& rule, Clocks& k, Timers& timers) {
+  for (size_t d = 0; d < rule.deadlines.size() && d < 32; ++d) {
+    if (!(k.pending >> d & 1)) continue;
+    timers.push(Timer{due_of(set, rule, k, d), &k, k.generation, static_cast<uint8_t>(d)});
+    ++k.refs;
+  }
+}
 
 struct StringHash {
   using is_transparent = void;
@@ -328,6 +383,8 @@ bool counts_distinct(const Rule& r, AggregateKind kind) {
 void WindowKey::renew(const Rule& rule) {
   const size_t n = rule.aggregates.size();
   ring.clear();
+  if (history) history->size = 0;
+  else if (rule.history_windows > 0) history = std::make_unique<History>();
   if (distinct) {
     for (size_t a = 0; a < n; ++a) distinct[a].clear();
   } else if (counts_distinct(rule, AggregateKind::kCountDistinct)) {
@@ -364,7 +421,7 @@ struct Engine::RuleState {
   size_t window_keys = 0;  // live window keys of the rule
   KeyMap<SequenceKey> sequences;
   KeyMap<Clocks> clocks;
-  std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers;
+  TimerQueue timers;
   int64_t newest = INT64_MIN;  // newest event time seen by the rule (its watermark)
 };
 
@@ -492,6 +549,7 @@ struct Engine::Fire {
   int64_t first_time = 0;
   uint64_t count = 1;
   std::string_view deadline;
+  const Deadline* deadline_def = nullptr;
   std::string_view level;
   std::string_view severity;
 };
@@ -673,8 +731,9 @@ void Engine::render(const std::vector<TemplatePart>& parts, const Fire& f, std::
 void Engine::fire(const Fire& f) {
   const Rule& rule = *f.rule;
   const Event& e = *f.event;
-  render(rule.title, f, title_buffer_);
-  render(rule.summary, f, summary_buffer_);
+  const Deadline* d = f.deadline_def;
+  render(d && !d->title.empty() ? d->title : rule.title, f, title_buffer_);
+  render(d && !d->summary.empty() ? d->summary : rule.summary, f, summary_buffer_);
   Signal s;
   s.rule_set = rules_.get();
   s.rule = &rule;
@@ -691,6 +750,7 @@ void Engine::fire(const Fire& f) {
   s.first_event_time_ms = f.first_time;
   s.count = f.count;
   s.deadline = f.deadline;
+  if (d) s.deadline_labels = d->labels;
   s.level = f.level;
   sink_.on_signal(s);
 }
@@ -716,6 +776,7 @@ void Engine::on_event(const Event& e) {
       case Trigger::kThen: on_then(t.rule, rule, e, c); break;
       case Trigger::kUntil: on_until(t.rule, rule, t.deadline, e); break;
       case Trigger::kCancel: on_cancel(t.rule, rule, e); break;
+      case Trigger::kExtend: on_extend(t.rule, rule, t.deadline, e); break;
     }
   }
 }
@@ -814,6 +875,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
         return;
       }
       if (bucket > k.start) {
+        if (k.history && k.count > 0) k.history->close(k.start);
         k.reset(naggs);
         k.start = bucket;
       }
@@ -837,7 +899,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
   for (size_t a = 0; a < naggs; ++a) {
     const Aggregate& agg = rule.aggregates[a];
     switch (agg.kind) {
-      case AggregateKind::kCount: case AggregateKind::kRate: break;
+      case AggregateKind::kCount: case AggregateKind::kRate: case AggregateKind::kBaseline: break;
       case AggregateKind::kCountIf: {
         const bool hit = agg.condition->test(ectx);
         payload[a] = hit;
@@ -914,6 +976,14 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
         values[a] = m;
         break;
       }
+      case AggregateKind::kBaseline: break;  // below, from the other aggregates
+    }
+  }
+  if (k.history) {
+    std::copy_n(values.begin(), naggs, k.history->current.begin());
+    for (size_t a = 0; a < naggs; ++a) {
+      const Aggregate& agg = rule.aggregates[a];
+      if (agg.kind == AggregateKind::kBaseline) values[a] = k.history->baseline(agg.of, agg.windows, k.start, size);
     }
   }
   const EvalContext vctx{&e, values.data(), nullptr, tables_.get()};
@@ -995,12 +1065,37 @@ void Engine::on_start(int ri, const Rule& rule, const Event& e, RuleCounters& c)
   ++k.generation;
   k.start = e.time_ms;
   k.pending = rule.deadlines.size() >= 32 ? ~0u : (1u << rule.deadlines.size()) - 1;
+  k.moved.reset();
   pack_event(e, kept_slots(rule, rule.match.stream), k.packed);
-  for (size_t d = 0; d < rule.deadlines.size(); ++d) {
-    rs.timers.push(Timer{e.time_ms + rule.deadlines[d].after_ms, &k, k.generation, static_cast<uint8_t>(d)});
-    ++k.refs;
-  }
+  arm(*rules_, rule, k, rs.timers);
   c.timers.store(static_cast<int64_t>(rs.timers.size()), std::memory_order_relaxed);
+}
+
+void Engine::on_extend(int ri, const Rule& rule, int deadline, const Event& e) {
+  RuleState& rs = *state_[static_cast<size_t>(ri)];
+  if (rs.clocks.empty()) return;
+  const Deadline& d = rule.deadlines[static_cast<size_t>(deadline)];
+  if (d.extend->where && !d.extend->where->test(EvalContext{&e, nullptr, nullptr, tables_.get()})) return;
+  build_key(e, d.extend->key);
+  const auto it = rs.clocks.find(std::string_view(key_buffer_));
+  if (it == rs.clocks.end() || e.time_ms < it->second.start) return;
+  Clocks& k = it->second;
+  if (!(k.pending >> deadline & 1)) return;  // met or already fired: nothing to move
+  int64_t due;
+  if (d.extend_to >= 0) {
+    const Value& to = e.at(d.extend_to);
+    if (!to.present) return;  // an extension without its new deadline keeps the old one
+    due = to.i;
+  } else {
+    due = due_of(*rules_, rule, k, static_cast<size_t>(deadline)) + d.extend_by_ms;
+  }
+  if (!k.moved) k.moved = std::make_unique<std::vector<std::pair<uint8_t, int64_t>>>();
+  auto m = std::find_if(k.moved->begin(), k.moved->end(), [&](const auto& x) { return x.first == deadline; });
+  if (m == k.moved->end()) k.moved->emplace_back(static_cast<uint8_t>(deadline), due);
+  else m->second = due;
+  ++k.generation;  // the queued timers are stale: re-arm every pending deadline
+  arm(*rules_, rule, k, rs.timers);
+  counters_[static_cast<size_t>(ri)].timers.store(static_cast<int64_t>(rs.timers.size()), std::memory_order_relaxed);
 }
 
 void Engine::on_until(int ri, const Rule& rule, int deadline, const Event& e) {
@@ -1063,6 +1158,7 @@ void Engine::fire_timers(int64_t now_ms) {
         f.first_id = scratch_.id();
         f.first_time = k.start;
         f.deadline = d.name;
+        f.deadline_def = &d;
         f.level = level;
         f.severity = d.severity;
         fire(f);
@@ -1084,6 +1180,7 @@ void Engine::on_tick(int64_t now_ms) {
     if (auto next = feed_->current(); next && next != rules_) replace_rules(std::move(next));
   }
   fire_timers(options_.timers_follow_event_time ? newest_event_ms_ : now_ms);
+  if (options_.clock_board && options_.clock_board->wanted(options_.worker_index, now_ms)) publish_clocks(now_ms);
   // Drop keys whose window or sequence time lies behind the rule's watermark,
   // so memory follows the live key set: at most every 10 s, and only once at
   // least as many events as live keys have arrived, so that the sweep (a
@@ -1102,7 +1199,7 @@ void Engine::on_tick(int64_t now_ms) {
     int64_t* horizon = horizon_small.data();
     if (kt->rules.size() > horizon_small.size()) horizon = (horizon_large.resize(kt->rules.size()), horizon_large.data());
     for (size_t r = 0; r < kt->rules.size(); ++r)
-      horizon[r] = newest_event_ms_ - rules_->rules[static_cast<size_t>(kt->rules[r])].window_ms;
+      horizon[r] = newest_event_ms_ - rules_->rules[static_cast<size_t>(kt->rules[r])].retention_ms();
     for (uint32_t e = 0; e < kt->entries.size(); ++e) {
       KeyTable::Entry& en = kt->entries[e];
       if (!en.used) continue;
@@ -1131,6 +1228,72 @@ void Engine::on_tick(int64_t now_ms) {
   }
 }
 
+void Engine::publish_clocks(int64_t now_ms) {
+  // The soonest live timers over all absence rules: a bounded max-heap by due time.
+  struct Pick {
+    int64_t due;
+    size_t rule;
+    const Timer* timer;
+    bool operator<(const Pick& o) const { return due < o.due; }
+  };
+  std::vector<Pick> heap;
+  const size_t limit = ClockBoard::kPerWorker;
+  for (size_t ri = 0; ri < state_.size(); ++ri) {
+    for (const Timer& t : state_[ri]->timers.items()) {
+      const Clocks& k = *t.clocks;
+      if (t.generation != k.generation || !(k.pending >> t.deadline & 1)) continue;
+      if (heap.size() == limit && t.due >= heap.front().due) continue;
+      heap.push_back({t.due, ri, &t});
+      std::push_heap(heap.begin(), heap.end());
+      if (heap.size() > limit) {
+        std::pop_heap(heap.begin(), heap.end());
+        heap.pop_back();
+      }
+    }
+  }
+  std::sort_heap(heap.begin(), heap.end());
+  std::vector<ClockEntry> out;
+  std::vector<const Clocks*> seen;  // one entry per clock: its soonest deadline
+  for (const Pick& p : heap) {
+    const Clocks& k = *p.timer->clocks;
+    if (std::find(seen.begin(), seen.end(), &k) != seen.end()) continue;
+    seen.push_back(&k);
+    const Rule& rule = rules_->rules[p.rule];
+    const Deadline& d = rule.deadlines[p.timer->deadline];
+    unpack_event(k.packed, rule.match.stream, k.start, scratch_);
+    ClockEntry& e = out.emplace_back();
+    e.rule = rule.id;
+    e.alert_type = rule.alert_type;
+    const StreamSchema& schema = schema_of(rule.match.stream);
+    size_t pos = 0;
+    const std::string_view key = *k.key;
+    for (size_t g = 0; g < rule.match.key.size(); ++g) {
+      const size_t sep = key.find('\x1f', pos);
+      const std::string_view part = key.substr(pos, sep == std::string_view::npos ? std::string_view::npos : sep - pos);
+      e.key.emplace_back(std::string(schema.fields[static_cast<size_t>(rule.match.key[g])].name), std::string(part));
+      if (sep == std::string_view::npos) break;
+      pos = sep + 1;
+    }
+    e.deadline = d.name;
+    e.severity = !d.severity.empty() ? d.severity : rule.severity;
+    e.labels = rule.labels;
+    for (const auto& [name, value] : d.labels) {
+      auto it = std::find_if(e.labels.begin(), e.labels.end(), [&](const auto& l) { return l.first == name; });
+      if (it != e.labels.end()) it->second = value; else e.labels.emplace_back(name, value);
+    }
+    std::array<double, kMaxValues> values{};
+    Fire f{&rule, &scratch_, rule.match.key.size()};
+    f.values = {values.data(), rule.value_count()};
+    f.deadline = d.name;
+    f.deadline_def = &d;
+    render(!d.title.empty() ? d.title : rule.title, f, title_buffer_);
+    e.title = title_buffer_;
+    e.started_ms = k.start;
+    e.due_ms = p.due;
+  }
+  options_.clock_board->publish(options_.worker_index, now_ms, std::move(out));
+}
+
 void Engine::snapshot_state(StateStore& store) const {
   std::string value;
   for (size_t ri = 0; ri < state_.size(); ++ri) {
@@ -1144,6 +1307,14 @@ void Engine::snapshot_state(StateStore& store) const {
         value.append(reinterpret_cast<const char*>(&k.pending), 4);
         value += k.packed;
         store.put(ns, key, value);
+        if (k.moved) {
+          value.clear();
+          for (const auto& [d, due] : *k.moved) {
+            value += static_cast<char>(d);
+            value.append(reinterpret_cast<const char*>(&due), 8);
+          }
+          store.put("absence-moved/" + rule.id, key, value);
+        }
       }
     } else if (rule.kind == RuleKind::kSequence) {
       const std::string ns = "sequence/" + rule.id;
@@ -1175,12 +1346,19 @@ void Engine::restore_state(const StateStore& store) {
         std::memcpy(&k.pending, v.data() + 8, 4);
         k.packed = std::string(v.substr(12));
         ++k.generation;
-        for (size_t d = 0; d < rule.deadlines.size() && d < 32; ++d) {
-          if (!(k.pending >> d & 1)) continue;
-          rs.timers.push(Timer{k.start + rule.deadlines[d].after_ms, &k, k.generation, static_cast<uint8_t>(d)});
-          ++k.refs;
-        }
       });
+      store.scan("absence-moved/" + rule.id, [&](std::string_view key, std::string_view v) {
+        const auto it = rs.clocks.find(key);
+        if (it == rs.clocks.end()) return;
+        auto moved = std::make_unique<std::vector<std::pair<uint8_t, int64_t>>>();
+        for (size_t i = 0; i + 9 <= v.size(); i += 9) {
+          int64_t due;
+          std::memcpy(&due, v.data() + i + 1, 8);
+          moved->emplace_back(static_cast<uint8_t>(v[i]), due);
+        }
+        it->second.moved = std::move(moved);
+      });
+      for (auto& [key, k] : rs.clocks) arm(*rules_, rule, k, rs.timers);
       counters_[ri].keys.store(static_cast<int64_t>(rs.clocks.size()), std::memory_order_relaxed);
       counters_[ri].timers.store(static_cast<int64_t>(rs.timers.size()), std::memory_order_relaxed);
     } else if (rule.kind == RuleKind::kSequence) {

@@ -14,6 +14,7 @@
 #include "pipeline/io.h"
 #include "pipeline/state_store.h"
 #include "pipeline/stats.h"
+#include "rules/clock_board.h"
 #include "rules/rule_set.h"
 #include "rules/tables.h"
 
@@ -36,6 +37,7 @@ struct Signal {
   int64_t first_event_time_ms = 0;
   uint64_t count = 0;
   std::string_view deadline;              // absence: the deadline that passed
+  std::span<const std::pair<std::string, std::string>> deadline_labels;  // its labels (override the rule's)
   std::string_view level;                 // scored rules: the level reached
 };
 
@@ -62,6 +64,10 @@ struct EngineOptions {
   bool timers_follow_event_time = false;
   // Pending `first` events kept per sequence key; older ones are dropped and counted.
   size_t max_pending_per_key = 16;
+  // Where this engine publishes its soonest running clocks when the SLA board
+  // is open (null: never), and its slot there.
+  ClockBoard* clock_board = nullptr;
+  size_t worker_index = 0;
 };
 
 // Where an engine gets new rule sets from (hot reload). version() is read
@@ -123,7 +129,9 @@ class Engine final : public EventHandler {
   void on_start(int ri, const Rule& rule, const Event& e, RuleCounters& c);
   void on_until(int ri, const Rule& rule, int deadline, const Event& e);
   void on_cancel(int ri, const Rule& rule, const Event& e);
+  void on_extend(int ri, const Rule& rule, int deadline, const Event& e);
   void fire_timers(int64_t now_ms);
+  void publish_clocks(int64_t now_ms);
   // Computes the score features into values[first..] and returns the level.
   std::string_view score(const Rule& rule, const EvalContext& ctx, double* values);
 

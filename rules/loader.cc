@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -67,26 +68,99 @@ class Compiler {
  public:
   Compiler(std::vector<Diagnostic>& out, const TableCatalog* tables) : diags_(out), tables_(tables) {}
 
-  void compile_source(const Source& src, RuleSet& set) {
-    file_ = src.name;
-    lines_.clear();
-    std::istringstream in(src.text);
-    for (std::string l; std::getline(in, l);) lines_.push_back(l);
+  // A parsed file: its YAML and lines (for snippets). Calendars of every file
+  // are compiled before any rule, so a rule may use a calendar of another file.
+  struct Parsed {
+    std::string file;
+    std::vector<std::string> lines;
     YAML::Node root;
+  };
+
+  // Reads a file's YAML and checks its top level; false when there is nothing to compile.
+  bool parse(const Source& src, Parsed& p) {
+    p.file = src.name;
+    std::istringstream in(src.text);
+    for (std::string l; std::getline(in, l);) p.lines.push_back(l);
+    enter(p);
     try {
-      root = YAML::Load(src.text);
+      p.root = YAML::Load(src.text);
     } catch (const YAML::ParserException& e) {
       add(e.mark.line, e.mark.column, "E001", "YAML syntax: " + e.msg);
-      return;
+      return false;
     }
-    if (!root || root.IsNull()) {
+    if (!p.root || p.root.IsNull()) {
       add_line(1, 1, "W001", "file has no rules", Diagnostic::Level::kWarning);
+      return false;
+    }
+    if (!p.root.IsMap()) {
+      error(p.root, "E002", "a rule file is a mapping with a 'rules' list");
+      return false;
+    }
+    check_keys(p.root, {"rules", "version", "calendars"});
+    return true;
+  }
+
+  void compile_calendars(const Parsed& p, RuleSet& set) {
+    enter(p);
+    const YAML::Node cals = p.root["calendars"];
+    if (!cals) return;
+    if (!cals.IsMap()) return error(cals, "E017", "'calendars' maps a calendar name to {utc_offset, weekend, holidays, workdays}");
+    for (const auto& kv : cals) {
+      const std::string name = kv.first.Scalar();
+      const YAML::Node c = kv.second;
+      if (calendar_index_.count(name)) { error(kv.first, "E017", "calendar '" + name + "' is declared twice"); continue; }
+      if (!c.IsMap()) { error(c, "E017", "calendar '" + name + "' is a mapping {utc_offset, weekend, holidays, workdays}"); continue; }
+      check_keys(c, {"utc_offset", "weekend", "holidays", "workdays"});
+      Calendar cal;
+      cal.name = name;
+      if (const auto off = c["utc_offset"]) {
+        std::string t = off.IsScalar() ? off.Scalar() : "";
+        const bool negative = t.starts_with('-');
+        if (negative || t.starts_with('+')) t.erase(0, 1);
+        const auto ms = t == "0" ? std::optional<int64_t>(0) : parse_duration_ms(t);
+        if (!ms || *ms >= 86'400'000) { error(off, "E017", "utc_offset must be a duration under 24h, e.g. 8h or -5h"); continue; }
+        cal.utc_offset_ms = negative ? -*ms : *ms;
+      }
+      if (const auto we = c["weekend"]) {
+        static constexpr std::string_view kDays[] = {"mon", "tue", "wed", "thu", "fri", "sat", "sun"};
+        cal.weekend = 0;
+        for (const auto& d : items(we)) {
+          const auto it = std::find(std::begin(kDays), std::end(kDays), d.Scalar());
+          if (it == std::end(kDays)) error(d, "E017", "weekend days are mon, tue, wed, thu, fri, sat, sun");
+          else cal.weekend |= static_cast<uint8_t>(1u << (it - std::begin(kDays)));
+        }
+        if (cal.weekend == 0x7f) error(we, "E017", "a calendar needs at least one working weekday");
+      }
+      auto days = [&](const char* key, std::vector<int32_t>& out) {
+        const YAML::Node list = c[key];
+        if (!list) return;
+        for (const auto& d : items(list)) {
+          int32_t day;
+          if (!d.IsScalar() || !parse_day(d.Scalar(), day)) error(d, "E017", std::string(key) + ": '" + (d.IsScalar() ? d.Scalar() : "") + "' is not a date (YYYY-MM-DD)");
+          else out.push_back(day);
+        }
+        std::sort(out.begin(), out.end());
+      };
+      days("holidays", cal.holidays);
+      days("workdays", cal.workdays);
+      // Calendar::add() needs a working day in every 366: holidays cannot cover a whole year.
+      for (size_t i = 0; i + 1 < cal.holidays.size() && cal.weekend != 0x7f; ++i)
+        if (i + 365 < cal.holidays.size() && cal.holidays[i + 365] - cal.holidays[i] == 365) {
+          error(c["holidays"], "E017", "holidays cover a whole year: no working day left");
+          break;
+        }
+      calendar_index_[name] = static_cast<int>(set.calendars.size());
+      set.calendars.push_back(std::move(cal));
+    }
+  }
+
+  void compile_rules(const Parsed& p, RuleSet& set) {
+    enter(p);
+    const YAML::Node rules = p.root["rules"];
+    if (!rules) {
+      if (!p.root["calendars"]) error(p.root, "E003", "missing 'rules'");  // a file may hold only calendars
       return;
     }
-    if (!root.IsMap()) return error(root, "E002", "a rule file is a mapping with a 'rules' list");
-    check_keys(root, {"rules", "version"});
-    const YAML::Node rules = root["rules"];
-    if (!rules) return error(root, "E003", "missing 'rules'");
     if (!rules.IsSequence()) return error(rules, "E002", "'rules' must be a list");
     if (rules.size() == 0) add(rules.Mark().line, rules.Mark().column, "W001", "file has no rules", Diagnostic::Level::kWarning);
     for (const auto& node : rules) compile_rule(node, set);
@@ -95,6 +169,11 @@ class Compiler {
   std::set<std::string> ids;
 
  private:
+  void enter(const Parsed& p) {
+    file_ = p.file;
+    lines_ = &p.lines;
+  }
+
   void add(int line0, int col0, const char* code, std::string msg,
            Diagnostic::Level level = Diagnostic::Level::kError) {
     add_line(line0 + 1, col0 + 1, code, std::move(msg), level);
@@ -108,7 +187,7 @@ class Compiler {
     d.line = line;
     d.column = col;
     d.message = std::move(msg);
-    if (line >= 1 && static_cast<size_t>(line) <= lines_.size()) d.snippet = lines_[static_cast<size_t>(line - 1)];
+    if (line >= 1 && static_cast<size_t>(line) <= lines_->size()) d.snippet = (*lines_)[static_cast<size_t>(line - 1)];
     diags_.push_back(std::move(d));
   }
   void error(const YAML::Node& n, const char* code, std::string msg) {
@@ -141,8 +220,8 @@ class Compiler {
   // Column of the first character of a scalar's text (past an opening quote).
   int text_column(const YAML::Node& n) const {
     const int line = n.Mark().line, col = n.Mark().column;
-    if (line >= 0 && static_cast<size_t>(line) < lines_.size()) {
-      const std::string& l = lines_[static_cast<size_t>(line)];
+    if (line >= 0 && static_cast<size_t>(line) < lines_->size()) {
+      const std::string& l = (*lines_)[static_cast<size_t>(line)];
       if (static_cast<size_t>(col) < l.size() && (l[static_cast<size_t>(col)] == '"' || l[static_cast<size_t>(col)] == '\''))
         return col + 1;
     }
@@ -215,12 +294,13 @@ class Compiler {
 
   // A step mapping {stream?, on?, where?, key?}. `prior` enables first.<field>.
   bool match(const YAML::Node& n, const char* what, Stream default_stream, const YAML::Node* key_node,
-             Match& m, const StreamSchema* prior = nullptr, uint32_t* prior_used = nullptr) {
+             Match& m, const StreamSchema* prior = nullptr, uint32_t* prior_used = nullptr, bool extend = false) {
     if (!n.IsMap()) {
       error(n, "E002", std::string(what) + " is a mapping with on, where and key");
       return false;
     }
-    check_keys(n, {"stream", "on", "where", "key"});
+    if (extend) check_keys(n, {"stream", "on", "where", "key", "to", "by"});
+    else check_keys(n, {"stream", "on", "where", "key"});
     m.stream = default_stream;
     if (const auto st = n["stream"]) {
       const auto s = stream_from_string(st.Scalar());
@@ -324,6 +404,16 @@ class Compiler {
     if (alert["title"]) compile_template(alert["title"], title_schema, r, values, unmasked, r.title);
     else r.title.push_back({TemplatePart::kLiteral, r.id});
     if (alert["summary"]) compile_template(alert["summary"], title_schema, r, values, unmasked, r.summary);
+    const YAML::Node ab = node["absence"];
+    const YAML::Node ds = ab && ab.IsMap() ? ab["deadlines"] : YAML::Node();
+    if (r.kind == RuleKind::kAbsence && ds && ds.IsSequence()) {
+      // A deadline's own title or summary replaces the rule's (e.g. one per escalation level).
+      for (size_t i = 0; i < ds.size() && i < r.deadlines.size(); ++i) {
+        if (!ds[i].IsMap()) continue;
+        if (const auto t = ds[i]["title"]) compile_template(t, title_schema, r, values, unmasked, r.deadlines[i].title);
+        if (const auto t = ds[i]["summary"]) compile_template(t, title_schema, r, values, unmasked, r.deadlines[i].summary);
+      }
+    }
 
     if (count_errors() != errors_before) return;
     std::ostringstream def;
@@ -382,7 +472,7 @@ class Compiler {
     for (const auto& d : ds) {
       Deadline dl;
       if (!d.IsMap()) { error(d, "E002", "a deadline is a mapping {name, after, until, severity}"); continue; }
-      check_keys(d, {"name", "after", "until", "severity"});
+      check_keys(d, {"name", "after", "until", "severity", "calendar", "extend", "labels", "title", "summary"});
       if (!d["name"] || !d["after"] || !d["until"]) { error(d, "E003", "a deadline needs name, after and until"); continue; }
       dl.name = d["name"].Scalar();
       duration(d["after"], "after", dl.after_ms);
@@ -391,6 +481,37 @@ class Compiler {
         dl.severity = d["severity"].Scalar();
         if (std::find(std::begin(kSeverities), std::end(kSeverities), dl.severity) == std::end(kSeverities))
           error(d["severity"], "E011", "severity must be one of info, low, medium, high, critical");
+      }
+      if (const auto cal = d["calendar"]) {
+        const auto it = calendar_index_.find(cal.Scalar());
+        if (it == calendar_index_.end()) {
+          std::string known;
+          for (const auto& [name, i] : calendar_index_) known += (known.empty() ? "" : ", ") + name;
+          error(cal, "E017", "unknown calendar '" + cal.Scalar() + "' (declare it under 'calendars:'" +
+                                 (known.empty() ? "" : "; known: " + known) + ")");
+        } else {
+          dl.calendar = it->second;
+        }
+      }
+      if (const auto ex = d["extend"]) {
+        dl.extend.emplace();
+        if (match(ex, "extend", r.match.stream, &key_node, *dl.extend, nullptr, nullptr, true)) {
+          if (!!ex["to"] == !!ex["by"]) {
+            error(ex, "E003", "extend needs exactly one of 'to' (a time field, e.g. to: deadline_at) or 'by' (a duration)");
+          } else if (const auto to = ex["to"]) {
+            dl.extend_to = schema.slot_of(to.Scalar());
+            if (dl.extend_to < 0) error(to, "E203", "extend.to: stream '" + std::string(schema.name) + "' has no field '" + to.Scalar() + "'");
+            else if (schema.fields[static_cast<size_t>(dl.extend_to)].type != FieldType::kTime)
+              error(to, "E201", "extend.to: '" + to.Scalar() + "' is " +
+                                    std::string(to_string(schema.fields[static_cast<size_t>(dl.extend_to)].type)) + ", not a time");
+          } else {
+            duration(ex["by"], "extend.by", dl.extend_by_ms);
+          }
+        }
+      }
+      if (const auto lb = d["labels"]) {
+        if (!lb.IsMap()) error(lb, "E002", "a deadline's 'labels' maps label names to values, e.g. {level: street}");
+        else for (const auto& kv : lb) dl.labels.emplace_back(kv.first.Scalar(), kv.second.Scalar());
       }
       r.deadlines.push_back(std::move(dl));
     }
@@ -463,13 +584,32 @@ class Compiler {
       r.aggregates.push_back(std::move(a));
       return;
     }
+    if (fn == "baseline") {
+      // baseline(aggregate, n): the aggregate's mean over the key's previous n tumbling windows.
+      a.kind = AggregateKind::kBaseline;
+      const auto comma = arg.find(',');
+      std::string of = arg.substr(0, comma), n = comma == std::string::npos ? "" : arg.substr(comma + 1);
+      of.erase(of.find_last_not_of(' ') + 1);
+      n.erase(0, n.find_first_not_of(' '));
+      if (r.window_type != WindowType::kTumbling)
+        return error(value, "E010", "baseline() compares whole windows: it needs a tumbling window");
+      for (size_t i = 0; i < r.aggregates.size(); ++i)
+        if (r.aggregates[i].name == of && r.aggregates[i].kind != AggregateKind::kBaseline) a.of = static_cast<int>(i);
+      if (a.of < 0) return error(value, "E010", "baseline(" + of + ", n): '" + of + "' is not an aggregate declared above it");
+      if (n.empty() || n.size() > 2 || n.find_first_not_of("0123456789") != std::string::npos || std::stoi(n) < 1 || std::stoi(n) > 12)
+        return error(value, "E010", "baseline(" + of + ", n): n is the number of previous windows, 1 to 12");
+      a.windows = std::stoi(n);
+      r.history_windows = std::max(r.history_windows, a.windows);
+      r.aggregates.push_back(std::move(a));
+      return;
+    }
     if (fn == "count_distinct") a.kind = AggregateKind::kCountDistinct;
     else if (fn == "approx_count_distinct") a.kind = AggregateKind::kApproxDistinct;
     else if (fn == "sum") a.kind = AggregateKind::kSum;
     else if (fn == "avg") a.kind = AggregateKind::kAvg;
     else if (fn == "min") a.kind = AggregateKind::kMin;
     else if (fn == "max") a.kind = AggregateKind::kMax;
-    else return error(value, "E010", "unknown aggregate '" + fn + "' (count, count_if, count_distinct, approx_count_distinct, sum, avg, min, max, rate)");
+    else return error(value, "E010", "unknown aggregate '" + fn + "' (count, count_if, count_distinct, approx_count_distinct, sum, avg, min, max, rate, baseline)");
     a.slot = schema.slot_of(arg);
     if (a.slot < 0) return error(value, "E203", "aggregate '" + name + "': no field '" + arg + "' in stream '" + std::string(schema.name) + "'");
     const FieldType t = schema.fields[static_cast<size_t>(a.slot)].type;
@@ -516,7 +656,8 @@ class Compiler {
   std::vector<Diagnostic>& diags_;
   const TableCatalog* tables_;
   std::string file_;
-  std::vector<std::string> lines_;
+  const std::vector<std::string>* lines_ = nullptr;
+  std::map<std::string, int, std::less<>> calendar_index_;
 };
 
 }  // namespace
@@ -556,12 +697,18 @@ LoadResult load_rules(const std::vector<Source>& sources, const TableCatalog* ta
   auto set = std::make_shared<RuleSet>();
   Compiler c(result.diagnostics, tables);
   uint64_t h = 1469598103934665603ull;
-  for (const auto& src : sources) {
-    set->files.push_back(src.name);
-    h = fnv64(src.name, h);
-    h = fnv64(src.text, h);
-    c.compile_source(src, *set);
+  std::vector<Compiler::Parsed> parsed(sources.size());
+  std::vector<bool> ok(sources.size());
+  for (size_t i = 0; i < sources.size(); ++i) {
+    set->files.push_back(sources[i].name);
+    h = fnv64(sources[i].name, h);
+    h = fnv64(sources[i].text, h);
+    ok[i] = c.parse(sources[i], parsed[i]);
   }
+  for (size_t i = 0; i < sources.size(); ++i)
+    if (ok[i]) c.compile_calendars(parsed[i], *set);
+  for (size_t i = 0; i < sources.size(); ++i)
+    if (ok[i]) c.compile_rules(parsed[i], *set);
   set->version = hex16(h);
   for (int s = 0; s < kStreamCount; ++s) {
     const auto& schema = schema_of(static_cast<Stream>(s));
@@ -580,7 +727,10 @@ LoadResult load_rules(const std::vector<Source>& sources, const TableCatalog* ta
     const int ri = static_cast<int>(i);
     // Stops and cancels come before starts, so an event that both ends one
     // clock and starts another (e.g. a reopened ticket) is handled in that order.
-    for (size_t d = 0; d < r.deadlines.size(); ++d) add_trigger(r.deadlines[d].until, {Trigger::kUntil, ri, static_cast<int>(d)});
+    for (size_t d = 0; d < r.deadlines.size(); ++d) {
+      add_trigger(r.deadlines[d].until, {Trigger::kUntil, ri, static_cast<int>(d)});
+      if (r.deadlines[d].extend) add_trigger(*r.deadlines[d].extend, {Trigger::kExtend, ri, static_cast<int>(d)});
+    }
     if (r.cancel) add_trigger(*r.cancel, {Trigger::kCancel, ri, -1});
     if (r.kind == RuleKind::kSequence) add_trigger(r.then, {Trigger::kThen, ri, -1});
     add_trigger(r.match, {Trigger::kMain, ri, -1});

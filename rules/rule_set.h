@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "pipeline/event.h"
+#include "rules/calendar.h"
 #include "rules/expr.h"
 
 namespace tocsin::rules {
@@ -33,7 +34,7 @@ std::string format_text(const Diagnostic& d);
 // The diagnostics as a JSON array.
 std::string format_json(const std::vector<Diagnostic>& ds);
 
-enum class AggregateKind : uint8_t { kCount, kCountIf, kCountDistinct, kApproxDistinct, kSum, kAvg, kMin, kMax, kRate };
+enum class AggregateKind : uint8_t { kCount, kCountIf, kCountDistinct, kApproxDistinct, kSum, kAvg, kMin, kMax, kRate, kBaseline };
 inline constexpr int kMaxAggregates = 8;
 inline constexpr int kMaxFeatures = 16;
 // The most values a rule exposes: aggregates, score features and the score.
@@ -45,6 +46,10 @@ struct Aggregate {
   AggregateKind kind = AggregateKind::kCount;
   int slot = -1;                     // the field aggregated (not for count, count_if, rate)
   std::optional<Expr> condition;     // count_if
+  // baseline(agg, n): the mean of aggregate `of` over the key's previous `windows`
+  // tumbling windows (a window without events counts 0).
+  int of = -1;
+  int windows = 0;
 };
 
 // A template such as "Caller {caller} called {strangers} numbers": literal
@@ -76,8 +81,17 @@ struct Match {
 struct Deadline {
   std::string name;
   int64_t after_ms = 0;
+  int calendar = -1;        // index into RuleSet::calendars: `after` counts working time only
   Match until;              // events that meet the deadline (same key as the start)
   std::string severity;     // overrides the alert's severity when set
+  // `extend`: an event of the key moves the pending deadline to the time in
+  // field `extend_to` (a time slot), or `extend_by` later than it was.
+  std::optional<Match> extend;
+  int extend_to = -1;
+  int64_t extend_by_ms = 0;
+  std::vector<std::pair<std::string, std::string>> labels;  // added to (and override) the rule's
+  std::vector<TemplatePart> title;    // replace the rule's when not empty
+  std::vector<TemplatePart> summary;
 };
 
 struct Feature {
@@ -104,6 +118,7 @@ struct Rule {
   WindowType window_type = WindowType::kSliding;
   int64_t window_ms = 0;    // sliding/tumbling size, session gap
   std::vector<Aggregate> aggregates;
+  int history_windows = 0;  // the most previous windows a baseline() looks at
   std::optional<Expr> having;
   // Sequence rules.
   Match then;
@@ -131,13 +146,15 @@ struct Rule {
   Stream stream() const { return match.stream; }
   const std::vector<int>& group_by() const { return match.key; }
   bool windowed() const { return kind == RuleKind::kWindow; }
+  // How long an idle window key is kept: its window, and the windows a baseline needs.
+  int64_t retention_ms() const { return window_ms * (1 + history_windows); }
 };
 
 // A rule's interest in an event of some stream and kind.
 struct Trigger {
-  enum Role : uint8_t { kMain, kThen, kUntil, kCancel } role = kMain;
+  enum Role : uint8_t { kMain, kThen, kUntil, kCancel, kExtend } role = kMain;
   int rule = 0;
-  int deadline = -1;  // kUntil
+  int deadline = -1;  // kUntil, kExtend
   bool operator==(const Trigger&) const = default;
 };
 
@@ -145,6 +162,7 @@ struct RuleSet {
   std::string version;  // hash of the sources, 16 hex digits
   std::vector<std::string> files;
   std::vector<Rule> rules;
+  std::vector<Calendar> calendars;  // declared in any loaded file; deadlines refer to them by index
   // index[stream][kind + 1] -> triggers (kind -1 = stream without kinds)
   std::array<std::vector<std::vector<Trigger>>, kStreamCount> index;
 

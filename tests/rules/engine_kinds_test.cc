@@ -287,6 +287,76 @@ TEST(Absence, ClocksSurviveSnapshotAndRestore) {
     if (f.key[0] == "T1") EXPECT_EQ(f.title, "ticket T1 (water.outage) missed its resolve deadline");
 }
 
+TEST(Absence, ExtendedDeadlinesSurviveSnapshotAndRestore) {
+  const char* rules = R"(rules:
+  - id: resolve
+    stream: complaints
+    absence:
+      key: [ticket_id]
+      start: {on: [signed]}
+      deadlines:
+        - {name: resolve, after: 1h, until: {on: [resolved]}, extend: {on: [extended], to: deadline_at}}
+    alert: {severity: high, title: "ticket {ticket_id}"}
+)";
+  Harness a(rules);
+  a.ticket("T1", "signed", 0);
+  a.ticket("T1", "extended", 60, ",\"deadline_at\":" + std::to_string(kT0 + 5 * 3600 * 1000));
+  a.ticket("T2", "signed", 0);
+  auto store = make_memory_state_store();
+  a.engine->snapshot_state(*store);
+  EXPECT_EQ(store->size("absence-moved/resolve"), 1u);
+  Harness b(rules);
+  b.engine->restore_state(*store);
+  b.tick(3600);
+  ASSERT_EQ(b.rec.got.size(), 1u) << "only T2 is due at 1h";
+  EXPECT_EQ(b.rec.got[0].key[0], "T2");
+  b.tick(5 * 3600 - 1);
+  EXPECT_EQ(b.rec.got.size(), 1u);
+  b.tick(5 * 3600);
+  ASSERT_EQ(b.rec.got.size(), 2u) << "T1 at its extended deadline";
+  EXPECT_EQ(b.rec.got[1].key[0], "T1");
+  EXPECT_EQ(b.rec.got[1].end, kT0 + 5 * 3600 * 1000);
+  EXPECT_EQ(b.engine->counters()[0].timers.load(), 0);
+}
+
+TEST(Absence, ClockBoardShowsTheNextDeadlineOfEachOpenClockOnDemand) {
+  ClockBoard board(1);
+  Harness h(kSla, EngineOptions{.clock_board = &board});
+  h.ticket("T1", "signed", 0, ",\"category\":\"water.outage\",\"complainant\":\"13811112222\"");
+  h.ticket("T2", "signed", 600);
+  h.ticket("T3", "signed", 0);
+  h.ticket("T3", "contacted", 60);
+  h.ticket("T4", "signed", 0);
+  h.ticket("T4", "closed", 60);
+  h.tick(100);
+  EXPECT_TRUE(board.read(kT0 + 100'000, 10).empty()) << "nothing is published before anyone asks";
+  h.tick(130);  // wanted now: the engine publishes on its tick
+  int64_t published = 0;
+  const auto clocks = board.read(kT0 + 130'000, 10, &published);
+  EXPECT_EQ(published, kT0 + 130'000);
+  ASSERT_EQ(clocks.size(), 3u) << "T1 and T2 wait for contact, T3 for resolve; T4 is closed";
+  EXPECT_EQ(clocks[0].key, (std::vector<std::pair<std::string, std::string>>{{"ticket_id", "T1"}}));
+  EXPECT_EQ(clocks[0].deadline, "contact");
+  EXPECT_EQ(clocks[0].due_ms, kT0 + 3600'000);
+  EXPECT_EQ(clocks[0].started_ms, kT0);
+  EXPECT_EQ(clocks[0].title, "ticket T1 (water.outage) missed its contact deadline");
+  EXPECT_EQ(clocks[1].key[0].second, "T2");
+  EXPECT_EQ(clocks[1].due_ms, kT0 + 4200'000);
+  EXPECT_EQ(clocks[2].key[0].second, "T3");
+  EXPECT_EQ(clocks[2].deadline, "resolve");
+  EXPECT_EQ(clocks[2].severity, "critical");
+  EXPECT_EQ(clocks[2].due_ms, kT0 + 86400'000);
+  // After T1's contact deadline fires, its next deadline is resolve. The board is still
+  // wanted only while someone reads it (ClockBoard::kWantedForMs).
+  board.read(kT0 + 3590'000, 10);
+  h.tick(3602);
+  const auto later = board.read(kT0 + 3602'000, 10);
+  ASSERT_EQ(later.size(), 3u);
+  EXPECT_EQ(later[0].key[0].second, "T2");
+  EXPECT_EQ(later[1].key[0].second, "T1");
+  EXPECT_EQ(later[1].deadline, "resolve");
+}
+
 TEST(Scoring, FeaturesContributeAndLevelsSetSeverity) {
   Harness h(R"Y(rules:
   - id: caller_risk
