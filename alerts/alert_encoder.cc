@@ -49,10 +49,10 @@ void AlertEncoder::on_signal(const rules::Signal& s) {
   if (!r.labels.empty() || !s.deadline_labels.empty()) {
     // The rule's labels, then the deadline's (a deadline's value wins for the same name).
     w.key("labels").begin_object();
-    for (const auto& [k, v] : r.labels) {
+    for (const auto& label : r.labels) {
       const bool overridden = std::any_of(s.deadline_labels.begin(), s.deadline_labels.end(),
-                                          [&](const auto& dl) { return dl.first == k; });
-      if (!overridden) w.key(k).str(v);
+                                          [&](const auto& dl) { return dl.first == label.first; });
+      if (!overridden) w.key(label.first).str(label.second);
     }
     for (const auto& [k, v] : s.deadline_labels) w.key(k).str(v);
     w.end_object();

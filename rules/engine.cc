@@ -1277,9 +1277,9 @@ void Engine::publish_clocks(int64_t now_ms) {
     e.deadline = d.name;
     e.severity = !d.severity.empty() ? d.severity : rule.severity;
     e.labels = rule.labels;
-    for (const auto& [name, value] : d.labels) {
-      auto it = std::find_if(e.labels.begin(), e.labels.end(), [&](const auto& l) { return l.first == name; });
-      if (it != e.labels.end()) it->second = value; else e.labels.emplace_back(name, value);
+    for (const auto& label : d.labels) {
+      auto it = std::find_if(e.labels.begin(), e.labels.end(), [&](const auto& l) { return l.first == label.first; });
+      if (it != e.labels.end()) it->second = label.second; else e.labels.push_back(label);
     }
     std::array<double, kMaxValues> values{};
     Fire f{&rule, &scratch_, rule.match.key.size()};
