@@ -222,7 +222,7 @@ std::vector<ConfigError> parse_config(const std::string& text, const std::string
   if (const auto k = root["kafka"]; r.map(k, "kafka", {"bootstrap.servers", "group.id", "topics", "properties", "consumer", "producer", "batch_size"})) {
     r.str(k, "kafka", "bootstrap.servers", c.kafka.bootstrap);
     r.str(k, "kafka", "group.id", c.kafka.group_id);
-    if (const auto t = k["topics"]; r.map(t, "kafka.topics", {"calls", "faults", "complaints", "alerts", "dead_letter", "late"})) {
+    if (const auto t = k["topics"]; r.map(t, "kafka.topics", {"calls", "faults", "complaints", "profiles", "alerts", "dead_letter", "late"})) {
       r.str(t, "kafka.topics", "late", c.kafka.topics.late);
       for (int s = 0; s < kStreamCount; ++s)
         r.str(t, "kafka.topics", std::string(to_string(static_cast<Stream>(s))).c_str(), c.kafka.topics.input[static_cast<size_t>(s)]);

@@ -84,7 +84,6 @@ void set_reload_signal_handler(std::function<void()> handler) {
 }
 
 std::vector<std::string> partition_warnings(const rules::RuleSet& set) {
-  static constexpr std::string_view kPartitionKey[kStreamCount] = {"caller", "network_id", "ticket_id"};
   std::vector<std::string> out;
   for (const auto& r : set.rules) {
     const std::vector<int>* key = r.kind == rules::RuleKind::kWindow || r.kind == rules::RuleKind::kAbsence ? &r.match.key
@@ -92,13 +91,11 @@ std::vector<std::string> partition_warnings(const rules::RuleSet& set) {
     if (!key || key->empty()) continue;
     const Stream s = r.kind == rules::RuleKind::kSequence ? r.then.stream : r.match.stream;
     const StreamSchema& schema = schema_of(s);
-    const bool by_partition_key = std::any_of(key->begin(), key->end(), [&](int slot) {
-      return schema.fields[static_cast<size_t>(slot)].name == kPartitionKey[static_cast<int>(s)];
-    });
+    const bool by_partition_key = std::any_of(key->begin(), key->end(), [&](int slot) { return slot == schema.key_slot; });
     const bool cross_stream = r.kind == rules::RuleKind::kSequence && r.match.stream != r.then.stream;
     if (by_partition_key && !cross_stream) continue;
     out.push_back(r.file + ":" + std::to_string(r.line) + ": rule '" + r.id + "' keys " + std::string(schema.name) +
-                  " events by a field other than their partition key (" + std::string(kPartitionKey[static_cast<int>(s)]) +
+                  " events by a field other than their partition key (" + std::string(schema.fields[static_cast<size_t>(schema.key_slot)].name) +
                   (cross_stream ? ") across streams" : ")") +
                   ": with several workers or instances, each sees only part of a key. Run pipeline.workers: 1 on one "
                   "instance, or key the topic by that field upstream.");

@@ -13,7 +13,7 @@ typedef struct rd_kafka_conf_s rd_kafka_conf_t;
 namespace tocsin::connectors {
 
 struct Topics {
-  std::array<std::string, kStreamCount> input{"calls", "faults", "complaints"};
+  std::array<std::string, kStreamCount> input{"calls", "faults", "complaints", "profiles"};
   std::string alerts = "alerts";
   std::string dead_letter = "tocsin.dlq";
   std::string late = "tocsin.late";

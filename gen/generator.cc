@@ -182,15 +182,15 @@ constexpr double kMessagesPerFaultDraw = 1 + kIncidentShare * (1 + kUpdatedShare
 
 // ---- pending messages -------------------------------------------------------------
 
-enum class What : uint8_t { kFraudCall, kTicket, kFault };
+enum class What : uint8_t { kFraudCall, kTicket, kFault, kProfile };
 enum TicketFlags : uint8_t { kLateContact = 1, kNeverContacted = 2 };
 enum CallFlags : uint8_t { kAnswered = 1, kSpoofedDisplay = 2 };
 
 // A future message, plain data so the queue never allocates once warmed up.
 struct Pending {
   int64_t time_ms = 0;
-  uint64_t id = 0;    // ticket / fault number; fraud call: SIM activation ms
-  uint64_t num = 0;   // complainant / caller
+  uint64_t id = 0;    // ticket / fault / profile number; fraud call: SIM activation ms
+  uint64_t num = 0;   // complainant / caller / profiled number
   uint64_t num2 = 0;  // callee; fault: estimated restore ms
   uint32_t value = 0; // call duration / households
   uint16_t building = 0;
@@ -365,6 +365,7 @@ struct Generator::Impl {
   void background_call(int64_t t, Message& out);
   void background_fault(int64_t t, Message& out);
   void background_ticket(int64_t t, Message& out);
+  void background_profile(int64_t t, Message& out);
   void plant(int64_t t);
   void plant_fraud(int64_t t);
   void plant_outage(int64_t t);
@@ -379,6 +380,7 @@ struct Generator::Impl {
   void emit_fraud_call(const Pending& p, Message& out);
   void emit_ticket(const Pending& p, Message& out);
   void emit_fault(const Pending& p, Message& out);
+  void emit_profile(uint64_t number, uint64_t id, int64_t t, bool fraud, Message& out);
   void location(JsonOut& j, int building, bool with_building);
 
   uint64_t fresh_number();
@@ -391,6 +393,7 @@ struct Generator::Impl {
   double mean_gap_ms;
   double p_call;   // cumulative draw probabilities
   double p_fault;
+  double p_ticket;
   double ticket_rate_per_ms;
   std::array<double, kCategoryCount> category_cdf{};
   uint64_t pool_size;
@@ -403,6 +406,7 @@ struct Generator::Impl {
   uint64_t ticket_counter = 0;
   uint64_t fault_counter = 0;
   uint64_t telemetry_counter = 0;
+  uint64_t profile_counter = 0;
 
   std::vector<QueueKey> queue;  // min-heap by (time_ms, seq) via Later
   std::vector<Pending> slab;
@@ -420,19 +424,23 @@ Generator::Impl::Impl(const Options& o) : opt(o), rng(o.seed) {
   double cs = std::max(0.0, opt.calls_share);
   double fs = std::max(0.0, opt.faults_share);
   double ps = std::max(0.0, opt.complaints_share);
-  if (!(cs + fs + ps > 0)) cs = 1;
-  const double total = cs + fs + ps;
+  double rs = std::max(0.0, opt.profiles_share);
+  if (!(cs + fs + ps + rs > 0)) cs = 1;
+  const double total = cs + fs + ps + rs;
   cs /= total;
   fs /= total;
   ps /= total;
+  rs /= total;
+  opt.profiles_share = rs;
 
-  // A draw yields one call, one fault draw (~kMessagesPerFaultDraw messages) or
-  // a new ticket (~kMessagesPerTicket messages); weights make message shares
-  // match the options and the message rate match events_per_second.
-  const double w_call = cs, w_fault = fs / kMessagesPerFaultDraw, w_ticket = ps / kMessagesPerTicket;
-  const double w_sum = w_call + w_fault + w_ticket;
+  // A draw yields one call, one fault draw (~kMessagesPerFaultDraw messages),
+  // a new ticket (~kMessagesPerTicket messages) or one profile; weights make
+  // message shares match the options and the message rate match events_per_second.
+  const double w_call = cs, w_fault = fs / kMessagesPerFaultDraw, w_ticket = ps / kMessagesPerTicket, w_profile = rs;
+  const double w_sum = w_call + w_fault + w_ticket + w_profile;
   p_call = w_call / w_sum;
   p_fault = (w_call + w_fault) / w_sum;
+  p_ticket = (w_call + w_fault + w_ticket) / w_sum;
   const double draws_per_second = opt.events_per_second * w_sum;
   mean_gap_ms = 1000.0 / draws_per_second;
   ticket_rate_per_ms = opt.events_per_second * w_ticket / 1000.0;
@@ -523,8 +531,10 @@ void Generator::Impl::next(Message& out) {
     background_call(now, out);
   } else if (u < p_fault) {
     background_fault(now, out);
-  } else {
+  } else if (u < p_ticket) {
     background_ticket(now, out);
+  } else {
+    background_profile(now, out);
   }
   bg_time_ms += rng.exponential(mean_gap_ms);
   if (opt.plant_every > 0 && ++draws % opt.plant_every == 0) plant(now);
@@ -632,6 +642,65 @@ void Generator::Impl::plant_fraud(int64_t t) {
     push(p);
   }
   ++planted.fraud_fan_out;
+  // The number's profile, computed a few minutes after its fan-out: the
+  // features of a fraud number (docs/packs/fraud.md, the number-profile score).
+  if (opt.profiles_share > 0) {
+    Pending p;
+    p.what = What::kProfile;
+    p.time_ms = t0 + span + rng.range(1 * kMinute, 10 * kMinute);
+    p.num = caller;
+    p.id = ++profile_counter;
+    push(p);
+    ++planted.fraud_profiles;
+  }
+}
+
+// ---- profiles ---------------------------------------------------------------------
+// Per-number summaries with the columns of the Sichuan fraud data. Ordinary
+// subscribers: tens of counterparts called repeatedly, one or two devices, most
+// days and a daytime spread of hours active, an old SIM, SMS and app use. Fraud
+// numbers: hundreds of one-off counterparts, several devices, a few days of
+// activity, almost only outgoing short calls, a new SIM. Ordinary profiles stay
+// well below the fitted score's threshold; fraud profiles are well above it.
+
+void Generator::Impl::background_profile(int64_t t, Message& out) {
+  const auto index = static_cast<uint64_t>(rng.range(0, static_cast<int64_t>(pool_size) - 1));
+  emit_profile(number_of_index(index), ++profile_counter, t, false, out);
+}
+
+void Generator::Impl::emit_profile(uint64_t number, uint64_t id, int64_t t, bool fraud, Message& out) {
+  // Drawn from a generator of its own, so a profile's content does not shift the main sequence.
+  Rng r(mix64(number ^ (id << 20) ^ opt.seed));
+  out.stream = Stream::kProfiles;
+  out.time_ms = t;
+  set_phone_key(out.key, number);
+  JsonOut j(out.json);
+  j.id("profile_id", "PRF", id, 12);
+  j.time("time", t);
+  j.phone("number", number);
+  const int64_t unique = fraud ? r.range(300, 2000) : r.range(15, 150);
+  const double per_counterpart = fraud ? r.uniform(1.0, 1.5) : r.uniform(2.5, 8.0);
+  const double dur_mean = fraud ? r.uniform(15, 40) : r.uniform(45, 200);
+  j.integer("opposite_count", static_cast<int64_t>(std::llround(static_cast<double>(unique) * per_counterpart)));
+  j.integer("opposite_unique", unique);
+  j.number("phone2opposite_mean", per_counterpart, 3);
+  j.number("voc_calltype1", fraud ? r.uniform(0.95, 1.0) : r.uniform(0.3, 0.7), 3);
+  j.integer("imeis", fraud ? r.range(3, 10) : r.range(1, 5) == 1 ? 2 : 1);
+  j.number("call_dur_mean", dur_mean, 1);
+  j.number("call_dur_median", fraud ? r.uniform(8, 20) : dur_mean * r.uniform(0.4, 0.7), 1);
+  j.integer("call_dur_max", static_cast<int64_t>(dur_mean * (fraud ? r.uniform(3, 15) : r.uniform(5, 20))));
+  j.integer("city_name_nunique", fraud ? r.range(1, 2) : r.range(1, 3));
+  j.integer("county_name_nunique", fraud ? r.range(1, 3) : r.range(1, 6));
+  j.integer("voc_day_nunique", fraud ? r.range(1, 5) : r.range(20, 31));
+  j.integer("voc_hour_nunique", fraud ? r.range(12, 20) : r.range(8, 16));
+  const int64_t sms = fraud ? r.range(0, 20) : r.range(20, 500);
+  j.integer("sms_count", sms);
+  j.integer("sms_nunique", sms == 0 ? 0 : std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(sms) * r.uniform(0.1, 0.4))));
+  j.integer("busi_count", fraud ? r.range(0, 30) : r.range(50, 300));
+  j.number("flow_sum", fraud ? r.uniform(0, 200) : r.uniform(500, 30000), 1);
+  j.integer("month_ids", fraud ? r.range(1, 2) : r.chance(0.9) ? 8 : 7);
+  j.number("arpu_mean", fraud ? r.uniform(5, 50) : r.uniform(20, 150), 2);
+  j.finish();
 }
 
 // ---- complaints -------------------------------------------------------------------
@@ -901,6 +970,7 @@ void Generator::Impl::emit(const Pending& p, Message& out) {
   switch (p.what) {
     case What::kFraudCall: emit_fraud_call(p, out); return;
     case What::kFault: emit_fault(p, out); return;
+    case What::kProfile: emit_profile(p.num, p.id, p.time_ms, true, out); return;
     case What::kTicket: {
       emit_ticket(p, out);
       Pending n = p;

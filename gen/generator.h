@@ -1,12 +1,13 @@
 #pragma once
-// Seeded generator of realistic demo traffic for the three input streams.
+// Seeded generator of realistic demo traffic for the four input streams.
 //
 // Deterministic: the same Options (seed included) give the same sequence of
 // messages. Not thread-safe; one generator per producing thread. Each call to
 // next() costs a few hundred nanoseconds and reuses the caller's strings.
 //
 // Besides background traffic it plants cases the example rules must find:
-//  - a fraud caller fanning out to many strangers with short calls;
+//  - a fraud caller fanning out to many strangers with short calls, followed by
+//    its number profile (profiles stream) with the features of a fraud number;
 //  - a heating fault followed by a burst of complaints from the same buildings;
 //  - hotline tickets that are signed and then contacted late (or never).
 #include <cstdint>
@@ -22,9 +23,10 @@ struct Options {
   int64_t start_time_ms = 0;        // event time of the first message (0: now)
   double events_per_second = 1000;  // event-time rate; pacing in wall time is the caller's job
   // Share of background traffic per stream (planted cases come on top).
-  double calls_share = 0.80;
+  double calls_share = 0.79;
   double faults_share = 0.05;
   double complaints_share = 0.15;
+  double profiles_share = 0.01;  // per-number profiles of ordinary subscribers (0: no profiles at all)
   // One planted scenario of each kind every this many background events (0: none).
   int64_t plant_every = 5000;
 };
@@ -52,6 +54,7 @@ class Generator {
     int64_t fraud_fan_out = 0;
     int64_t heating_outages = 0;
     int64_t late_tickets = 0;
+    int64_t fraud_profiles = 0;  // profiles of planted fraud callers (when profiles_share > 0)
   };
   const Planted& planted() const;
 

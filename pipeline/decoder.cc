@@ -121,7 +121,9 @@ struct Decoder::Impl {
   }();
   FieldIndex index[kStreamCount] = {FieldIndex(schema_of(Stream::kCalls)),
                                     FieldIndex(schema_of(Stream::kFaults)),
-                                    FieldIndex(schema_of(Stream::kComplaints))};
+                                    FieldIndex(schema_of(Stream::kComplaints)),
+                                    FieldIndex(schema_of(Stream::kProfiles))};
+  static_assert(kStreamCount == 4, "one FieldIndex per stream");
 
   explicit Impl(const DecodeLimits& l) : limits(l), parser(l.max_event_bytes + 64) {
     buffer.resize(l.max_event_bytes + simdjson::SIMDJSON_PADDING);

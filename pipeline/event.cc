@@ -1,5 +1,7 @@
 #include "pipeline/event.h"
 
+#include <string>
+
 namespace tocsin {
 namespace {
 
@@ -65,6 +67,34 @@ constexpr FieldDef kComplaintFields[] = {
     {"text", FT::kString, false, "free text of the complaint"},
 };
 
+// Per-number summary features over a period (the columns of the Sichuan fraud data,
+// docs/packs/fraud.md): one event per number and period, keyed by the number. Counts
+// are ints; a count the number has none of is sent as 0 (the fitted score reads a
+// missing value as "no contribution", the model as 0).
+constexpr FieldDef kProfileFields[] = {
+    {"profile_id", FT::kString, true, "id of the profile record"},
+    {"time", FT::kTime, true, "when the profile was computed: the end of the period it summarises (event time)"},
+    {"number", FT::kString, true, "the subscriber's number (partition key); digits, or a pseudonym where the source hashes numbers"},
+    {"opposite_count", FT::kInt, false, "calls placed and received"},
+    {"opposite_unique", FT::kInt, false, "distinct numbers called or calling (fan-out)"},
+    {"phone2opposite_mean", FT::kDouble, false, "calls per counterpart (low: strangers, not contacts)"},
+    {"voc_calltype1", FT::kDouble, false, "share of calls placed by the number, 0..1 (high: almost never receives calls)"},
+    {"imeis", FT::kInt, false, "devices (IMEIs) used with the number"},
+    {"call_dur_mean", FT::kDouble, false, "mean call duration, s"},
+    {"call_dur_median", FT::kDouble, false, "median call duration, s"},
+    {"call_dur_max", FT::kInt, false, "longest call, s"},
+    {"city_name_nunique", FT::kInt, false, "cities the number called from"},
+    {"county_name_nunique", FT::kInt, false, "counties the number called from (1: static, as a SIM box)"},
+    {"voc_day_nunique", FT::kInt, false, "days of the month with calls, 0..31"},
+    {"voc_hour_nunique", FT::kInt, false, "hours of the day with calls, 0..24"},
+    {"sms_count", FT::kInt, false, "SMS messages sent and received"},
+    {"sms_nunique", FT::kInt, false, "distinct SMS counterparts"},
+    {"busi_count", FT::kInt, false, "app-usage records (mobile data sessions)"},
+    {"flow_sum", FT::kDouble, false, "mobile data over the period, MB"},
+    {"month_ids", FT::kInt, false, "months with records (low: a new SIM)"},
+    {"arpu_mean", FT::kDouble, false, "mean monthly revenue from the number, yuan"},
+};
+
 constexpr std::string_view kFaultKinds[] = {"opened", "updated", "restored", "planned",
                                             "telemetry"};
 constexpr std::string_view kComplaintKinds[] = {
@@ -74,11 +104,13 @@ constexpr std::string_view kComplaintKinds[] = {
 static_assert(std::size(kCallFields) <= kMaxSlots);
 static_assert(std::size(kFaultFields) <= kMaxSlots);
 static_assert(std::size(kComplaintFields) <= kMaxSlots);
+static_assert(std::size(kProfileFields) <= kMaxSlots);
 
 const StreamSchema kSchemas[kStreamCount] = {
-    {Stream::kCalls, "calls", kCallFields, 1, 0, -1, {}},
-    {Stream::kFaults, "faults", kFaultFields, 1, 0, 2, kFaultKinds},
-    {Stream::kComplaints, "complaints", kComplaintFields, 1, 0, 2, kComplaintKinds},
+    {Stream::kCalls, "calls", kCallFields, 1, 0, -1, {}, 2},
+    {Stream::kFaults, "faults", kFaultFields, 1, 0, 2, kFaultKinds, 3},
+    {Stream::kComplaints, "complaints", kComplaintFields, 1, 0, 2, kComplaintKinds, 0},
+    {Stream::kProfiles, "profiles", kProfileFields, 1, 0, -1, {}, 2},
 };
 
 }  // namespace
@@ -100,6 +132,16 @@ std::optional<Stream> stream_from_string(std::string_view name) {
   for (const auto& s : kSchemas)
     if (s.name == name) return s.stream;
   return std::nullopt;
+}
+
+std::string_view stream_names() {
+  static const std::string names = [] {
+    std::string out;
+    for (int i = 0; i < kStreamCount; ++i)
+      out += std::string(i == 0 ? "" : i + 1 == kStreamCount ? " or " : ", ") + std::string(kSchemas[i].name);
+    return out;
+  }();
+  return names;
 }
 
 const StreamSchema& schema_of(Stream s) { return kSchemas[static_cast<int>(s)]; }

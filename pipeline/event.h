@@ -1,7 +1,7 @@
 #pragma once
 // Event model: one flat record of typed slots per input message.
 //
-// Each stream (calls, faults, complaints) has a fixed schema: an ordered list of
+// Each stream (calls, faults, complaints, profiles) has a fixed schema: an ordered list of
 // fields with a type. The decoder fills slot i with field i; the rule compiler
 // resolves field names to slot indices once, at load time, so evaluation never
 // looks a name up. String values are views into the decoder's buffers and are
@@ -14,14 +14,16 @@
 
 namespace tocsin {
 
-enum class Stream : uint8_t { kCalls = 0, kFaults = 1, kComplaints = 2 };
-inline constexpr int kStreamCount = 3;
+enum class Stream : uint8_t { kCalls = 0, kFaults = 1, kComplaints = 2, kProfiles = 3 };
+inline constexpr int kStreamCount = 4;
 
 enum class FieldType : uint8_t { kString, kInt, kDouble, kBool, kTime };
 
 std::string_view to_string(Stream s);
 std::string_view to_string(FieldType t);
 std::optional<Stream> stream_from_string(std::string_view name);
+// The stream names for messages: "calls, faults, complaints or profiles".
+std::string_view stream_names();
 
 struct FieldDef {
   std::string_view name;
@@ -32,7 +34,8 @@ struct FieldDef {
 
 // The schema of one stream. `time_slot` is the event time, `id_slot` the
 // event's own id (used as evidence), `kind_slot` the event type that rules are
-// indexed by (-1: the stream has a single event type).
+// indexed by (-1: the stream has a single event type), `key_slot` the
+// partition key producers key their messages by (docs/events.md).
 struct StreamSchema {
   Stream stream;
   std::string_view name;
@@ -41,6 +44,7 @@ struct StreamSchema {
   int id_slot;
   int kind_slot;
   std::span<const std::string_view> kinds;  // allowed values of kind_slot
+  int key_slot;
   // Returns the slot of `field`, or -1.
   int slot_of(std::string_view field) const;
   // Returns the index of `kind` in `kinds`, or -1.

@@ -304,7 +304,7 @@ class Compiler {
     m.stream = default_stream;
     if (const auto st = n["stream"]) {
       const auto s = stream_from_string(st.Scalar());
-      if (!s) { error(st, "E006", "unknown stream '" + st.Scalar() + "' (calls, faults or complaints)"); return false; }
+      if (!s) { error(st, "E006", "unknown stream '" + st.Scalar() + "' (" + std::string(stream_names()) + ")"); return false; }
       m.stream = *s;
     }
     const StreamSchema& schema = schema_of(m.stream);
@@ -341,10 +341,10 @@ class Compiler {
       std::string stream_name;
       if (!scalar(node["stream"], "stream", stream_name)) return;
       const auto st = stream_from_string(stream_name);
-      if (!st) return error(node["stream"], "E006", "unknown stream '" + stream_name + "' (calls, faults or complaints)");
+      if (!st) return error(node["stream"], "E006", "unknown stream '" + stream_name + "' (" + std::string(stream_names()) + ")");
       stream = *st;
     } else if (r.kind != RuleKind::kSequence) {
-      return error(node, "E003", "rule '" + r.id + "' has no 'stream' (calls, faults or complaints)");
+      return error(node, "E003", "rule '" + r.id + "' has no 'stream' (" + std::string(stream_names()) + ")");
     }
     const StreamSchema& schema = schema_of(stream);
     r.match.stream = stream;

@@ -279,7 +279,7 @@ class Parser {
     const TestValue* event = item.find("event");
     if (!stream || !event) return fail(item, "an input event needs 'stream' and 'event' (or the item is {advance: DURATION})");
     const auto s = stream->kind == TestValue::kScalar ? stream_from_string(stream->text) : std::nullopt;
-    if (!s) return fail(*stream, "unknown stream '" + render(*stream) + "' (calls, faults or complaints)");
+    if (!s) return fail(*stream, "unknown stream '" + render(*stream) + "' (" + std::string(stream_names()) + ")");
     out.stream = *s;
     if (event->kind != TestValue::kMap) return fail(*event, "'event' is a mapping of the event's fields");
     out.event = *event;

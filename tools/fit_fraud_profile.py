@@ -15,18 +15,27 @@ The decision threshold favours precision ("a warning that cries wolf is ignored"
 training fold it is the lowest probability at which the training precision reaches
 --min-precision (default 0.95); the held-out fold is then scored with it.
 
+The shipped rule (examples/packs/fraud/profile_rule.yaml, rule fraud.number_profile on the
+profiles stream) is generated from the weights by --emit-rule, so the pack is reproducible:
+
     python3 tools/fit_fraud_profile.py                 # from the repository root
     python3 tools/fit_fraud_profile.py --min-precision 0.9 --output /tmp/w.yaml
+    python3 tools/fit_fraud_profile.py --emit-rule examples/packs/fraud/profile_rule.yaml   # refit, weights + rule
+    python3 tools/fit_fraud_profile.py --from-weights --emit-rule examples/packs/fraud/profile_rule.yaml  # no data needed
+    python3 tools/fit_fraud_profile.py --from-weights --emit-rule examples/packs/fraud/profile_rule.yaml --check
 """
 import argparse
 import csv
+import difflib
 import math
 import os
 import random
+import re
 import sys
 
 # Columns of users_train.csv used as features: those a profile built from call detail records
-# can compute, tied to the practice signals (shared/data/README.md).
+# can compute, tied to the practice signals (shared/data/README.md). They are fields of the
+# profiles stream under the same names (pipeline/event.cc).
 FEATURES = [
     ("opposite_unique", "distinct numbers called or calling (fan-out)"),
     ("phone2opposite_mean", "calls per counterpart (low: strangers, not contacts)"),
@@ -41,6 +50,23 @@ FEATURES = [
     ("month_ids", "months with records (low: a new SIM)"),
     ("busi_count", "app-usage records (mobile data sessions)"),
 ]
+# The score feature's name and label in the rule, by the sign the fit gives the column:
+# (when more raises the risk, when less raises it).
+RULE_NAMES = {
+    "opposite_unique": (("fan_out", "fan_out"), ("few_counterparts", "few_counterparts")),
+    "phone2opposite_mean": (("repeat_contacts", "repeat_contacts"), ("strangers", "strangers")),
+    "voc_calltype1": (("outgoing_only", "outgoing_only"), ("receives_calls", "receives_calls")),
+    "imeis": (("devices", "multi_device"), ("single_device", "single_device")),
+    "call_dur_mean": (("call_dur_mean", "call_duration"), ("short_mean_call", "short_calls")),
+    "call_dur_median": (("long_median_call", "call_duration"), ("short_median_call", "short_calls")),
+    "voc_day_nunique": (("active_days", "active_days"), ("few_active_days", "few_active_days")),
+    "voc_hour_nunique": (("hours_active", "round_the_clock"), ("few_hours_active", "few_hours_active")),
+    "county_name_nunique": (("many_counties", "roaming"), ("static_location", "static_location")),
+    "sms_count": (("sms", "sms"), ("no_sms", "no_sms")),
+    "month_ids": (("old_number", "old_number"), ("new_number", "new_sim")),
+    "busi_count": (("app_usage", "app_usage"), ("no_app_usage", "no_app_usage")),
+}
+RULE_ID = "fraud.number_profile"
 LABEL = "label"
 SEED = 20261126
 FOLDS = 5
@@ -182,13 +208,125 @@ def logit(p):
     return math.log(p / (1 - p))
 
 
+def rule_score(features, x):
+    """The score of one row exactly as Tocsin computes it from the rule (rules/engine.cc, Engine::score):
+    each feature's value clamped to [0, cap], divided by cap, times weight, summed in order; the rule
+    writes a feature that lowers the risk as `cap - x`. `features` holds the parameters as written."""
+    total = 0.0
+    for f, xj in zip(features, x):
+        cap, weight = float(f["cap"]), float(f["weight"])
+        v = xj if f["raises"] else float(f["cap"]) - xj
+        total += min(max(v, 0.0), cap) / cap * weight
+    return total
+
+
+def parse_weights(path):
+    """Reads a profile_weights.yaml written by this script (its own fixed format: no YAML library)."""
+    try:
+        text = open(path, encoding="utf-8").read()
+    except OSError as e:
+        sys.exit(f"fit_fraud_profile: cannot read {path}: {e.strerror}")
+
+    def scalar(key):
+        m = re.search(rf"^{key}: (.+)$", text, re.M)
+        if not m:
+            sys.exit(f"fit_fraud_profile: {path} has no '{key}:' line; regenerate it with this script")
+        return m.group(1).strip()
+
+    w = {k: scalar(k) for k in ("min_precision", "folds", "threshold_probability", "intercept", "scale", "having")}
+    w["levels"] = scalar("levels")
+    m = re.search(r"^  - \{fold: mean, threshold: ([\d.]+), precision: ([\d.]+), recall: ([\d.]+), f1: ([\d.]+)\}", text, re.M)
+    if not m:
+        sys.exit(f"fit_fraud_profile: {path} has no cross-validation mean")
+    w["cv_mean"] = {"threshold": m.group(1), "precision": m.group(2), "recall": m.group(3), "f1": m.group(4)}
+    w["features"] = []
+    for m in re.finditer(r'^  - \{name: (\w+), value: "([^"]+)", cap: ([^,]+), weight: ([^,]+), raises_risk: (true|false)\}', text, re.M):
+        w["features"].append({"column": m.group(1), "value": m.group(2), "cap": m.group(3), "weight": m.group(4),
+                              "raises": m.group(5) == "true"})
+    if [f["column"] for f in w["features"]] != [c for c, _ in FEATURES]:
+        sys.exit(f"fit_fraud_profile: the features of {path} are not {', '.join(c for c, _ in FEATURES)}")
+    return w
+
+
+def rule_yaml(w, weights_file):
+    """The rule fraud.number_profile on the profiles stream, from the weights as written."""
+    cv = w["cv_mean"]
+    out = []
+    out.append("# Fraud number-profile score on the profiles stream (docs/packs/fraud.md). Generated by")
+    out.append(f"# tools/fit_fraud_profile.py from {weights_file}: do not edit. Regenerate with")
+    out.append("#   python3 tools/fit_fraud_profile.py --emit-rule examples/packs/fraud/profile_rule.yaml                 # refit (needs the data)")
+    out.append("#   python3 tools/fit_fraud_profile.py --from-weights --emit-rule examples/packs/fraud/profile_rule.yaml  # from the weights")
+    out.append("# ctest packs.fraud_profile_rule checks that this file matches the weights.")
+    out.append("#")
+    out.append("# Each feature is a field of the profiles stream (`cap - x` for a field whose lower values raise")
+    out.append("# the risk), clamped to [0, cap] and divided by cap, times its weight: the score is 0..100 and")
+    out.append(f"# P(fraud) = 1 / (1 + exp(-({w['intercept']} + score * {w['scale']} / 100))). A missing field counts 0")
+    out.append("# points, so producers send 0 for a count the number has none of (the model's missing value).")
+    out.append("rules:")
+    out.append(f"  - id: {RULE_ID}")
+    out.append("    description: >")
+    out.append("      Fitted number-profile score (logistic regression on the Sichuan fraud data,")
+    out.append(f"      tools/fit_fraud_profile.py). {w['folds']}-fold cross-validation, threshold at training precision")
+    out.append(f"      >= {w['min_precision']}: precision {float(cv['precision']):.3f}, recall {float(cv['recall']):.3f}, "
+               f"F1 {float(cv['f1']):.3f}. Fires from the")
+    out.append(f"      fitted threshold P(fraud) >= {w['threshold_probability']} (level high); the severity follows the level.")
+    out.append("    stream: profiles")
+    out.append("    score:")
+    out.append("      features:")
+    for f in w["features"]:
+        name, label = RULE_NAMES[f["column"]][0 if f["raises"] else 1]
+        out.append(f"        - {{name: {name}, value: {f['value']}, cap: {f['cap']}, weight: {f['weight']}, label: {label}}}")
+    out.append(f"      levels: {w['levels']}")
+    out.append(f"    having: {w['having']}")
+    out.append("    alert:")
+    out.append("      type: fraud.number_profile")
+    out.append("      severity: from_score")
+    out.append('      title: "号码 {number} 画像风险评分 {score}（{level}）"')
+    out.append('      summary: "{opposite_unique} 个通话对象、{imeis} 部设备、{voc_day_nunique} 天有通话、{month_ids} 个月有记录"')
+    out.append("      labels: {pack: fraud}")
+    return "\n".join(out) + "\n"
+
+
+def write_or_check(path, text, check):
+    if check:
+        try:
+            old = open(path, encoding="utf-8").read()
+        except OSError:
+            old = ""
+        if old != text:
+            sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), text.splitlines(True), path, "generated"))
+            sys.exit(f"fit_fraud_profile: {path} does not match the weights; regenerate it (see --help)")
+        print(f"{path} matches the weights")
+        return
+    if path == "-":
+        sys.stdout.write(text)
+        return
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    print(f"wrote {path}")
+
+
 def main():
     repo_root = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--min-precision", type=float, default=0.95,
                     help="precision the threshold must reach on the training rows (default 0.95)")
-    ap.add_argument("--output", default=os.path.join(repo_root, "examples", "packs", "fraud", "profile_weights.yaml"))
+    ap.add_argument("--output", default=os.path.join(repo_root, "examples", "packs", "fraud", "profile_weights.yaml"),
+                    help="the weights file to write (with --from-weights: to read)")
+    ap.add_argument("--emit-rule", metavar="PATH",
+                    help="also write the rule fraud.number_profile (profiles stream) as a rule file; - for stdout")
+    ap.add_argument("--from-weights", action="store_true",
+                    help="do not fit: read the weights from --output and only emit the rule (needs no data)")
+    ap.add_argument("--check", action="store_true",
+                    help="with --emit-rule: compare the rule file with the weights instead of writing it; exit 1 on a difference")
     args = ap.parse_args()
+    if (args.from_weights or args.check) and not args.emit_rule:
+        ap.error("--from-weights and --check need --emit-rule PATH")
+    weights_name = os.path.basename(args.output)
+
+    if args.from_weights:
+        write_or_check(args.emit_rule, rule_yaml(parse_weights(args.output), weights_name), args.check)
+        return
 
     path = find_data(repo_root)
     xs, ys = load(path)
@@ -232,6 +370,20 @@ def main():
 
     levels = [("low", 0.0), ("medium", score_at(0.5)), ("high", score_at(thr)), ("critical", score_at(max(0.99, thr)))]
 
+    # The parameters exactly as written (and as the rule uses them).
+    written = [{"column": name, "meaning": meaning, "cap": f"{c:.6g}", "weight": f"{100.0 * abs(a) / total:.4f}",
+                "raises": a >= 0, "value": name if a >= 0 else f"{c:.6g} - {name}"}
+               for name, meaning, c, a in feats]
+    having = f"score >= {levels[2][1]:.2f}"
+    # In-sample (all training rows) with the written rule: what a replay of users_train.csv through
+    # the shipped rule must flag (tests/app/replay_sichuan_test.cc). Not a performance estimate:
+    # the cross-validation above is.
+    cut = float(f"{levels[2][1]:.2f}")
+    flagged = [rule_score(written, x) >= cut for x in xs]
+    tp = sum(1 for f, y in zip(flagged, ys) if f and y == 1)
+    fp = sum(1 for f, y in zip(flagged, ys) if f and y == 0)
+    fn = sum(1 for f, y in zip(flagged, ys) if not f and y == 1)
+
     out = []
     out.append("# Fraud number-profile score, fitted by tools/fit_fraud_profile.py. Do not edit: rerun")
     out.append(f"#   python3 tools/fit_fraud_profile.py --min-precision {args.min_precision}")
@@ -240,6 +392,7 @@ def main():
     out.append(f"# to [0, cap] / cap (cap: the {int(CAP_PERCENTILE * 100)}th percentile) and standardised; a missing value is 0.")
     out.append("# As a Tocsin score (docs/rules.md, Scoring): each feature is `value` with `cap` and `weight`;")
     out.append("# P(fraud) = 1 / (1 + exp(-(intercept + score * scale / 100))). See docs/packs/fraud.md.")
+    out.append("# The rule fraud.number_profile (profile_rule.yaml) is generated from this file: --emit-rule.")
     out.append("model: logistic_regression")
     out.append(f"seed: {SEED}")
     out.append(f"folds: {FOLDS}")
@@ -252,15 +405,20 @@ def main():
         out.append(f"  - {{fold: {k + 1}, threshold: {r[0]:.4f}, precision: {r[1]:.4f}, recall: {r[2]:.4f}, f1: {r[3]:.4f}}}")
     out.append(f"  - {{fold: mean, threshold: {mean[0]:.4f}, precision: {mean[1]:.4f}, recall: {mean[2]:.4f}, f1: {mean[3]:.4f}}}")
     out.append("features:")
-    for name, meaning, c, a in feats:
-        value = name if a >= 0 else f"{c:.6g} - {name}"
-        out.append(f"  - {{name: {name}, value: \"{value}\", cap: {c:.6g}, weight: {100.0 * abs(a) / total:.4f}, "
-                   f"raises_risk: {'true' if a >= 0 else 'false'}}}   # {meaning}")
+    for f in written:
+        out.append(f"  - {{name: {f['column']}, value: \"{f['value']}\", cap: {f['cap']}, weight: {f['weight']}, "
+                   f"raises_risk: {'true' if f['raises'] else 'false'}}}   # {f['meaning']}")
     out.append("levels: {" + ", ".join(f"{n}: {v:.2f}" for n, v in levels) + "}")
-    out.append(f"having: score >= {levels[2][1]:.2f}")
+    out.append(f"having: {having}")
+    out.append("# The written rule on every training row (in-sample, not a performance estimate): a replay of")
+    out.append("# users_train.csv through profile_rule.yaml flags exactly these (tests/app/replay_sichuan_test.cc).")
+    out.append(f"rule_in_sample: {{rows: {len(ys)}, flagged: {sum(flagged)}, tp: {tp}, fp: {fp}, fn: {fn}}}")
     with open(args.output, "w", encoding="utf-8") as fh:
         fh.write("\n".join(out) + "\n")
     print(f"threshold (median of folds): P(fraud) >= {thr:.4f} = score >= {levels[2][1]:.2f}; wrote {args.output}")
+    print(f"the written rule on the training rows: {sum(flagged)} flagged, TP {tp}, FP {fp}, FN {fn}")
+    if args.emit_rule:
+        write_or_check(args.emit_rule, rule_yaml(parse_weights(args.output), weights_name), args.check)
 
 
 if __name__ == "__main__":

@@ -232,13 +232,38 @@ TEST(PartitionWarnings, NameRulesKeyedOffTheirPartitionKey) {
     stream: complaints
     absence: {key: [ticket_id], start: {on: [signed]}, deadlines: [{name: c, after: 1h, until: {on: [contacted]}}]}
     alert: {severity: low}
+  - id: profile_by_number
+    stream: profiles
+    window: {group_by: [number], size: 30d}
+    having: count > 1
+    alert: {severity: low}
+  - id: profile_by_devices
+    stream: profiles
+    window: {group_by: [imeis], size: 30d}
+    having: count > 1
+    alert: {severity: low}
 )"}});
   ASSERT_TRUE(loaded.ok());
   const auto w = partition_warnings(*loaded.rules);
-  ASSERT_EQ(w.size(), 1u);
+  ASSERT_EQ(w.size(), 2u);
   EXPECT_NE(w[0].find("'by_building'"), std::string::npos) << w[0];
   EXPECT_NE(w[0].find("p.yaml:7"), std::string::npos) << w[0];
   EXPECT_NE(w[0].find("ticket_id"), std::string::npos) << w[0];
+  EXPECT_NE(w[1].find("'profile_by_devices'"), std::string::npos) << w[1];
+  EXPECT_NE(w[1].find("(number)"), std::string::npos) << w[1];
+}
+
+TEST(Config, ProfilesTopic) {
+  Config defaults;
+  EXPECT_EQ(defaults.kafka.topics.input[static_cast<size_t>(Stream::kProfiles)], "profiles");
+  Config c;
+  auto errors = parse_config("kafka: {topics: {profiles: number-profiles}}\n", "", c);
+  ASSERT_TRUE(errors.empty()) << format(errors[0], "x");
+  EXPECT_EQ(c.kafka.topics.input[static_cast<size_t>(Stream::kProfiles)], "number-profiles");
+  Config d;
+  errors = parse_config("kafka: {topics: {calls: cdr, profiles: cdr}}\n", "", d);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].message.find("used twice"), std::string::npos) << errors[0].message;
 }
 
 }  // namespace

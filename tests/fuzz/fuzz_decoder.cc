@@ -1,6 +1,6 @@
 // libFuzzer target for the validating decoder and the RFC 3339 time helpers.
 //
-// Input: the first byte picks the stream (modulo 3: calls, faults, complaints),
+// Input: the first byte picks the stream (modulo kStreamCount: calls, faults, complaints, profiles),
 // the rest is the message. Invariants checked (abort on violation):
 //   - decode() never crashes, and a rejected message has a real reason code;
 //   - an accepted event has every required field of its schema present, its

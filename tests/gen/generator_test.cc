@@ -131,9 +131,7 @@ using Fields = std::map<std::string, std::string, std::less<>>;
     const auto& kind = f.find(schema.fields[static_cast<size_t>(schema.kind_slot)].name)->second;
     if (schema.kind_index(kind) < 0) return ::testing::AssertionFailure() << "bad kind " << kind;
   }
-  const char* key_field = m.stream == Stream::kCalls ? "caller"
-                          : m.stream == Stream::kFaults ? "network_id"
-                                                        : "ticket_id";
+  const std::string_view key_field = schema.fields[static_cast<size_t>(schema.key_slot)].name;
   if (f.find(key_field)->second != m.key)
     return ::testing::AssertionFailure() << "key " << m.key << " is not " << key_field << ": " << m.json;
   return ::testing::AssertionSuccess();
@@ -243,6 +241,7 @@ TEST(Generator, EveryMessageConformsToItsSchema) {
   Fields f;
   std::set<std::string> kinds[kStreamCount];
   std::set<std::string> categories, urgencies, classes;
+  int profiles = 0;
   for (int i = 0; i < 60'000; ++i) {
     g.next(m);
     ASSERT_TRUE(conforms(parser, m, &f)) << i;
@@ -253,6 +252,16 @@ TEST(Generator, EveryMessageConformsToItsSchema) {
       classes.insert(f["caller_class"]);
     } else if (m.stream == Stream::kFaults) {
       kinds[s].insert(f["kind"]);
+    } else if (m.stream == Stream::kProfiles) {
+      ++profiles;
+      ASSERT_TRUE(is_phone(f["number"])) << m.json;
+      // Every field of the schema is written: the fitted score reads a missing one as 0.
+      ASSERT_EQ(f.size(), schema_of(Stream::kProfiles).fields.size()) << m.json;
+      ASSERT_LE(std::stoi(f["opposite_unique"]), std::stoi(f["opposite_count"])) << m.json;
+      ASSERT_LE(std::stoi(f["sms_nunique"]), std::stoi(f["sms_count"])) << m.json;
+      const double share = std::stod(f["voc_calltype1"]);
+      ASSERT_TRUE(share >= 0 && share <= 1) << m.json;
+      ASSERT_TRUE(std::stoi(f["voc_day_nunique"]) <= 31 && std::stoi(f["voc_hour_nunique"]) <= 24) << m.json;
     } else {
       kinds[s].insert(f["status"]);
       categories.insert(f["category"]);
@@ -269,6 +278,7 @@ TEST(Generator, EveryMessageConformsToItsSchema) {
   EXPECT_TRUE(categories.count("heating.no_heat") && categories.count("water.outage") &&
               categories.count("noise.construction") && categories.count("road.pothole"));
   EXPECT_EQ(classes, (std::set<std::string>{"mobile", "fixed", "virtual_170"}));
+  EXPECT_GT(profiles, 300);  // 1% of the traffic, plus the planted fraud numbers' profiles
 }
 
 TEST(Generator, TelemetryReadingsAreInRange) {
@@ -299,13 +309,15 @@ TEST(Generator, TelemetryReadingsAreInRange) {
 }
 
 TEST(Generator, StreamSharesMatchOptions) {
-  for (const auto& [calls, faults, complaints] :
-       {std::array<double, 3>{0.80, 0.05, 0.15}, std::array<double, 3>{0.5, 0.2, 0.3}}) {
+  for (const auto& [calls, faults, complaints, profiles] :
+       {std::array<double, 4>{0.79, 0.05, 0.15, 0.01}, std::array<double, 4>{0.5, 0.2, 0.2, 0.1},
+        std::array<double, 4>{0.8, 0.05, 0.15, 0.0}}) {
     Options o = options();
     o.plant_every = 0;
     o.calls_share = calls;
     o.faults_share = faults;
     o.complaints_share = complaints;
+    o.profiles_share = profiles;
     Generator g(o);
     Message m;
     constexpr int kN = 200'000;
@@ -317,6 +329,8 @@ TEST(Generator, StreamSharesMatchOptions) {
     EXPECT_NEAR(counts[0] / double(kN), calls, 0.02);
     EXPECT_NEAR(counts[1] / double(kN), faults, 0.02);
     EXPECT_NEAR(counts[2] / double(kN), complaints, 0.02);
+    EXPECT_NEAR(counts[3] / double(kN), profiles, 0.005);
+    if (profiles == 0) EXPECT_EQ(counts[3], 0);
   }
 }
 
@@ -331,6 +345,7 @@ TEST(Generator, PlantsEachScenarioEveryPlantEveryBackgroundEvents) {
   EXPECT_LE(p.fraud_fan_out, 50);
   EXPECT_EQ(p.heating_outages, p.fraud_fan_out);
   EXPECT_EQ(p.late_tickets, p.fraud_fan_out);
+  EXPECT_EQ(p.fraud_profiles, p.fraud_fan_out);
 
   o.plant_every = 0;
   Generator none(o);

@@ -2,6 +2,7 @@
 cluster on 127.0.0.1), kcat producing the input and reading the outputs, and
 `tocsin run` in between. Asserts exact alert and dead-letter contents and the
 identity consumed == processed + dead-lettered."""
+import collections
 import json
 import os
 import signal
@@ -9,9 +10,11 @@ import tempfile
 import time
 import unittest
 
-from harness import PipelineTestCase, kcat_consume, kcat_produce, wait_for
+from harness import SOURCE_DIR, PipelineTestCase, kcat_consume, kcat_produce, wait_for
 
-TOPICS = ["calls:4", "faults:4", "complaints:4", "alerts:4", "tocsin.dlq:4", "tocsin.late:4"]
+TOPICS = ["calls:4", "faults:4", "complaints:4", "profiles:4", "alerts:4", "tocsin.dlq:4", "tocsin.late:4"]
+# The example rules plus the fraud pack's fitted number-profile rule (profiles stream).
+RULES = f"{SOURCE_DIR}/examples/rules, {SOURCE_DIR}/examples/packs/fraud/profile_rule.yaml"
 
 
 def fnv_alert_id(rule, parts, window_end_ms):
@@ -37,7 +40,7 @@ class Scenario:
     """Input with known outputs: every alert and dead letter is predicted."""
 
     def __init__(self, t0):
-        self.calls, self.faults, self.complaints = [], [], []
+        self.calls, self.faults, self.complaints, self.profiles = [], [], [], []
         self.expected_alerts = {}  # id -> (rule, title)
         fraudster = "13800138000"
         for i in range(22):  # 22 short calls to distinct strangers, 10 s apart
@@ -73,24 +76,45 @@ class Scenario:
                                                   "category": "heating.no_heat", "complainant": "13511110009",
                                                   "building": "B-2"}).encode()))
 
+        # Number profiles: a fraud-like one (score 55.76, the pack's test "a fraud-like profile")
+        # and an ordinary subscriber's, which stays quiet.
+        fraud_profile = {"profile_id": "pf1", "time": iso(t0), "number": "17000000011", "opposite_count": 1440,
+                         "opposite_unique": 1200, "phone2opposite_mean": 1.2, "voc_calltype1": 0.98, "imeis": 6,
+                         "call_dur_mean": 25.0, "call_dur_median": 12.0, "call_dur_max": 310, "city_name_nunique": 1,
+                         "county_name_nunique": 2, "voc_day_nunique": 3, "voc_hour_nunique": 18, "sms_count": 4,
+                         "sms_nunique": 2, "busi_count": 10, "flow_sum": 35.5, "month_ids": 1, "arpu_mean": 12.5}
+        self.profiles.append(("17000000011", json.dumps(fraud_profile).encode()))
+        self.expected_alerts[fnv_alert_id("fraud.number_profile", ["pf1"], t0)] = (
+            "fraud.number_profile", "号码 170****0011 画像风险评分 55.76（critical）")
+        ordinary = {"profile_id": "pf2", "time": iso(t0), "number": "13800000303", "opposite_unique": 60,
+                    "phone2opposite_mean": 4.5, "voc_calltype1": 0.5, "imeis": 1, "call_dur_mean": 95.0,
+                    "call_dur_median": 48.0, "county_name_nunique": 3, "voc_day_nunique": 27, "voc_hour_nunique": 13,
+                    "sms_count": 180, "busi_count": 150, "month_ids": 8}
+        self.profiles.append(("13800000303", json.dumps(ordinary).encode()))
+
         # Two hours behind the fraudster's partition (allowed lateness: 1 h): routed late.
         self.late = [call("old1", t0 - 2 * 3_600_000, fraudster, "13900009999", 5)]
 
         good = json.loads(self.calls[-1][1])
-        self.bad = {  # reason -> (topic, payload)
-            "invalid_json": ("calls", b'{"call_id": "x", "caller": '),
-            "not_object": ("calls", b"[1, 2, 3]"),
-            "missing_field": ("calls", json.dumps({k: v for k, v in good.items() if k != "callee"}).encode()),
-            "wrong_type": ("calls", json.dumps({**good, "duration_s": "300"}).encode()),
-            "oversized": ("calls", json.dumps({**good, "padding": "x" * 3000}).encode()),
-            "invalid_utf8": ("calls", json.dumps({**good, "city": "@@"}).encode().replace(b"@@", b"\xc3\x28")),
-            "impossible_time": ("calls", json.dumps({**good, "start_time": "2099-01-01T00:00:00Z"}).encode()),
-            "invalid_value": ("faults", json.dumps({**fault, "kind": "exploded"}).encode()),
+        self.bad = {  # (topic, reason) -> payload
+            ("calls", "invalid_json"): b'{"call_id": "x", "caller": ',
+            ("calls", "not_object"): b"[1, 2, 3]",
+            ("calls", "missing_field"): json.dumps({k: v for k, v in good.items() if k != "callee"}).encode(),
+            ("calls", "wrong_type"): json.dumps({**good, "duration_s": "300"}).encode(),
+            ("calls", "oversized"): json.dumps({**good, "padding": "x" * 3000}).encode(),
+            ("calls", "invalid_utf8"): json.dumps({**good, "city": "@@"}).encode().replace(b"@@", b"\xc3\x28"),
+            ("calls", "impossible_time"): json.dumps({**good, "start_time": "2099-01-01T00:00:00Z"}).encode(),
+            ("faults", "invalid_value"): json.dumps({**fault, "kind": "exploded"}).encode(),
+            ("profiles", "missing_field"): json.dumps({k: v for k, v in ordinary.items() if k != "number"}).encode(),
+            ("profiles", "wrong_type"): json.dumps({**ordinary, "imeis": 1.5}).encode(),
         }
 
 
 class KafkaPipelineTest(PipelineTestCase):
     TOPICS = TOPICS
+
+    def start(self, **kw):
+        return super().start(rules_dir=RULES, **kw)
 
     def produce(self, scenario, with_bad=True):
         kcat_produce(self.broker.bootstrap, "calls", scenario.calls)
@@ -98,8 +122,9 @@ class KafkaPipelineTest(PipelineTestCase):
             kcat_produce(self.broker.bootstrap, "calls", scenario.late)
         kcat_produce(self.broker.bootstrap, "faults", scenario.faults)
         kcat_produce(self.broker.bootstrap, "complaints", scenario.complaints)
+        kcat_produce(self.broker.bootstrap, "profiles", scenario.profiles)
         if with_bad:
-            for topic, payload in scenario.bad.values():
+            for (topic, _), payload in scenario.bad.items():
                 kcat_produce(self.broker.bootstrap, topic, [("bad", payload)])
 
     def test_alerts_dead_letters_and_accounting(self):
@@ -108,7 +133,7 @@ class KafkaPipelineTest(PipelineTestCase):
         # One worker sees every partition: the complaint-cluster rule groups by
         # building while complaints are keyed by ticket (see docs/rules.md).
         d = self.start(workers=1)
-        total_in = len(s.calls) + len(s.faults) + len(s.complaints) + len(s.bad) + len(s.late)
+        total_in = len(s.calls) + len(s.faults) + len(s.complaints) + len(s.profiles) + len(s.bad) + len(s.late)
         wait_for("every input message consumed",
                  lambda: d.total("tocsin_events_consumed_total") == total_in, timeout=60)
         alerts = wait_for("the expected alerts", lambda: (lambda a: a if len(a) >= len(s.expected_alerts) else None)(
@@ -129,16 +154,17 @@ class KafkaPipelineTest(PipelineTestCase):
         dead = wait_for("the dead letters", lambda: (lambda r: r if len(r) >= len(s.bad) else None)(
             kcat_consume(self.broker.bootstrap, "tocsin.dlq")))
         self.assertEqual(len(dead), len(s.bad))
-        by_reason = {h["tocsin.reason"]: (h, v) for _, h, v in dead}
+        by_reason = {(h["tocsin.source.topic"], h["tocsin.reason"]): (h, v) for _, h, v in dead}
         self.assertEqual(set(by_reason), set(s.bad))
-        for reason, (topic, payload) in s.bad.items():
-            headers, value = by_reason[reason]
-            self.assertEqual(value, payload, f"{reason}: the original bytes, unchanged")
-            self.assertEqual(headers["tocsin.source.topic"], topic)
+        for (topic, reason), payload in s.bad.items():
+            headers, value = by_reason[(topic, reason)]
+            self.assertEqual(value, payload, f"{topic} {reason}: the original bytes, unchanged")
             self.assertIn("tocsin.source.partition", headers)
             self.assertGreaterEqual(int(headers["tocsin.source.offset"]), 0)
-        self.assertEqual(by_reason["missing_field"][0]["tocsin.detail"], "callee")
-        self.assertEqual(by_reason["wrong_type"][0]["tocsin.detail"], "duration_s")
+        self.assertEqual(by_reason[("calls", "missing_field")][0]["tocsin.detail"], "callee")
+        self.assertEqual(by_reason[("calls", "wrong_type")][0]["tocsin.detail"], "duration_s")
+        self.assertEqual(by_reason[("profiles", "missing_field")][0]["tocsin.detail"], "number")
+        self.assertEqual(by_reason[("profiles", "wrong_type")][0]["tocsin.detail"], "imeis")
 
         late = wait_for("the late event", lambda: (lambda r: r if len(r) >= len(s.late) else None)(
             kcat_consume(self.broker.bootstrap, "tocsin.late")))
@@ -154,8 +180,11 @@ class KafkaPipelineTest(PipelineTestCase):
         self.assertEqual(late_n, len(s.late))
         self.assertEqual(consumed, processed + failed + late_n, "nothing dropped silently")
         self.assertEqual(processed, total_in - len(s.bad) - len(s.late))
-        for reason in s.bad:
-            self.assertEqual(m[("tocsin_events_failed_total", frozenset({("stage", "decode"), ("reason", reason)}))], 1, reason)
+        bad_profiles = sum(1 for topic, _ in s.bad if topic == "profiles")
+        self.assertEqual(d.total("tocsin_events_consumed_total", topic="profiles"), len(s.profiles) + bad_profiles)
+        self.assertEqual(d.total("tocsin_events_processed_total", topic="profiles"), len(s.profiles))
+        for reason, n in collections.Counter(reason for _, reason in s.bad).items():
+            self.assertEqual(m[("tocsin_events_failed_total", frozenset({("stage", "decode"), ("reason", reason)}))], n, reason)
         self.assertEqual(d.total("tocsin_alerts_emitted_total"), len(s.expected_alerts))
         self.assertEqual(d.total("tocsin_alerts_emitted_total", rule="fraud.fan_out_1h", severity="high"), 1)
         self.assertEqual(d.stop(), 0)

@@ -67,6 +67,55 @@ TEST_F(DecoderTest, FieldOrderChangesAndEscapedKeys) {
   }
 }
 
+TEST_F(DecoderTest, DecodesProfiles) {
+  const char* profile =
+      R"({"profile_id":"p1","time":"2026-11-17T00:00:00+08:00","number":"17000000011","opposite_count":1440,)"
+      R"("opposite_unique":1200,"phone2opposite_mean":1.2,"voc_calltype1":1,"imeis":6,"call_dur_median":12.5,)"
+      R"("sms_count":0,"arpu_mean":-3.5,"flow_sum":null,"label":1})";
+  ASSERT_TRUE(decode(Stream::kProfiles, profile).ok());
+  const auto& sp = schema_of(Stream::kProfiles);
+  EXPECT_EQ(e.stream, Stream::kProfiles);
+  EXPECT_EQ(e.kind, -1);
+  EXPECT_EQ(e.id(), "p1");
+  EXPECT_EQ(e.time_ms, 1794844800000);  // 2026-11-16T16:00Z
+  EXPECT_EQ(e.at(sp.key_slot).s, "17000000011");
+  EXPECT_EQ(e.at(sp.slot_of("opposite_unique")).i, 1200);
+  EXPECT_DOUBLE_EQ(e.at(sp.slot_of("phone2opposite_mean")).d, 1.2);
+  EXPECT_DOUBLE_EQ(e.at(sp.slot_of("voc_calltype1")).d, 1.0);  // an integer for a double
+  EXPECT_EQ(e.at(sp.slot_of("sms_count")).i, 0);
+  EXPECT_TRUE(e.at(sp.slot_of("sms_count")).present);
+  EXPECT_DOUBLE_EQ(e.at(sp.slot_of("arpu_mean")).d, -3.5);
+  EXPECT_FALSE(e.at(sp.slot_of("flow_sum")).present);
+  EXPECT_FALSE(e.at(sp.slot_of("busi_count")).present);
+  // Interleaved with other streams, each keeps its own field-order guesses.
+  ASSERT_TRUE(decode(Stream::kCalls, kCall).ok());
+  ASSERT_TRUE(decode(Stream::kProfiles, R"({"number":"+85251230005","time":1794996000000,"profile_id":"p2","imeis":2})").ok());
+  EXPECT_EQ(e.at(sp.slot_of("number")).s, "+85251230005");
+  EXPECT_EQ(e.at(sp.slot_of("imeis")).i, 2);
+  EXPECT_FALSE(e.at(sp.slot_of("opposite_unique")).present);
+}
+
+TEST(StreamSchemas, NamesKeysAndSlots) {
+  EXPECT_EQ(stream_names(), "calls, faults, complaints or profiles");
+  const char* keys[kStreamCount] = {"caller", "network_id", "ticket_id", "number"};
+  const char* times[kStreamCount] = {"start_time", "time", "time", "time"};
+  for (int i = 0; i < kStreamCount; ++i) {
+    const auto s = static_cast<Stream>(i);
+    const StreamSchema& schema = schema_of(s);
+    EXPECT_EQ(schema.stream, s);
+    EXPECT_EQ(stream_from_string(schema.name), s);
+    EXPECT_EQ(to_string(s), schema.name);
+    EXPECT_LE(schema.fields.size(), static_cast<size_t>(kMaxSlots));
+    EXPECT_EQ(schema.fields[static_cast<size_t>(schema.key_slot)].name, keys[i]) << schema.name;
+    EXPECT_TRUE(schema.fields[static_cast<size_t>(schema.key_slot)].required) << schema.name;
+    EXPECT_EQ(schema.fields[static_cast<size_t>(schema.time_slot)].name, times[i]) << schema.name;
+    EXPECT_EQ(schema.fields[static_cast<size_t>(schema.time_slot)].type, FieldType::kTime) << schema.name;
+    EXPECT_EQ(schema.fields[static_cast<size_t>(schema.id_slot)].type, FieldType::kString) << schema.name;
+  }
+  EXPECT_EQ(stream_from_string("profiles"), Stream::kProfiles);
+  EXPECT_FALSE(stream_from_string("profile"));
+}
+
 TEST_F(DecoderTest, DoubleFieldAcceptsIntegers) {
   ASSERT_TRUE(decode(Stream::kFaults, R"({"fault_id":"f","time":1794996000000,"kind":"telemetry","network_id":"N","indoor_temp_c":17})").ok());
   EXPECT_DOUBLE_EQ(e.at(schema_of(Stream::kFaults).slot_of("indoor_temp_c")).d, 17.0);
@@ -131,6 +180,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"broken_null_known_field", Stream::kCalls, "{" + kBase + ",\"city\":nulx}", DecodeError::kInvalidJson, "city"},
         BadCase{"unwritable_offset_time", Stream::kComplaints, R"({"ticket_id":"t","time":1794996000000,"status":"extended","deadline_at":"9999-12-31T23:59:59-23:59"})", DecodeError::kImpossibleTime, "deadline_at"},
         BadCase{"int64_min_time", Stream::kComplaints, R"({"ticket_id":"t","time":1794996000000,"status":"extended","deadline_at":-9223372036854775808})", DecodeError::kImpossibleTime, "deadline_at"},
+        BadCase{"profile_missing_number", Stream::kProfiles, R"({"profile_id":"p","time":1794996000000,"imeis":2})", DecodeError::kMissingField, "number"},
+        BadCase{"profile_decimal_count", Stream::kProfiles, R"({"profile_id":"p","time":1794996000000,"number":"1","opposite_count":1258.0})", DecodeError::kWrongType, "opposite_count"},
+        BadCase{"profile_string_share", Stream::kProfiles, R"({"profile_id":"p","time":1794996000000,"number":"1","voc_calltype1":"0.5"})", DecodeError::kWrongType, "voc_calltype1"},
+        BadCase{"profile_future", Stream::kProfiles, R"({"profile_id":"p","time":"2027-06-01T00:00:00Z","number":"1"})", DecodeError::kImpossibleTime, "time"},
         BadCase{"epoch_seconds", Stream::kCalls, R"({"call_id":"c","start_time":1794996000,"caller":"1","callee":"2","duration_s":1,"answered":true})", DecodeError::kImpossibleTime, "start_time"}),
     [](const auto& info) { return std::string(info.param.name); });
 
