@@ -10,6 +10,8 @@
 #include <iostream>
 #include <thread>
 
+#include <unistd.h>
+
 #include "alerts/alerting_config.h"
 #include "app/config.h"
 #include "connectors/console.h"
@@ -208,16 +210,36 @@ int main(int argc, char** argv) {
 
   app::ReplayOptions ra;
   bool no_jitter = false;
-  auto* replay_cmd = cli.add_subcommand("replay", "Replay recorded data (CSV/JSONL) through the rules in-process, timers on event time; print a summary");
-  replay_cmd->add_option("files", ra.inputs, "Input files (CSV for nyc311/heatseek, JSONL for jsonl)")->required();
-  replay_cmd->add_option("--mapping", ra.mapping, "nyc311 | heatseek | jsonl")->required()->check(CLI::IsMember({"nyc311", "heatseek", "jsonl"}));
-  replay_cmd->add_option("-r,--rules", ra.rule_files, "Rule file or directory (repeatable)")->required()->allow_extra_args(false);
+  std::string replay_to = "inprocess", replay_speed = "max";
+  std::vector<std::string> replay_properties;
+  int replay_connect_timeout_s = 10;
+  auto* replay_cmd = cli.add_subcommand("replay", "Replay recorded data (CSV/JSONL) in event-time order through the rules in-process "
+                                                  "(timers on event time) or to Kafka, as fast as possible or paced; print a summary");
+  replay_cmd->add_option("files", ra.inputs, "Input files (CSV for nyc311/heatseek/--mapping-file, JSONL for jsonl)")->required();
+  auto* mapping_opt = replay_cmd->add_option("--mapping", ra.mapping, "Built-in mapping: nyc311 | heatseek | jsonl")
+                          ->check(CLI::IsMember({"nyc311", "heatseek", "jsonl"}));
+  replay_cmd->add_option("--mapping-file", ra.mapping_file, "YAML mapping for other CSV files (docs/replay.md)")->excludes(mapping_opt);
+  replay_cmd->add_option("-r,--rules", ra.rule_files, "In-process: rule file or directory (repeatable)")->allow_extra_args(false);
+  replay_cmd->add_option("--to", replay_to, "Where events go: inprocess (default) or kafka")->check(CLI::IsMember({"inprocess", "kafka"}));
+  replay_cmd->add_option("-b,--brokers", ra.brokers, "Kafka: bootstrap servers HOST:PORT[,HOST:PORT...]");
+  replay_cmd->add_option("--topic-prefix", ra.topic_prefix, "Kafka: prefix for every topic name");
+  for (int i = 0; i < kStreamCount; ++i) {
+    const std::string name(to_string(static_cast<Stream>(i)));
+    replay_cmd->add_option("--" + name + "-topic", ra.topics.input[static_cast<size_t>(i)],
+                           "Kafka: topic of the " + name + " stream (default " + name + ", as kafka.topics." + name + ")");
+  }
+  replay_cmd->add_option("-X,--property", replay_properties, "Kafka: librdkafka producer property KEY=VALUE (repeatable)");
+  replay_cmd->add_option("--connect-timeout", replay_connect_timeout_s, "Kafka: seconds to wait for a broker to answer")
+      ->check(CLI::Range(1, 3600));
+  replay_cmd->add_option("--speed", replay_speed, "max (default: as fast as possible), 1 (real time: event-time gaps "
+                                                  "reproduced) or N (N times real time, e.g. 60)")
+      ->check([](const std::string& v) { return app::parse_speed(v) ? std::string() : "must be max or a positive number such as 1 or 60"; });
   replay_cmd->add_option("--stream", ra.stream, "jsonl: the stream of every line (default: from the file name)");
   replay_cmd->add_option("--jitter-seed", ra.jitter_seed, "nyc311: seed spreading times truncated to midnight over the day");
   replay_cmd->add_flag("--no-jitter", no_jitter, "nyc311: keep times truncated to midnight");
   replay_cmd->add_option("--inferred-type", ra.inferred_type_prefix, "Alert-type prefix counted as inferred outages in the summary");
-  replay_cmd->add_option("--progress-every", ra.progress_every, "Print a progress line every N events (0: only at the end)");
-  replay_cmd->add_flag("--print-alerts", ra.print_alerts, "Print every alert (time, rule, severity, title) to stderr");
+  replay_cmd->add_option("--progress-every", ra.progress_every, "Without a terminal: a progress line every N events (0: only at the end)");
+  replay_cmd->add_flag("--print-alerts", ra.print_alerts, "In-process: print every alert (time, rule, severity, title) to stderr");
 
   std::string secret;
   bool as_token = false;
@@ -246,6 +268,19 @@ int main(int argc, char** argv) {
     if (*gen_cmd) return cmd_gen(ga, stop);
     if (*replay_cmd) {
       ra.jitter = !no_jitter;
+      ra.to = replay_to == "kafka" ? app::ReplayOptions::Target::kKafka : app::ReplayOptions::Target::kInProcess;
+      ra.speed = *app::parse_speed(replay_speed);
+      ra.connect_timeout_ms = replay_connect_timeout_s * 1000;
+      for (const auto& p : replay_properties) {
+        const auto eq = p.find('=');
+        if (eq == std::string::npos || eq == 0) {
+          std::cerr << "tocsin replay: -X " << p << ": expected KEY=VALUE (a librdkafka property)\n";
+          return 2;
+        }
+        ra.kafka_properties[p.substr(0, eq)] = p.substr(eq + 1);
+      }
+      ra.progress_bar = isatty(STDERR_FILENO) != 0;
+      ra.stop = &stop;
       return app::replay_main(ra, std::cout, std::cerr);
     }
   } catch (const std::exception& e) {

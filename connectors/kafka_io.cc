@@ -364,8 +364,10 @@ struct KafkaProducer::Impl {
   static void on_delivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
     auto* self = static_cast<Impl*>(opaque);
     if (m->err) {
-      ++self->failed;
-      spdlog::error("kafka: delivery to {} failed: {}", rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+      // The first few are logged; a lost broker would otherwise log every queued message.
+      if (++self->failed <= 5)
+        spdlog::error("kafka: delivery to {} failed: {}{}", rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err),
+                      self->failed == 5 ? " (further failures are counted, not logged)" : "");
     } else {
       ++self->delivered;
     }
@@ -394,6 +396,20 @@ void KafkaProducer::produce(const std::string& topic, std::string_view key, std:
     rd_kafka_poll(impl_->rk, 10);
   }
   rd_kafka_poll(impl_->rk, 0);
+}
+
+std::string KafkaProducer::check_cluster(int timeout_ms, const std::vector<std::string>& topics,
+                                         std::vector<std::string>& missing) {
+  const rd_kafka_metadata_t* md = nullptr;
+  if (const auto err = rd_kafka_metadata(impl_->rk, 1, nullptr, &md, timeout_ms)) return rd_kafka_err2str(err);
+  for (const auto& t : topics) {
+    bool found = false;
+    for (int i = 0; i < md->topic_cnt && !found; ++i)
+      found = md->topics[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && t == md->topics[i].topic;
+    if (!found) missing.push_back(t);
+  }
+  rd_kafka_metadata_destroy(md);
+  return {};
 }
 
 int64_t KafkaProducer::flush(int timeout_ms) {

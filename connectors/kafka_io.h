@@ -12,6 +12,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "connectors/kafka_options.h"
 #include "pipeline/io.h"
@@ -67,6 +68,10 @@ class KafkaProducer {
   explicit KafkaProducer(const KafkaOptions& options);
   ~KafkaProducer();
   void produce(const std::string& topic, std::string_view key, std::string_view value);
+  // Asks the cluster for its metadata: "" when a broker answered within
+  // timeout_ms, else librdkafka's reason. The topics of `topics` that the
+  // cluster does not list go to `missing` (a broker may still create them).
+  std::string check_cluster(int timeout_ms, const std::vector<std::string>& topics, std::vector<std::string>& missing);
   // Waits until every message is acknowledged; returns the number that failed.
   int64_t flush(int timeout_ms);
   int64_t delivered() const;
