@@ -20,6 +20,7 @@
 #include "connectors/embedded_broker.h"
 #include "connectors/kafka_io.h"
 #include "gen/generator.h"
+#include "pipeline/decoder.h"
 #include "rules/rule_set.h"
 #include "rules/rule_test.h"
 
@@ -79,7 +80,7 @@ int cmd_rules_check(const std::vector<std::string>& files, const std::string& fo
 struct BrokerArgs {
   int brokers = 3;
   int partitions = 8;
-  std::vector<std::string> topics{"calls", "faults", "complaints", "alerts", "tocsin.dlq"};
+  std::vector<std::string> topics{"calls", "faults", "complaints", "profiles", "alerts", "tocsin.dlq"};
   std::string bootstrap_file;
 };
 
@@ -215,9 +216,12 @@ int main(int argc, char** argv) {
   int replay_connect_timeout_s = 10;
   auto* replay_cmd = cli.add_subcommand("replay", "Replay recorded data (CSV/JSONL) in event-time order through the rules in-process "
                                                   "(timers on event time) or to Kafka, as fast as possible or paced; print a summary");
-  replay_cmd->add_option("files", ra.inputs, "Input files (CSV for nyc311/heatseek/--mapping-file, JSONL for jsonl)")->required();
-  auto* mapping_opt = replay_cmd->add_option("--mapping", ra.mapping, "Built-in mapping: nyc311 | heatseek | jsonl")
-                          ->check(CLI::IsMember({"nyc311", "heatseek", "jsonl"}));
+  replay_cmd->add_option("files", ra.inputs, "Input files (CSV for nyc311/heatseek/sichuan/--mapping-file, JSONL for jsonl)")->required();
+  auto* mapping_opt = replay_cmd->add_option("--mapping", ra.mapping, "Built-in mapping: nyc311 | heatseek | sichuan | jsonl")
+                          ->check(CLI::IsMember({"nyc311", "heatseek", "sichuan", "jsonl"}));
+  std::string replay_as_of;
+  replay_cmd->add_option("--as-of", replay_as_of, "sichuan: event time of every profile (RFC 3339; default 2020-04-01T00:00:00+08:00)")
+      ->check([](const std::string& v) { int64_t ms; return parse_rfc3339_ms(v, ms) == DecodeError::kOk ? std::string() : "must be an RFC 3339 time"; });
   replay_cmd->add_option("--mapping-file", ra.mapping_file, "YAML mapping for other CSV files (docs/replay.md)")->excludes(mapping_opt);
   replay_cmd->add_option("-r,--rules", ra.rule_files, "In-process: rule file or directory (repeatable)")->allow_extra_args(false);
   replay_cmd->add_option("--to", replay_to, "Where events go: inprocess (default) or kafka")->check(CLI::IsMember({"inprocess", "kafka"}));
@@ -271,6 +275,7 @@ int main(int argc, char** argv) {
       ra.to = replay_to == "kafka" ? app::ReplayOptions::Target::kKafka : app::ReplayOptions::Target::kInProcess;
       ra.speed = *app::parse_speed(replay_speed);
       ra.connect_timeout_ms = replay_connect_timeout_s * 1000;
+      if (!replay_as_of.empty()) parse_rfc3339_ms(replay_as_of, ra.as_of_ms);
       for (const auto& p : replay_properties) {
         const auto eq = p.find('=');
         if (eq == std::string::npos || eq == 0) {

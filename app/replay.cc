@@ -1,4 +1,5 @@
 #include "app/replay.h"
+#include "app/replay_sichuan.h"
 
 #include <yaml-cpp/yaml.h>
 
@@ -961,9 +962,9 @@ std::string check_replay_options(const ReplayOptions& o) {
   const bool kafka = o.to == ReplayOptions::Target::kKafka;
   if (o.inputs.empty()) return "no input files: name the CSV or JSONL files to replay";
   if (o.mapping.empty() == o.mapping_file.empty())
-    return "pass --mapping nyc311|heatseek|jsonl or --mapping-file FILE.yaml (one of them)";
-  if (!o.mapping.empty() && o.mapping != "nyc311" && o.mapping != "heatseek" && o.mapping != "jsonl")
-    return "unknown mapping '" + o.mapping + "' (nyc311, heatseek or jsonl)";
+    return "pass --mapping nyc311|heatseek|sichuan|jsonl or --mapping-file FILE.yaml (one of them)";
+  if (!o.mapping.empty() && o.mapping != "nyc311" && o.mapping != "heatseek" && o.mapping != "sichuan" && o.mapping != "jsonl")
+    return "unknown mapping '" + o.mapping + "' (nyc311, heatseek, sichuan or jsonl)";
   if (!kafka && o.rule_files.empty())
     return "an in-process replay needs --rules FILE|DIR (or --to kafka --brokers HOST:PORT, where the daemon's rules "
            "raise the alerts)";
@@ -986,8 +987,8 @@ bool read_replay_events(const ReplayOptions& o, std::vector<ReplayEvent>& events
       error += std::to_string(errors.size()) + (errors.size() == 1 ? " error" : " errors") + " in the mapping file (see docs/replay.md)";
       return false;
     }
-  } else if (o.mapping != "nyc311" && o.mapping != "heatseek" && o.mapping != "jsonl") {
-    error = "unknown mapping '" + o.mapping + "' (nyc311, heatseek or jsonl)";
+  } else if (o.mapping != "nyc311" && o.mapping != "heatseek" && o.mapping != "sichuan" && o.mapping != "jsonl") {
+    error = "unknown mapping '" + o.mapping + "' (nyc311, heatseek, sichuan or jsonl)";
     return false;
   }
   int64_t logged = 0;
@@ -1030,13 +1031,16 @@ bool read_replay_events(const ReplayOptions& o, std::vector<ReplayEvent>& events
       mapper = CsvMapper::bind(mf, header, path, error);
       if (!mapper) return false;
     } else {
-      const char* required = o.mapping == "nyc311" ? "Complaint Type" : "temp";
+      const std::string_view required = o.mapping == "nyc311"     ? "Complaint Type"
+                                        : o.mapping == "sichuan" ? kSichuanNumberColumn
+                                                                 : "temp";
       if (!header.index.contains(required)) {
-        error = path + ": no column '" + required + "': not a " + o.mapping + " file";
+        error = path + ": no column '" + std::string(required) + "': not a " + o.mapping + " file";
         return false;
       }
     }
     std::string why;
+    int64_t data_rows = 0;
     while (csv.next(row)) {
       if (row.size() == 1 && trim(row[0]).empty()) continue;
       std::optional<ReplayEvent> ev;
@@ -1050,6 +1054,9 @@ bool read_replay_events(const ReplayOptions& o, std::vector<ReplayEvent>& events
           }
           why.clear();
         }
+      } else if (o.mapping == "sichuan") {
+        ev = map_sichuan_user_row(header, row, ++data_rows, SichuanOptions{.as_of_ms = o.as_of_ms}, stats);
+        if (ev) ev->key = header.get(row, kSichuanNumberColumn);
       } else {
         ev = o.mapping == "nyc311" ? map_nyc311_row(header, row, csv.raw(), o.jitter_seed, o.jitter, stats)
                                    : map_heatseek_row(header, row, stats);

@@ -10,6 +10,8 @@
 //   nyc311    311 service requests (CSV): complaint types containing HEAT become
 //             complaints `received`, category heating.no_heat.
 //   heatseek  Heat Seek sensor readings (CSV, °F): faults `telemetry` with indoor_temp_c.
+//   sichuan   the Sichuan fraud users file (CSV): one `profiles` event per number
+//             (app/replay_sichuan.h), all at --as-of.
 //   jsonl     one event per line in the stream's own JSON; the stream is --stream or
 //             the file's name (calls.jsonl, faults.jsonl, complaints.jsonl).
 // Other CSV files: a YAML mapping file (--mapping-file; docs/replay.md).
@@ -50,6 +52,10 @@ class CsvReader {
 };
 
 // One event ready for the decoder or a producer.
+// sichuan: 2020-04-01T00:00:00+08:00, the default event time of its profiles. The
+// data summarises up to 8 months of records (month_ids <= 8) ending March 2020.
+inline constexpr int64_t kSichuanDefaultAsOfMs = 1585670400000;
+
 struct ReplayEvent {
   Stream stream = Stream::kComplaints;
   int64_t time_ms = 0;
@@ -203,7 +209,8 @@ std::string format_progress_bar(int64_t done, int64_t total, double events_per_s
 struct ReplayOptions {
   enum class Target : uint8_t { kInProcess, kKafka };
   std::vector<std::string> inputs;
-  std::string mapping;            // nyc311 | heatseek | jsonl; "" with mapping_file
+  std::string mapping;            // nyc311 | heatseek | sichuan | jsonl; "" with mapping_file
+  int64_t as_of_ms = kSichuanDefaultAsOfMs;  // sichuan: the event time of every profile (the file has no dates)
   std::string mapping_file;       // a YAML mapping for other CSV files
   std::string stream;             // jsonl: the stream (default: from the file name)
   std::vector<std::string> rule_files;  // in-process only

@@ -19,9 +19,6 @@
 
 namespace tocsin::app {
 
-// 2020-04-01T00:00:00+08:00: the data summarises up to 8 months of records
-// (month_ids <= 8) ending March 2020.
-inline constexpr int64_t kSichuanDefaultAsOfMs = 1585670400000;
 // The column every Sichuan users file has: read_replay_events can check for it.
 inline constexpr std::string_view kSichuanNumberColumn = "phone_no_m";
 

@@ -125,6 +125,30 @@ TEST(ReplayNyc311, SummaryCountsAlertsByRuleAndInferredBuildings) {
   EXPECT_NE(out.str().find("synthetic"), std::string::npos) << out.str();
 }
 
+TEST(ReplaySichuan, ProfilesKeyedByNumberAtTheAsOfTimeRaiseTheFittedScore) {
+  ReplayOptions o;
+  o.inputs = {kFixtures + "sichuan_users_sample.csv"};
+  o.mapping = "sichuan";
+  o.as_of_ms = 1700000000000;
+  o.rule_files = {kSrc + "/examples/packs/fraud/profile_rule.yaml"};
+  std::vector<ReplayEvent> events;
+  MapStats stats;
+  std::string error;
+  ASSERT_TRUE(read_replay_events(o, events, stats, error)) << error;
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(stats.mapped, static_cast<int64_t>(events.size()));
+  for (const auto& ev : events) {
+    EXPECT_EQ(ev.stream, Stream::kProfiles);
+    EXPECT_EQ(ev.time_ms, o.as_of_ms);
+    EXPECT_NE(ev.json.find("\"number\":\"" + ev.key + "\""), std::string::npos) << ev.json;
+  }
+  ReplaySummary s;
+  std::ostringstream log;
+  ASSERT_TRUE(run_replay(o, s, log, error)) << error;
+  EXPECT_GE(s.alerts_by_rule["fraud.number_profile"], 1) << "the fixture's fraud-like number";
+  EXPECT_LT(s.alerts_by_rule["fraud.number_profile"], static_cast<int64_t>(events.size())) << "not every number";
+}
+
 TEST(ReplayHeatseek, MapsReadingsToTelemetryAndAlarmsOnSustainedCold) {
   ReplayOptions o;
   o.inputs = {kFixtures + "heatseek_sample.csv"};
@@ -551,7 +575,7 @@ TEST(Replay, OptionsThatDoNotGoTogether) {
   ReplayOptions o = nyc(false);
   EXPECT_EQ(check_replay_options(o), "");
   o.mapping_file = "x.yaml";
-  EXPECT_NE(check_replay_options(o).find("--mapping nyc311|heatseek|jsonl or --mapping-file"), std::string::npos);
+  EXPECT_NE(check_replay_options(o).find("--mapping nyc311|heatseek|sichuan|jsonl or --mapping-file"), std::string::npos);
   o = nyc(false);
   o.rule_files.clear();
   EXPECT_NE(check_replay_options(o).find("needs --rules"), std::string::npos);
