@@ -9,6 +9,7 @@
 #include "alerts/alert_encoder.h"
 #include "alerts/records.h"
 #include "pipeline/json_writer.h"
+#include "pipeline/phone_mask.h"
 #include "rules/tables.h"
 
 namespace tocsin::alerts {
@@ -148,6 +149,22 @@ const Policy* Desk::policy_of(const Alert& a) const {
   return nullptr;
 }
 
+bool Desk::must_reach(const Alert& a) const {
+  const Policy* p = policy_of(a);
+  return p && p->stop_when_reached;
+}
+
+std::string_view category_bucket(std::string_view category) {
+  if (category.empty()) return "none";
+  const std::string_view top = category.substr(0, category.find('.'));
+  static constexpr std::string_view kKnown[] = {"gas",      "heating",    "housing", "noise", "power",
+                                                "property", "sanitation", "traffic", "water"};
+  for (std::string_view k : kKnown)
+    if (top == k) return k;
+  if (top == "road" || top == "roads") return "road";
+  return "other";
+}
+
 // ---------------------------------------------------------------- persistence
 
 void Desk::persist(const Alert& a) {
@@ -270,7 +287,7 @@ Alert& Desk::admit(Alert in, const std::string& by) {
   Alert& a = alerts_.emplace(in.id, std::move(in)).first->second;
   {
     std::lock_guard lk(metrics_mu_);
-    ++metrics_.alerts_raised[{a.type, a.severity}];
+    ++metrics_.alerts_raised[{a.type, a.severity, std::string(category_bucket(a.field("category")))}];
   }
   for (const auto& p : config_.policies)
     if (matches_all(p.match, a)) {
@@ -278,7 +295,7 @@ Alert& Desk::admit(Alert in, const std::string& by) {
       break;
     }
   record(a, "raised", by, a.policy.empty() ? "no escalation policy matches" : "policy " + a.policy);
-  if (!a.policy.empty()) {
+  if (must_reach(a)) {
     std::lock_guard lk(metrics_mu_);
     ++metrics_.must_reach[a.type];
   }
@@ -286,7 +303,8 @@ Alert& Desk::admit(Alert in, const std::string& by) {
   // Resolution: this alert closes the open alerts it resolves.
   for (const auto& rr : config_.resolve) {
     if (!matches_all(rr.source, a)) continue;
-    for (auto& [id, t] : alerts_) {
+    for (auto& entry : alerts_) {
+      Alert& t = entry.second;  // not a structured binding: clang 14 cannot capture those
       if (&t == &a || !is_open(t.state) || !matches_all(rr.target, t)) continue;
       if (std::all_of(rr.equal.begin(), rr.equal.end(), [&](const std::string& f) { return !a.field(f).empty() && a.field(f) == t.field(f); }))
         close_alert(t, AlertState::kResolved, "resolved", "rule:" + a.rule, "resolved by alert " + a.id + " (" + a.type + ")");
@@ -297,7 +315,8 @@ Alert& Desk::admit(Alert in, const std::string& by) {
   // Inhibition: an open source alert with equal fields explains this one.
   for (const auto& ir : config_.inhibit) {
     if (!matches_all(ir.target, a)) continue;
-    for (auto& [id, s] : alerts_) {
+    for (auto& entry : alerts_) {
+      Alert& s = entry.second;  // not a structured binding: clang 14 cannot capture those
       if (&s == &a || !is_open(s.state) || !matches_all(ir.source, s)) continue;
       if (!std::all_of(ir.equal.begin(), ir.equal.end(), [&](const std::string& f) { return !a.field(f).empty() && a.field(f) == s.field(f); }))
         continue;
@@ -790,6 +809,8 @@ void Desk::mark_reached(Alert& a, const Notification& n) {
   if (first) {
     a.reached_at_ms = n.final_at_ms;
     a.reached_via = n.id;
+  }
+  if (first && must_reach(a)) {  // the reach rate's numerator, over the same alerts as its denominator
     const double s = static_cast<double>(a.reached_at_ms - a.raised_at_ms) / 1000.0;
     std::lock_guard lk(metrics_mu_);
     ++metrics_.reached[a.type];
@@ -798,11 +819,11 @@ void Desk::mark_reached(Alert& a, const Notification& n) {
     for (size_t b = 0; b < std::size(DeskMetrics::kReachBuckets); ++b)
       if (s <= DeskMetrics::kReachBuckets[b]) ++metrics_.reach_bucket_counts[b];
   }
-  record(a, "reached", "sms:" + mask_phone(n.address), n.recipient + " (notification " + n.id + ")");
+  record(a, "reached", "sms:" + mask_phone_number(n.address), n.recipient + " (notification " + n.id + ")");
   const Policy* p = policy_of(a);
   if (p && p->stop_when_reached && !a.chain_done) {
     stop_chain(a, "reached " + n.recipient);
-    record(a, "chain_stopped", "sms:" + mask_phone(n.address), "reached: the policy stops when reached");
+    record(a, "chain_stopped", "sms:" + mask_phone_number(n.address), "reached: the policy stops when reached");
   }
   schedule(a);
 }
@@ -856,10 +877,10 @@ void Desk::on_reply(const Reply& r) {
   if (!target) {
     std::lock_guard lk(metrics_mu_);
     ++metrics_.replies_unknown;
-    spdlog::info("alerts: SMS reply from {} matches no open alert", mask_phone(from));
+    spdlog::info("alerts: SMS reply from {} matches no open alert", mask_phone_number(from));
     return;
   }
-  const std::string by = "sms:" + mask_phone(from);
+  const std::string by = "sms:" + mask_phone_number(from);
   if (ack && target->state != AlertState::kAcknowledged) acknowledge(target->id, by, "SMS reply: " + std::string(r.text));
   else record(*target, "reply", by, std::string(r.text));
 }

@@ -26,6 +26,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -52,14 +53,16 @@ using TableLookup = std::function<std::string(std::string_view table, std::strin
 // Counters and gauges for /metrics (labels are closed sets: channel names
 // and outcomes from the config, alert types from the rules).
 struct DeskMetrics {
-  std::map<std::pair<std::string, std::string>, int64_t> alerts_raised;  // (type, severity)
+  // (type, severity, category): category is category_bucket() of the alert's
+  // `category` field (labels, key or context), "none" without one.
+  std::map<std::tuple<std::string, std::string, std::string>, int64_t> alerts_raised;
   std::map<std::string, int64_t> alerts_by_state;                         // gauge: open and closed alerts held
   std::map<std::string, int64_t> transitions;                             // action -> count
   std::map<std::pair<std::string, std::string>, int64_t> notifications;  // (channel, final state)
   std::map<std::string, int64_t> submits;                                 // channel -> submissions
   std::map<std::string, int64_t> retries;                                 // channel -> retryable failures
-  std::map<std::string, int64_t> must_reach;                              // type -> alerts with a policy
-  std::map<std::string, int64_t> reached;                                 // type -> alerts reached
+  std::map<std::string, int64_t> must_reach;                              // type -> must-reach alerts (Desk::must_reach)
+  std::map<std::string, int64_t> reached;                                 // type -> must-reach alerts reached on a handset
   std::map<std::string, int64_t> unreached;                               // type -> unreached alerts raised
   std::map<int, int64_t> escalations;                                     // step (level) -> count
   std::map<std::string, int64_t> queue_depth;                             // channel -> queued (gauge)
@@ -67,12 +70,18 @@ struct DeskMetrics {
   std::map<std::string, double> oldest_queued_s;                          // channel -> age of the oldest queued (gauge)
   int64_t open_incidents = 0;
   int64_t receipts_unknown = 0, replies = 0, replies_unknown = 0, duplicates = 0;
-  // time from raise to the first handset receipt
+  // time from raise to the first handset receipt (must-reach alerts)
   static constexpr double kReachBuckets[] = {5, 10, 30, 60, 120, 300, 600, 1800, 3600};
   std::vector<int64_t> reach_bucket_counts = std::vector<int64_t>(std::size(kReachBuckets), 0);
   int64_t reach_count = 0;
   double reach_sum_s = 0;
 };
+
+// A complaint category (`heating.no_heat`) bucketed to a closed set for a
+// metric label: its top level (before the first '.') when that is one of gas,
+// heating, housing, noise, power, property, road (or roads), sanitation,
+// traffic, water; "other" for any other; "none" for an empty one.
+std::string_view category_bucket(std::string_view category);
 
 class Desk {
  public:
@@ -120,6 +129,10 @@ class Desk {
   const std::map<std::string, Incident, std::less<>>& incidents() const { return incidents_; }
   const std::map<std::string, Silence, std::less<>>& silences() const { return silences_; }
   const AlertingConfig& config() const { return config_; }
+  // A must-reach alert: its escalation policy stops when a handset receipt
+  // arrives (stop_when: reached). Only these count in the reach rate; an
+  // alert whose policy stops on acknowledgement is an operator notice.
+  bool must_reach(const Alert& a) const;
 
   DeskMetrics metrics() const;  // any thread
 

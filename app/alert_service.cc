@@ -11,9 +11,11 @@
 #include <limits>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 #include "alerts/desk.h"
 #include "alerts/records.h"
+#include "app/alert_views.h"
 #include "connectors/alert_topic.h"
 #include "connectors/kannel_sms.h"
 #include "connectors/rocksdb_store.h"
@@ -37,139 +39,6 @@ HttpResponse error_response(int status, const std::string& message) {
   return json_response(status, std::move(body));
 }
 
-// Where an alert is, from its key and labels; building ids like B-D2-S3-C1-05
-// (the generator's, docs/events.md) also give district, street and community.
-void write_location(JsonWriter& w, const alerts::Alert& a) {
-  w.key("location").begin_object();
-  std::string district(a.field("district")), street(a.field("street")), community(a.field("community"));
-  const std::string building(a.field("building"));
-  if (building.starts_with("B-D")) {
-    std::vector<std::string> parts;
-    for (size_t i = 2, j; i <= building.size(); i = j + 1) {
-      j = building.find('-', i);
-      if (j == std::string::npos) j = building.size();
-      parts.push_back(building.substr(i, j - i));
-    }
-    if (parts.size() >= 3) {
-      if (district.empty()) district = parts[0];
-      if (street.empty()) street = parts[0] + "-" + parts[1];
-      if (community.empty()) community = parts[0] + "-" + parts[1] + "-" + parts[2];
-    }
-  }
-  auto put = [&w](const char* k, std::string_view v) {
-    if (!v.empty()) w.key(k).str(v);
-  };
-  put("district", district);
-  put("street", street);
-  put("community", community);
-  put("grid", a.field("grid"));
-  put("building", building);
-  put("network_id", a.field("network_id"));
-  w.end_object();
-}
-
-void write_summary(JsonWriter& w, const alerts::Desk& desk, const alerts::Alert& a) {
-  w.key("id").str(a.id).key("type").str(a.type).key("severity").str(a.severity).key("title").str(a.title)
-      .key("summary").str(a.summary).key("rule").str(a.rule).key("rule_set_version").str(a.rule_set_version)
-      .key("state").str(name(a.state)).key("raised_at").time(a.raised_at_ms).key("updated_at").time(a.updated_at_ms);
-  w.key("labels").begin_object();
-  for (const auto& [k, v] : a.labels) w.key(k).str(v);
-  w.end_object();
-  write_location(w, a);
-  if (!a.policy.empty()) w.key("policy").str(a.policy).key("escalation_step").num(int64_t{a.step});
-  if (!a.incident.empty()) w.key("incident").str(a.incident);
-  if (!a.assignee.empty()) w.key("assignee").str(a.assignee);
-  if (!a.silenced_by.empty()) w.key("silenced_by").str(a.silenced_by);
-  if (a.reached_at_ms) w.key("reached_at").time(a.reached_at_ms);
-  w.key("notifications").num(static_cast<int64_t>(desk.notifications_of(a.id).size()));
-}
-
-std::string summary_json(const alerts::Desk& desk, const alerts::Alert& a) {
-  std::string out;
-  JsonWriter w(out);
-  w.begin_object();
-  write_summary(w, desk, a);
-  w.end_object();
-  return out;
-}
-
-void write_audit(JsonWriter& w, const std::vector<alerts::AuditEntry>& es) {
-  w.begin_array();
-  for (const auto& e : es) {
-    w.begin_object().key("at").time(e.at_ms).key("action").str(e.action).key("by").str(e.by);
-    if (!e.detail.empty()) w.key("detail").str(e.detail);
-    w.end_object();
-  }
-  w.end_array();
-}
-
-// The raised alert, with its key values masked unless `full`.
-void write_raised(JsonWriter& w, std::string_view raw, bool full) {
-  if (raw.empty()) return (void)w.null();
-  if (full) return (void)w.raw(raw);
-  simdjson::dom::parser p;
-  simdjson::dom::object o;
-  if (p.parse(raw.data(), raw.size()).get(o)) return (void)w.null();
-  w.begin_object();
-  for (auto [k, v] : o) {
-    w.key(k);
-    simdjson::dom::object key;
-    if (k == "key" && v.get(key) == simdjson::SUCCESS) {
-      w.begin_object();
-      for (auto [kk, kv] : key) {
-        std::string_view s;
-        w.key(kk).str(kv.get(s) == simdjson::SUCCESS ? mask_phone(s) : "****");
-      }
-      w.end_object();
-    } else {
-      w.raw(simdjson::minify(v));
-    }
-  }
-  w.end_object();
-}
-
-// The alert with its evidence, audit trail, delivery timeline and linked
-// alerts. Numbers are masked unless `full`.
-std::string alert_detail(const alerts::Desk& desk, const alerts::Alert& a, bool full) {
-  std::string out;
-  JsonWriter w(out);
-  w.begin_object();
-  write_summary(w, desk, a);
-  w.key("raised");
-  write_raised(w, a.raised_json, full);
-  w.key("audit");
-  write_audit(w, a.audit);
-  w.key("notifications").begin_array();
-  for (const auto* n : desk.notifications_of(a.id)) {
-    const auto* ch = desk.config().channel(n->channel);
-    const bool sms = ch && ch->kind == "sms";
-    w.begin_object().key("id").str(n->id).key("channel").str(n->channel).key("recipient").str(n->recipient)
-        .key("address").str(sms && !full ? mask_phone(n->address) : n->address).key("step").num(int64_t{n->step})
-        .key("round").num(int64_t{n->round}).key("state").str(name(n->state)).key("attempts").num(int64_t{n->attempts})
-        .key("text").str(sms ? n->text : std::string());
-    w.key("timeline");
-    write_audit(w, n->timeline);
-    w.end_object();
-  }
-  w.end_array();
-  w.key("linked").begin_array();
-  if (auto it = desk.incidents().find(a.incident); !a.incident.empty() && it != desk.incidents().end())
-    for (const auto& id : it->second.alerts)
-      if (const alerts::Alert* x = desk.alert(id); x && id != a.id) {
-        w.begin_object();
-        write_summary(w, desk, *x);
-        w.end_object();
-      }
-  if (a.silenced_by.starts_with("inhibited:"))
-    if (const alerts::Alert* x = desk.alert(a.silenced_by.substr(10)); x && x->incident != a.incident) {
-      w.begin_object();
-      write_summary(w, desk, *x);
-      w.end_object();
-    }
-  w.end_array().end_object();
-  return out;
-}
-
 // Reads {"note": ..., "assignee": ...} from an action's body (it may be empty).
 bool action_body(const std::string& body, std::string& note, std::string& assignee, std::string& error) {
   if (body.empty()) return true;
@@ -189,16 +58,13 @@ class TopicFeed final : public alerts::LifecycleListener {
   void on_alert(const alerts::Alert& a, const alerts::AuditEntry& change) override {
     std::string rec;
     alerts::lifecycle_json(a, change, rec);
-    console_.publish("alert", summary_json(*desk_, a));
+    console_.publish("alert", alert_summary_json(*desk_, a, true), alert_summary_json(*desk_, a, false));
     std::lock_guard lk(mu_);
     pending_.emplace_back(a.id, std::move(rec));
   }
   void on_notification(const alerts::Notification& n, const alerts::AuditEntry& change) override {
-    std::string out;
-    JsonWriter w(out);
-    w.begin_object().key("alert").str(n.alert_id).key("id").str(n.id).key("state").str(name(n.state))
-        .key("channel").str(n.channel).key("recipient").str(n.recipient).key("action").str(change.action).end_object();
-    console_.publish("notification", out);
+    console_.publish("notification", notification_event_json(n, change.action, true),
+                     notification_event_json(n, change.action, false));
   }
   std::vector<std::pair<std::string, std::string>> take() {
     std::lock_guard lk(mu_);
@@ -233,7 +99,8 @@ struct AlertService::Impl {
   std::atomic<bool> stopping{false};
   std::atomic<int64_t> bad_alerts{0};
   std::thread io_thread, topic_thread;
-  std::string public_url;
+  std::string public_url;  // how the SMS gateway reaches us (dlr-url)
+  std::string origin;      // how a browser or an API client reaches us: the listener's scheme, host and port
 
   Impl(const Config& c, connectors::Console& con) : cfg(c), console(con) {}
 
@@ -317,7 +184,13 @@ AlertService::AlertService(const Config& cfg, const alerts::AlertingConfig& aler
   m.desk = std::make_unique<alerts::Desk>(alerting, *m.store, m.clock, std::move(lookup));
   m.desk_view = m.desk.get();
   m.desk->add_listener(&m.feed);
-  m.public_url = cfg.alerting.public_url.empty() ? "http://" + cfg.http_listen : cfg.alerting.public_url;
+  {
+    std::string host;
+    uint16_t port = 0;
+    split_host_port(cfg.http_listen, host, port);
+    m.origin = (cfg.http_tls_cert.empty() ? "http://" : "https://") + host + ":" + std::to_string(http.port());
+  }
+  m.public_url = cfg.alerting.public_url.empty() ? m.origin : cfg.alerting.public_url;
   if (!cfg.alerting.sms.sendsms_url.empty()) {
     connectors::KannelSmsConfig k;
     const auto& g = cfg.alerting.sms;
@@ -393,7 +266,9 @@ std::string AlertService::describe() const {
   std::string s = "  alert desk:        " + std::to_string(m.desk->config().policies.size()) + " policies, state in " +
                   m.cfg.alerting.state_dir + "\n";
   if (m.sms) s += "  sms gateway:       " + m.cfg.alerting.sms.sendsms_url + " (receipts to " + m.public_url + "/sms/dlr)\n";
-  s += "  alerts API:        " + m.public_url + "/api/v1/alerts\n";
+  // The API is served by our own listener: its address, not public_url (which is
+  // the gateway's way in, and may name another host or a proxy).
+  s += "  alerts API:        " + m.origin + "/api/v1/alerts\n";
   return s;
 }
 
@@ -404,25 +279,10 @@ void AlertService::Impl::add_routes(connectors::HttpServer& http) {
       http, [this](alerts::Receipt r) { asio::post(io, [this, r = std::move(r)] { desk->on_receipt(r); }); },
       [this](alerts::Reply r) { asio::post(io, [this, r = std::move(r)] { desk->on_reply(r); }); });
 
-  http.route("/api/v1/alerts", console.guard(Role::kViewer, [this](const HttpRequest& req, const Principal&) {
+  http.route("/api/v1/alerts", console.guard(Role::kViewer, [this](const HttpRequest& req, const Principal& who) {
     if (req.method != "GET") return error_response(405, "GET only");
     const bool all = req.query.find("state=all") != std::string::npos;
-    return json_response(200, on_desk([&] {
-      std::vector<const alerts::Alert*> list;
-      for (const auto& [id, a] : desk->alerts())
-        if (all || is_open(a.state)) list.push_back(&a);
-      std::sort(list.begin(), list.end(), [](auto* x, auto* y) { return x->raised_at_ms > y->raised_at_ms; });
-      std::string out;
-      JsonWriter w(out);
-      w.begin_object().key("alerts").begin_array();
-      for (size_t i = 0; i < list.size() && i < 1000; ++i) {
-        w.begin_object();
-        write_summary(w, *desk, *list[i]);
-        w.end_object();
-      }
-      w.end_array().end_object();
-      return out;
-    }));
+    return json_response(200, on_desk([&] { return alert_list_json(*desk, all, who.sees_numbers()); }));
   }));
 
   http.route("/api/v1/alerts/*", console.guard(Role::kViewer, [this](const HttpRequest& req, const Principal& who) {
@@ -434,7 +294,7 @@ void AlertService::Impl::add_routes(connectors::HttpServer& http) {
       if (req.method != "GET") return error_response(405, "GET an alert; POST to /api/v1/alerts/<id>/<action>");
       return on_desk([&] {
         const alerts::Alert* a = desk->alert(id);
-        return a ? json_response(200, alert_detail(*desk, *a, who.sees_numbers())) : error_response(404, "unknown alert " + id);
+        return a ? json_response(200, alert_detail_json(*desk, *a, who.sees_numbers())) : error_response(404, "unknown alert " + id);
       });
     }
     if (req.method != "POST") return error_response(405, "POST only");
@@ -455,50 +315,12 @@ void AlertService::Impl::add_routes(connectors::HttpServer& http) {
     return error_response(err.starts_with("unknown alert") ? 404 : err.starts_with("unknown action") || err.starts_with("\"") ? 400 : 409, err);
   }));
 
-  http.route("/api/v1/incidents", console.guard(Role::kViewer, [this](const HttpRequest&, const Principal&) {
-    return json_response(200, on_desk([&] {
-      std::string out, one;
-      JsonWriter w(out);
-      w.begin_object().key("incidents").begin_array();
-      for (const auto& [id, i] : desk->incidents()) {
-        alerts::to_json(i, one);
-        w.raw(one);
-      }
-      w.end_array().end_object();
-      return out;
-    }));
+  http.route("/api/v1/incidents", console.guard(Role::kViewer, [this](const HttpRequest&, const Principal& who) {
+    return json_response(200, on_desk([&] { return incidents_json(*desk, who.sees_numbers()); }));
   }));
 
   http.route("/api/v1/kpis", console.guard(Role::kViewer, [this](const HttpRequest&, const Principal&) {
-    return json_response(200, on_desk([&] {
-      const int64_t now = clock.now_ms(), off = console.config().utc_offset_ms;
-      const int64_t local = now + off;
-      const int64_t day_start = local - ((local % 86400000) + 86400000) % 86400000 - off;
-      int64_t fraud = 0, must = 0, reached = 0, outages = 0, sla = 0, open = 0;
-      std::map<std::string, int64_t> by_state;
-      for (const auto& [id, a] : desk->alerts()) {
-        ++by_state[std::string(name(a.state))];
-        const bool today = a.raised_at_ms >= day_start;
-        open += is_open(a.state);
-        if (today && a.type.starts_with("fraud.")) ++fraud;
-        if (today && !a.policy.empty()) {
-          ++must;
-          reached += a.reached_at_ms != 0;
-        }
-        if (is_open(a.state) && (a.type == "heating.outage" || a.type.starts_with("heating.suspected"))) ++outages;
-        if (today && a.type.starts_with("hotline.")) ++sla;
-      }
-      std::string out;
-      JsonWriter w(out);
-      w.begin_object().key("day_start").time(day_start).key("fraud_warnings_today").num(fraud).key("reach_rate");
-      if (must) w.num(static_cast<double>(reached) / static_cast<double>(must));
-      else w.null();
-      w.key("open_outages").num(outages).key("sla_breaches_today").num(sla).key("open_alerts").num(open);
-      w.key("by_state").begin_object();
-      for (const auto& [k, v] : by_state) w.key(k).num(v);
-      w.end_object().end_object();
-      return out;
-    }));
+    return json_response(200, on_desk([&] { return kpis_json(*desk, clock.now_ms(), console.config().utc_offset_ms); }));
   }));
 
   http.route("/api/v1/audit", console.guard(Role::kAdmin, [this](const HttpRequest& req, const Principal&) {
@@ -527,22 +349,9 @@ void AlertService::Impl::add_routes(connectors::HttpServer& http) {
     }));
   }));
 
-  auto list_silences = [this] {
-    std::string out;
-    JsonWriter w(out);
-    w.begin_object().key("silences").begin_array();
-    const int64_t now = clock.now_ms();
-    for (const auto& [id, s] : desk->silences()) {
-      w.begin_object().key("id").str(id).key("matchers").begin_array();
-      for (const auto& m : s.matcher_text) w.str(m);
-      w.end_array().key("starts_at").time(s.starts_at_ms).key("ends_at").time(s.ends_at_ms).key("active").boolean(s.active(now))
-          .key("created_by").str(s.created_by).key("comment").str(s.comment).end_object();
-    }
-    w.end_array().end_object();
-    return out;
-  };
-  http.route("/api/v1/silences", console.guard(Role::kViewer, [this, list_silences](const HttpRequest& req, const Principal& who) {
-    if (req.method == "GET") return json_response(200, on_desk(list_silences));
+  http.route("/api/v1/silences", console.guard(Role::kViewer, [this](const HttpRequest& req, const Principal& who) {
+    if (req.method == "GET")
+      return json_response(200, on_desk([&] { return silences_json(*desk, clock.now_ms(), who.sees_numbers()); }));
     if (req.method != "POST") return error_response(405, "GET or POST");
     if (!who.can_act()) return error_response(403, "viewers cannot create silences");
     // {"matchers": ["type=~hotline\\..*"], "duration": "2h" | "ends_at": RFC 3339, "comment": "..."}
@@ -593,8 +402,9 @@ void AlertService::Impl::add_metrics(monitoring::Metrics& metrics) {
     using monitoring::add_sample;
     using monitoring::make_family;
     const alerts::DeskMetrics d = desk->metrics();
-    auto raised = make_family("tocsin_alerts_raised_total", "Alerts the desk took in, by type and severity (duplicates excluded)", MetricType::Counter);
-    for (const auto& [k, v] : d.alerts_raised) add_sample(raised, {{"type", k.first}, {"severity", k.second}}, static_cast<double>(v));
+    auto raised = make_family("tocsin_alerts_raised_total", "Alerts the desk took in, by type, severity and complaint category (top level, closed set; none without one), duplicates excluded", MetricType::Counter);
+    for (const auto& [k, v] : d.alerts_raised)
+      add_sample(raised, {{"type", std::get<0>(k)}, {"severity", std::get<1>(k)}, {"category", std::get<2>(k)}}, static_cast<double>(v));
     auto by_state = make_family("tocsin_alerts", "Alerts held by the desk, by lifecycle state", MetricType::Gauge);
     for (const char* s : {"pending", "firing", "acknowledged", "resolved", "silenced", "escalated", "expired"})
       add_sample(by_state, {{"state", s}}, static_cast<double>(d.alerts_by_state.count(s) ? d.alerts_by_state.at(s) : 0));
@@ -615,15 +425,15 @@ void AlertService::Impl::add_metrics(monitoring::Metrics& metrics) {
       add_sample(inflight, {{"channel", ch.name}}, get(d.in_flight));
       add_sample(oldest, {{"channel", ch.name}}, d.oldest_queued_s.count(ch.name) ? d.oldest_queued_s.at(ch.name) : 0.0);
     }
-    auto must = make_family("tocsin_must_reach_alerts_total", "Alerts with an escalation policy (reach rate denominator), by type", MetricType::Counter);
-    auto reached = make_family("tocsin_alerts_reached_total", "Alerts whose target confirmed receipt on a handset (reach rate numerator), by type", MetricType::Counter);
+    auto must = make_family("tocsin_must_reach_alerts_total", "Must-reach alerts (policy with stop_when: reached; reach rate denominator), by type", MetricType::Counter);
+    auto reached = make_family("tocsin_alerts_reached_total", "Must-reach alerts whose target confirmed receipt on a handset (reach rate numerator), by type", MetricType::Counter);
     auto unreached = make_family("tocsin_alerts_unreached_total", "Alerts nobody was reached for within the policy's deadline, by type", MetricType::Counter);
     for (const auto& [k, v] : d.must_reach) {
       add_sample(must, {{"type", k}}, static_cast<double>(v));
       add_sample(reached, {{"type", k}}, static_cast<double>(d.reached.count(k) ? d.reached.at(k) : 0));
       add_sample(unreached, {{"type", k}}, static_cast<double>(d.unreached.count(k) ? d.unreached.at(k) : 0));
     }
-    auto ttr = make_family("tocsin_alert_time_to_reach_seconds", "Time from an alert's arrival to its first handset receipt", MetricType::Histogram);
+    auto ttr = make_family("tocsin_alert_time_to_reach_seconds", "Time from a must-reach alert's arrival to its first handset receipt", MetricType::Histogram);
     prometheus::ClientMetric h;
     for (size_t b = 0; b < std::size(alerts::DeskMetrics::kReachBuckets); ++b)
       h.histogram.bucket.push_back({static_cast<uint64_t>(d.reach_bucket_counts[b]), alerts::DeskMetrics::kReachBuckets[b]});

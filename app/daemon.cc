@@ -36,9 +36,10 @@ namespace {
 
 struct WorkerSlot {
   std::unique_ptr<connectors::KafkaIO> io;
+  std::unique_ptr<WorkerStats> stats;
+  std::unique_ptr<TimedOutputSink> out;  // io's outputs, timed (stage "produce")
   std::unique_ptr<alerts::AlertEncoder> encoder;
   std::unique_ptr<rules::Engine> engine;
-  std::unique_ptr<WorkerStats> stats;
   std::unique_ptr<Worker> worker;
   std::thread thread;
 };
@@ -231,12 +232,13 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
   std::vector<const connectors::KafkaIOStats*> kafka_stats;
   for (auto& s : slots) {
     s.io = std::make_unique<connectors::KafkaIO>(cfg.kafka);
-    s.encoder = std::make_unique<alerts::AlertEncoder>(*s.io, clock);
+    s.stats = std::make_unique<WorkerStats>();
+    s.out = std::make_unique<TimedOutputSink>(*s.io, *s.stats);
+    s.encoder = std::make_unique<alerts::AlertEncoder>(*s.out, clock);
     s.engine = std::make_unique<rules::Engine>(
         loaded.rules, *s.encoder, &reloader, &tables,
         rules::EngineOptions{.timers_follow_event_time = cfg.pipeline.timers_follow_event_time});
-    s.stats = std::make_unique<WorkerStats>();
-    s.worker = std::make_unique<Worker>(*s.io, *s.io, *s.engine, clock, cfg.pipeline.limits, *s.stats,
+    s.worker = std::make_unique<Worker>(*s.io, *s.out, *s.engine, clock, cfg.pipeline.limits, *s.stats,
                                         cfg.pipeline.allowed_lateness_ms);
     worker_stats.push_back(s.stats.get());
     engines.push_back(s.engine.get());

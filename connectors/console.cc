@@ -229,23 +229,29 @@ HttpResponse Console::login(const HttpRequest& req) {
   return r;
 }
 
-void Console::publish(std::string_view event, std::string_view data) {
+void Console::publish(std::string_view event, std::string_view data) { publish(event, data, data); }
+
+void Console::publish(std::string_view event, std::string_view full, std::string_view masked) {
   std::lock_guard lk(mu_);
   const uint64_t seq = ++seq_;
-  auto chunk = std::make_shared<const std::string>("id: " + std::to_string(seq) + "\nevent: " + std::string(event) +
-                                                   "\ndata: " + std::string(data) + "\n\n");
-  ring_.emplace_back(seq, chunk);
+  auto chunk = [&](std::string_view data) {
+    return std::make_shared<const std::string>("id: " + std::to_string(seq) + "\nevent: " + std::string(event) +
+                                               "\ndata: " + std::string(data) + "\n\n");
+  };
+  Update u{seq, chunk(full), nullptr};
+  u.masked = masked == full ? u.full : chunk(masked);
+  ring_.push_back(u);
   if (ring_.size() > kRingSize) ring_.pop_front();
-  std::erase_if(streams_, [&](const std::shared_ptr<EventStream>& s) { return !s->send(chunk); });
+  std::erase_if(streams_, [&](const Subscriber& s) { return !s.out->send(s.full ? u.full : u.masked); });
 }
 
 void Console::keepalive() {
   static const auto kPing = std::make_shared<const std::string>(": keepalive\n\n");
   std::lock_guard lk(mu_);
-  std::erase_if(streams_, [&](const std::shared_ptr<EventStream>& s) { return !s->send(kPing); });
+  std::erase_if(streams_, [&](const Subscriber& s) { return !s.out->send(kPing); });
 }
 
-HttpResponse Console::events(const HttpRequest& req) {
+HttpResponse Console::events(const HttpRequest& req, const Principal& who) {
   uint64_t last = 0;
   bool resume = false;
   std::string_view id = req.header("last-event-id");
@@ -257,17 +263,18 @@ HttpResponse Console::events(const HttpRequest& req) {
   }
   if (!id.empty()) resume = std::from_chars(id.data(), id.data() + id.size(), last).ec == std::errc();
   HttpResponse r;
-  r.stream = [this, last, resume](std::shared_ptr<EventStream> s) {
+  const bool full = who.sees_numbers();
+  r.stream = [this, last, resume, full](std::shared_ptr<EventStream> s) {
     std::lock_guard lk(mu_);
     s->send(std::make_shared<const std::string>("retry: 1000\nevent: hello\ndata: {\"seq\":" + std::to_string(seq_) + "}\n\n"));
     if (resume) {
-      const uint64_t oldest = ring_.empty() ? seq_ + 1 : ring_.front().first;
+      const uint64_t oldest = ring_.empty() ? seq_ + 1 : ring_.front().seq;
       if (last + 1 < oldest && last < seq_) s->send(std::make_shared<const std::string>("event: reset\ndata: {}\n\n"));
       else
-        for (const auto& [seq, chunk] : ring_)
-          if (seq > last) s->send(chunk);
+        for (const Update& u : ring_)
+          if (u.seq > last) s->send(full ? u.full : u.masked);
     }
-    streams_.push_back(std::move(s));
+    streams_.push_back({std::move(s), full});
   };
   return r;
 }
@@ -307,7 +314,7 @@ void Console::add_routes(HttpServer& http) {
                return r;
              }));
   http.route("/api/v1/me", guard(Role::kViewer, [](const HttpRequest&, const Principal& p) { return json(200, me_json(p)); }));
-  http.route("/api/v1/events", guard(Role::kViewer, [this](const HttpRequest& req, const Principal&) { return events(req); }));
+  http.route("/api/v1/events", guard(Role::kViewer, [this](const HttpRequest& req, const Principal& who) { return events(req, who); }));
   http.route("/", [this](const HttpRequest& req) { return static_file(req); });
   http.route("/*", [this](const HttpRequest& req) { return static_file(req); });
 }

@@ -87,6 +87,9 @@ class Console {
 
   // One live update to every open event stream; kept (last 10 000) for resume.
   void publish(std::string_view event, std::string_view json);
+  // The same, as two views of one update: `full` for streams of callers who
+  // see phone numbers (Principal::sees_numbers), `masked` for the others.
+  void publish(std::string_view event, std::string_view full, std::string_view masked);
   // A comment line to every stream, so proxies and browsers keep them open.
   void keepalive();
 
@@ -97,7 +100,7 @@ class Console {
     Principal principal;
   };
   HttpResponse login(const HttpRequest& req);
-  HttpResponse events(const HttpRequest& req);
+  HttpResponse events(const HttpRequest& req, const Principal& who);
   HttpResponse static_file(const HttpRequest& req);
 
   const ConsoleConfig config_;
@@ -105,9 +108,17 @@ class Console {
   std::mutex mu_;
   std::map<std::string, Session, std::less<>> sessions_;  // token -> session
   std::map<std::string, std::vector<int64_t>, std::less<>> failures_;  // user -> recent failed logins
+  struct Update {
+    uint64_t seq;
+    std::shared_ptr<const std::string> full, masked;  // the same pointer when both views are equal
+  };
+  struct Subscriber {
+    std::shared_ptr<EventStream> out;
+    bool full;  // sees phone numbers
+  };
   uint64_t seq_ = 0;
-  std::deque<std::pair<uint64_t, std::shared_ptr<const std::string>>> ring_;
-  std::vector<std::shared_ptr<EventStream>> streams_;
+  std::deque<Update> ring_;
+  std::vector<Subscriber> streams_;
 };
 
 }  // namespace tocsin::connectors

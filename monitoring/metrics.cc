@@ -58,6 +58,31 @@ void add_build_info(Metrics& m, const std::string& version) {
   fam.Add({{"version", version}}).Set(1);
 }
 
+namespace {
+
+// One histogram sample from per-worker HistogramCounters (bounds in a unit
+// that `scale` turns into seconds), summed over the workers.
+template <size_t N, class Get>
+prometheus::ClientMetric histogram_sample(const std::vector<const WorkerStats*>& workers, const std::array<uint64_t, N>& upper,
+                                          double scale, Get get, std::vector<prometheus::ClientMetric::Label> labels) {
+  prometheus::ClientMetric h;
+  h.label = std::move(labels);
+  uint64_t cumulative = 0, sum = 0;
+  for (size_t b = 0; b <= N; ++b) {
+    for (const WorkerStats* w : workers) cumulative += get(*w).buckets[b].load(std::memory_order_relaxed);
+    prometheus::ClientMetric::Bucket bucket;
+    bucket.cumulative_count = cumulative;
+    bucket.upper_bound = b < N ? static_cast<double>(upper[b]) * scale : std::numeric_limits<double>::infinity();
+    h.histogram.bucket.push_back(bucket);
+  }
+  for (const WorkerStats* w : workers) sum += get(*w).sum.load(std::memory_order_relaxed);
+  h.histogram.sample_count = cumulative;
+  h.histogram.sample_sum = static_cast<double>(sum) * scale;
+  return h;
+}
+
+}  // namespace
+
 Metrics::Collector pipeline_collector(std::vector<const WorkerStats*> workers,
                                       std::array<std::string, kStreamCount> topics) {
   return [workers = std::move(workers), topics = std::move(topics)](Families& out) {
@@ -101,7 +126,21 @@ Metrics::Collector pipeline_collector(std::vector<const WorkerStats*> workers,
     h.histogram.sample_count = cumulative;
     h.histogram.sample_sum = sum([](const WorkerStats& w) { return w.latency_sum_ns.load(std::memory_order_relaxed); }) * 1e-9;
     hist.metric.push_back(std::move(h));
-    for (auto* f : {&consumed, &processed, &failed, &late, &last, &hist}) out.push_back(std::move(*f));
+    auto stages = make_family("tocsin_stage_duration_seconds",
+                              "Time of one pipeline stage in a worker: decode (a message), evaluate (the rules on an event, "
+                              "without producing), produce (handing one output to the Kafka producer)",
+                              MetricType::Histogram);
+    for (int st = 0; st < kStageCount; ++st)
+      stages.metric.push_back(histogram_sample(workers, kStageBucketsNs, 1e-9, [st](const WorkerStats& w) -> const auto& {
+        return w.stage[static_cast<size_t>(st)];
+      }, {{"stage", kStageNames[st]}}));
+    auto age = make_family("tocsin_event_age_seconds",
+                           "Wall clock minus event time when the rules evaluate an event, by topic", MetricType::Histogram);
+    for (int st = 0; st < kStreamCount; ++st)
+      age.metric.push_back(histogram_sample(workers, kEventAgeBucketsMs, 1e-3, [st](const WorkerStats& w) -> const auto& {
+        return w.event_age[static_cast<size_t>(st)];
+      }, {{"topic", topics[static_cast<size_t>(st)]}}));
+    for (auto* f : {&consumed, &processed, &failed, &late, &last, &hist, &stages, &age}) out.push_back(std::move(*f));
   };
 }
 

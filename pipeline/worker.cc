@@ -11,17 +11,40 @@ Worker::Worker(EventSource& source, OutputSink& out, EventHandler& handler, cons
     : source_(source), out_(out), handler_(handler), clock_(clock), decoder_(limits),
       stats_(stats), allowed_lateness_ms_(allowed_lateness_ms) {}
 
-void Worker::process(const RawMessage& m) {
-  const auto started = std::chrono::steady_clock::now();
-  if (handle(m, clock_.now_ms()))
-    stats_.observe_latency_ns(static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count()));
+namespace {
+
+uint64_t ns_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count();
+  return ns > 0 ? static_cast<uint64_t>(ns) : 0;
 }
 
-bool Worker::handle(const RawMessage& m, int64_t now_ms) {
+}  // namespace
+
+void Worker::process(const RawMessage& m) {
+  batch_steady_ = std::chrono::steady_clock::now();
+  batch_wall_ms_ = clock_.now_ms();
+  handle_timed(m, batch_steady_);
+}
+
+Worker::Instant Worker::handle_timed(const RawMessage& m, Instant started) {
+  stats_.produce_ns_in_event = 0;
+  const bool processed = handle(m, started);
+  const Instant done = std::chrono::steady_clock::now();
+  if (processed) {
+    stats_.observe_latency_ns(ns_between(started, done));
+    const uint64_t evaluated = ns_between(decoded_at_, done);
+    const uint64_t produced = stats_.produce_ns_in_event;
+    stats_.observe_stage_ns(Stage::kEvaluate, evaluated > produced ? evaluated - produced : 0);
+  }
+  return done;
+}
+
+bool Worker::handle(const RawMessage& m, Instant started) {
   const int s = static_cast<int>(m.stream);
   bump(stats_.consumed[s]);
-  const DecodeResult r = decoder_.decode(m.stream, m.payload, now_ms, event_);
+  const DecodeResult r = decoder_.decode(m.stream, m.payload, batch_wall_ms_, event_);
+  decoded_at_ = std::chrono::steady_clock::now();
+  stats_.observe_stage_ns(Stage::kDecode, ns_between(started, decoded_at_));
   if (!r.ok()) {
     bump(stats_.failed[s][static_cast<int>(r.error)]);
     bump(stats_.dead_letters_out);
@@ -41,6 +64,8 @@ bool Worker::handle(const RawMessage& m, int64_t now_ms) {
     }
     marks[p] = std::max(marks[p], event_.time_ms);
   }
+  const int64_t now_ms = batch_wall_ms_ + static_cast<int64_t>(ns_between(batch_steady_, decoded_at_) / 1'000'000);
+  stats_.observe_event_age_ms(s, now_ms - event_.time_ms);
   handler_.on_event(event_);
   bump(stats_.processed[s]);
   stats_.last_event_time_ms[s].store(event_.time_ms, std::memory_order_relaxed);
@@ -49,24 +74,38 @@ bool Worker::handle(const RawMessage& m, int64_t now_ms) {
 
 size_t Worker::run_once(int poll_timeout_ms) {
   const auto batch = source_.poll(poll_timeout_ms);
-  // One wall-clock read per batch; one steady-clock read per event, each
-  // event's latency running from the previous event's end.
-  const int64_t now_ms = clock_.now_ms();
-  auto prev = std::chrono::steady_clock::now();
-  for (const RawMessage& m : batch) {
-    const bool processed = handle(m, now_ms);
-    const auto t = std::chrono::steady_clock::now();
-    if (processed)
-      stats_.observe_latency_ns(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t - prev).count()));
-    prev = t;
-  }
-  handler_.on_tick(now_ms);
+  // One wall-clock read per batch; two steady-clock reads per event (decoded,
+  // done), each event's latency running from the previous event's end.
+  batch_wall_ms_ = clock_.now_ms();
+  batch_steady_ = std::chrono::steady_clock::now();
+  Instant prev = batch_steady_;
+  for (const RawMessage& m : batch) prev = handle_timed(m, prev);
+  handler_.on_tick(batch_wall_ms_);
   if (!batch.empty()) source_.batch_done();
   return batch.size();
 }
 
 void Worker::run(const std::atomic<bool>& stop, int poll_timeout_ms) {
   while (!stop.load(std::memory_order_relaxed)) run_once(poll_timeout_ms);
+}
+
+template <class F>
+void TimedOutputSink::timed(F&& produce) {
+  const auto started = std::chrono::steady_clock::now();
+  produce();
+  const uint64_t ns = ns_between(started, std::chrono::steady_clock::now());
+  stats_.observe_stage_ns(Stage::kProduce, ns);
+  stats_.produce_ns_in_event += ns;
+}
+
+void TimedOutputSink::alert(std::string_view key, std::string_view json) {
+  timed([&] { inner_.alert(key, json); });
+}
+void TimedOutputSink::dead_letter(std::string_view payload, const DeadLetter& info) {
+  timed([&] { inner_.dead_letter(payload, info); });
+}
+void TimedOutputSink::late(std::string_view payload, const DeadLetter& info) {
+  timed([&] { inner_.late(payload, info); });
 }
 
 }  // namespace tocsin

@@ -5,8 +5,16 @@
 // stats, and shares nothing mutable with other workers.
 //
 // Invariant (tested): for every stream, consumed == processed + dead-lettered + late.
+//
+// Timing cost per message: two steady_clock reads (after decoding, after the
+// rules; ~20 ns each through the vDSO), a few integer bucket searches and
+// relaxed stores into WorkerStats (tocsin_stage_duration_seconds,
+// tocsin_event_processing_seconds, tocsin_event_age_seconds). No lock, no
+// allocation. The wall clock is read once per batch; an event's age adds
+// the steady time elapsed since then.
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -32,8 +40,11 @@ class Worker {
   void process(const RawMessage& message);
 
  private:
+  using Instant = std::chrono::steady_clock::time_point;
+  // Handles one message that started at `started`; returns when it finished.
+  Instant handle_timed(const RawMessage& message, Instant started);
   // Decodes and handles one message; true when it reached the handler.
-  bool handle(const RawMessage& message, int64_t now_ms);
+  bool handle(const RawMessage& message, Instant started);
 
   EventSource& source_;
   OutputSink& out_;
@@ -46,6 +57,28 @@ class Worker {
   std::array<std::vector<int64_t>, kStreamCount> watermarks_;
   std::string late_detail_;
   Event event_;
+  // The batch's wall clock and the steady clock at that instant.
+  int64_t batch_wall_ms_ = 0;
+  Instant batch_steady_{};
+  Instant decoded_at_{};
+};
+
+// An OutputSink that times each call of `inner` as stage "produce" in
+// `stats` and adds it to stats.produce_ns_in_event (so that the worker keeps
+// it out of "evaluate"). Give it to the worker and to the rules' alert
+// encoder of the same worker; used from that worker's thread only.
+class TimedOutputSink final : public OutputSink {
+ public:
+  TimedOutputSink(OutputSink& inner, WorkerStats& stats) : inner_(inner), stats_(stats) {}
+  void alert(std::string_view key, std::string_view json) override;
+  void dead_letter(std::string_view payload, const DeadLetter& info) override;
+  void late(std::string_view payload, const DeadLetter& info) override;
+
+ private:
+  template <class F>
+  void timed(F&& produce);
+  OutputSink& inner_;
+  WorkerStats& stats_;
 };
 
 }  // namespace tocsin

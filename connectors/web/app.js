@@ -288,6 +288,8 @@ function renderKpis() {
   const show = (id, v) => { $(`[data-testid=${id}]`).textContent = v ?? '–'; };
   show('kpi-fraud', k.fraud_warnings_today);
   show('kpi-reach', k.reach_rate === null || k.reach_rate === undefined ? '–' : `${(k.reach_rate * 100).toFixed(1)}%`);
+  // Must-reach alerts only (stop_when: reached); operator notices are not in it.
+  $('[data-testid=kpi-reach]').parentElement.title = k.must_reach_today ? `${k.reached_today} / ${k.must_reach_today}` : '';
   show('kpi-outages', k.open_outages);
   show('kpi-sla', k.sla_breaches_today);
   $('[data-testid=kpi-outages]').parentElement.classList.toggle('alarm', (k.open_outages || 0) > 0);

@@ -6,6 +6,7 @@
 
 #include <deque>
 #include <set>
+#include <tuple>
 
 #include "alerts/records.h"
 
@@ -269,7 +270,7 @@ TEST_F(DeskTest, SmsReplyAcknowledgesAndStopsTheChain) {
   sms.answer(0, SubmitOutcome::kAccepted);
   desk->on_reply({"013100000001", "1 收到"});
   EXPECT_EQ(alert("a1").state, AlertState::kAcknowledged);
-  EXPECT_EQ(alert("a1").audit.back().by, "sms:+861******0001");
+  EXPECT_EQ(alert("a1").audit.back().by, "sms:+86131****0001");
   run_for(30 * 60 * 1000);
   EXPECT_EQ(sms.sent.size(), 1u) << "acknowledged: no fallback, no unreached alert";
   EXPECT_FALSE(alert("a1").unreached_raised);
@@ -299,6 +300,50 @@ TEST_F(DeskTest, HotlineLadderEscalatesUntilAcknowledged) {
   EXPECT_EQ(sms.sent.size(), 3u);
   EXPECT_EQ(desk->metrics().escalations.at(1), 1);
   EXPECT_EQ(desk->metrics().escalations.at(2), 1);
+}
+
+// The reach rate counts must-reach alerts only (stop_when: reached, docs/alerting.md):
+// a handset receipt for an operator notice (stop_when: acknowledged) is no reach.
+TEST_F(DeskTest, ReachRateCountsOnlyMustReachAlerts) {
+  desk->raise(raised("f1", "fraud.must_reach", "critical", R"({"callee":"13100000001"})"));
+  desk->raise(raised("h1", "hotline.contact_overdue", "high", R"({"ticket_id":"T-1"})"));
+  desk->raise(raised("n1", "nothing.matches", "low", R"({"x":"1"})"));
+  desk->tick();
+  ASSERT_EQ(sms.sent.size(), 2u);
+  EXPECT_TRUE(desk->must_reach(alert("f1")));
+  EXPECT_FALSE(desk->must_reach(alert("h1"))) << "stop_when: acknowledged is an operator notice";
+  EXPECT_FALSE(desk->must_reach(alert("n1"))) << "no policy";
+  for (size_t i = 0; i < 2; ++i) {
+    sms.answer(i, SubmitOutcome::kAccepted);
+    desk->on_receipt({sms.sent[i].id, ReceiptState::kDelivered, ""});
+  }
+  EXPECT_NE(alert("h1").reached_at_ms, 0) << "the receipt is still recorded on the notice";
+  const DeskMetrics m = desk->metrics();
+  EXPECT_EQ(m.must_reach, (std::map<std::string, int64_t>{{"fraud.must_reach", 1}}));
+  EXPECT_EQ(m.reached, (std::map<std::string, int64_t>{{"fraud.must_reach", 1}}));
+  EXPECT_EQ(m.reach_count, 1);
+}
+
+TEST_F(DeskTest, RaisedAlertsAreCountedByACategoryFromAClosedSet) {
+  auto with_context = [](std::string id, std::string category) {
+    std::string j = raised(id, "hotline.sla.contact", "high", R"({"ticket_id":")" + id + R"("})");
+    j.pop_back();
+    return j + R"(,"context":{"district":"D1","category":")" + category + R"("}})";
+  };
+  ASSERT_EQ(desk->raise(with_context("t1", "heating.no_heat")), "");
+  ASSERT_EQ(desk->raise(with_context("t2", "heating.leak")), "");
+  ASSERT_EQ(desk->raise(with_context("t3", "roads.pothole")), "");
+  ASSERT_EQ(desk->raise(with_context("t4", "12345-20261126-000101")), "") << "an id in the field";
+  ASSERT_EQ(desk->raise(raised("t5", "hotline.sla.contact", "critical", R"({"ticket_id":"t5"})")), "");
+  using K = std::tuple<std::string, std::string, std::string>;
+  EXPECT_EQ(desk->metrics().alerts_raised, (std::map<K, int64_t>{{{"hotline.sla.contact", "critical", "none"}, 1},
+                                                                 {{"hotline.sla.contact", "high", "heating"}, 2},
+                                                                 {{"hotline.sla.contact", "high", "other"}, 1},
+                                                                 {{"hotline.sla.contact", "high", "road"}, 1}}));
+  EXPECT_EQ(category_bucket("water.outage"), "water");
+  EXPECT_EQ(category_bucket("water"), "water");
+  EXPECT_EQ(category_bucket("13812348000"), "other");
+  EXPECT_EQ(category_bucket(""), "none");
 }
 
 TEST_F(DeskTest, AcknowledgeCancelsQueuedNotifications) {

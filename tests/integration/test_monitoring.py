@@ -2,18 +2,19 @@
 
 `tocsin run` on its embedded broker with demo traffic, plus events injected with kcat
 so that every alert type the dashboards show is raised (fraud must-reach, heating
-outages and restorations, hotline SLA breaches, the escalation ladder, hotspots).
-The alert desk sends SMS to a stub sendsms gateway on loopback that answers like
-Kannel ("0: Accepted for delivery") and calls the DLR URL back for numbers ending
-in 1 (delivered) but never for numbers ending in 9 (no receipt, escalation,
-unreached victim): so the delivery metrics have real data without a Kannel.
+outages and restorations, hotline SLA breaches by category, the escalation ladder,
+hotspots). The alert desk sends SMS through a real Kannel 1.4.5 on loopback
+(kannel_stack.py: bearerbox, smsbox and the SMPP simulator, route smpp1) whose
+answer depends on the destination's last digit: 1 delivered (a real DLR callback),
+9 accepted but never a receipt (no receipt, escalation, unreached victim). So the
+delivery panels show real gateway outcomes.
 Prometheus (Debian `prometheus`, 127.0.0.1, a free port, 1 s scrape interval, a
 temporary TSDB) scrapes it and loads monitoring/prometheus/tocsin-rules.yml.
 
 Then every query of every panel of every dashboard (Grafana macros and template
 variables substituted) must be valid PromQL and return at least one finite value;
 a dashboard that names a metric Tocsin does not export fails. Every wait polls a
-condition until a deadline.
+condition until a deadline. Exit 77 (skipped) when Kannel is not installed.
 """
 import glob
 import json
@@ -26,16 +27,15 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 import urllib.error
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import SOURCE_DIR, Daemon, kcat_produce, wait_for  # noqa: E402
+from kannel_stack import KannelStack, kannel_missing  # noqa: E402
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -49,6 +49,8 @@ MACROS = {"__rate_interval": "5m", "__interval": "15s", "__range": "5m"}
 # Rules of this test, next to examples/rules (whose fraud.spoofed_official_number,
 # heating.fault_opened and heating.complaint_cluster_2h fire too). Ids follow the
 # packs where a dashboard selects by rule id; clocks run in seconds, not hours.
+# Like the hotline pack's, the SLA titles name {category}: an absence rule keeps only
+# the start event's fields its alert names, and the category label comes from those.
 RULES = """rules:
   - id: fraud.victim_call
     stream: calls
@@ -70,7 +72,7 @@ RULES = """rules:
       deadlines:
         - {name: contact, after: 2s, until: {on: [contacted]}}
       cancel: {on: [closed]}
-    alert: {type: hotline.sla.contact, severity: high, title: "Ticket {ticket_id} not contacted", unmasked: [ticket_id]}
+    alert: {type: hotline.sla.contact, severity: high, title: "Ticket {ticket_id} ({category}) not contacted", unmasked: [ticket_id]}
   - id: hotline.contact_ladder
     stream: complaints
     absence:
@@ -81,7 +83,8 @@ RULES = """rules:
         - {name: street, after: 3s, until: {on: [contacted]}, severity: high}
         - {name: district, after: 4s, until: {on: [contacted]}, severity: critical}
       cancel: {on: [closed]}
-    alert: {type: hotline.escalation, severity: medium, title: "Ticket {ticket_id} escalated to {deadline}", unmasked: [ticket_id]}
+    alert: {type: hotline.escalation, severity: medium, title: "Ticket {ticket_id} ({category}) escalated to {deadline}",
+            unmasked: [ticket_id]}
   - id: hotline.hotspot_weekly
     stream: complaints
     on: [received]
@@ -136,52 +139,6 @@ def http_json(url, timeout=10):
             return json.loads(r.read())
     except urllib.error.HTTPError as e:  # Prometheus answers 400/422 with a JSON error body
         return json.loads(e.read())
-
-
-class StubSendsms:
-    """Kannel's sendsms interface as the channel sees it: 202 "0: Accepted for delivery",
-    then a delivery report (type 1) on the dlr-url for numbers ending in 1 only."""
-
-    def __init__(self):
-        self.submits = []
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-                to, dlr = q.get("to", [""])[0], q.get("dlr-url", [""])[0]
-                stub.submits.append(to)
-                body = b"0: Accepted for delivery"
-                self.send_response(202)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                if dlr and to.endswith("1"):
-                    url = (dlr.replace("%d", "1").replace("%A", urllib.parse.quote("id:stub stat:DELIVRD"))
-                           .replace("%T", str(int(time.time()))))
-                    threading.Thread(target=stub._callback, args=(url,), daemon=True).start()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/cgi-bin/sendsms"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @staticmethod
-    def _callback(url):
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # Kannel retries a DLR until Tocsin answers
-            try:
-                urllib.request.urlopen(url, timeout=5).read()
-                return
-            except OSError:
-                time.sleep(0.2)
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class Prometheus:
@@ -286,20 +243,23 @@ class MonitoringTest(unittest.TestCase):
     def setUpClass(cls):
         cls.dir = tempfile.TemporaryDirectory()
         work = cls.dir.name
-        cls.stub = StubSendsms()
-        cls.daemon = cls.prom = None
+        cls.daemon = cls.prom = cls.kannel = None
         try:
             with open(os.path.join(work, "monitoring.yaml"), "w") as f:
                 f.write(RULES)
             with open(os.path.join(work, "alerting.yaml"), "w") as f:
                 f.write(ALERTING)
-            port = free_port()  # alerting's DLR URL needs the real port
+            port = free_port()  # alerting's DLR URL and Kannel's MO URL need the real port
+            cls.kannel = KannelStack(mo_url=f"http://127.0.0.1:{port}/sms/mo", smsc_delay=0.5)
+            cls.kannel.start()
+            k = cls.kannel
             extra = f"""embedded: {{brokers: 1, partitions: 2}}
 demo: {{enabled: true, rate: 100, seed: 7}}
 alerting:
   file: {work}/alerting.yaml
   state_dir: {work}/state
-  sms: {{sendsms_url: "{cls.stub.url}", username: u, password: p, from: "12110", timeout: 2s}}
+  sms: {{sendsms_url: "{k.sendsms_url}", username: {k.username}, password: {k.password}, from: "{k.sender}",
+        smsc: smpp1, timeout: 3s}}
   tick: 50ms
 """
             # Empty bootstrap servers: the daemon starts its embedded broker.
@@ -324,7 +284,7 @@ alerting:
     def inject(cls, n):
         """Round n of events; each raises every alert type the dashboards select."""
         now = iso_now()
-        victims = [f"131000{n:02d}001", f"131000{n:02d}009"]  # last digit: the stub's answer
+        victims = [f"131000{n:02d}001", f"131000{n:02d}009"]  # last digit: the SMPP simulator's answer
         calls = [("10690000000", {"call_id": f"MON-C{n}-{i}", "start_time": now, "caller": "10690000000",
                                   "callee": callee, "duration_s": 300, "answered": True})
                  for i, callee in enumerate(victims)]
@@ -349,7 +309,8 @@ alerting:
             cls.prom.stop()
         if cls.daemon:
             cls.daemon.stop(signal.SIGTERM)
-        cls.stub.stop()
+        if cls.kannel:
+            cls.kannel.stop()
         cls.dir.cleanup()
 
     @classmethod
@@ -359,6 +320,8 @@ alerting:
                 print("--- tocsin stderr (last 40 lines)\n" + "".join(f.readlines()[-40:]))
         if cls.prom:
             print("--- prometheus log\n" + cls.prom.log_tail())
+        if cls.kannel and os.path.isdir(cls.kannel.run_dir):
+            print(cls.kannel.log_tails(15))
 
     def run(self, result=None):
         failures = len(result.failures) + len(result.errors) if result else 0
@@ -438,6 +401,37 @@ alerting:
         missing = [n for n in sorted(names) if not self.prom.values(f"count({{__name__=\"{n}\"}})")]
         self.assertEqual(missing, [])
 
+    def test_deliveries_went_through_the_real_gateway(self):
+        # The SMPP simulator behind Kannel saw the victims' SMS and sent receipts for the ...1 ones.
+        log = self.kannel.smsc_log()
+        dsts = [r["submit"]["dst"] for r in log if "submit" in r]
+        for n in (1, 2):
+            for last in ("001", "009"):
+                self.assertTrue(any(d.endswith(f"131000{n:02d}{last}") for d in dsts), f"no SMS to ...{n:02d}{last}: {dsts}")
+        self.assertTrue(any(r.get("receipt") == "DELIVRD" for r in log))
+        # ... and Tocsin counted those outcomes from Kannel's DLR callbacks.
+        outcomes = {s["metric"]["outcome"]: float(s["value"][1]) for s in self.prom.query(
+            'sum by (outcome) (tocsin_notifications_total{channel="sms"})')["data"]["result"]}
+        self.assertGreaterEqual(outcomes.get("delivered", 0), 2, outcomes)
+        self.assertGreaterEqual(outcomes.get("no-receipt", 0), 2, outcomes)
+        self.assertTrue(self.prom.values('sum(tocsin_sms_callbacks_total{kind="receipt"}) > 0'))
+
+    def test_stage_durations_event_ages_and_breach_categories_are_exported(self):
+        stages = {s["metric"]["stage"] for s in self.prom.query(
+            "sum by (stage) (tocsin_stage_duration_seconds_count) > 0")["data"]["result"]}
+        self.assertEqual(stages, {"decode", "evaluate", "produce"})
+        topics = {s["metric"]["topic"] for s in self.prom.query(
+            "sum by (topic) (tocsin_event_age_seconds_count) > 0")["data"]["result"]}
+        self.assertLessEqual({"calls", "faults", "complaints"}, topics)
+        # The injected contact breaches are water.outage tickets: category "water", never the ticket id.
+        self.assertTrue(self.prom.values(
+            'sum(tocsin_alerts_raised_total{type="hotline.sla.contact", category="water"}) >= 2'),
+            self.prom.query('tocsin_alerts_raised_total{type=~"hotline.*"}')["data"]["result"])
+        categories = {s["metric"].get("category") for s in self.prom.query(
+            "count by (category) (tocsin_alerts_raised_total)")["data"]["result"]}
+        self.assertLessEqual(categories, {"gas", "heating", "housing", "noise", "power", "property", "road",
+                                          "sanitation", "traffic", "water", "other", "none"}, categories)
+
     def test_metrics_pass_promtool_check_metrics(self):
         # Every family has samples by now (setUpClass waited for the fixture).
         text = urllib.request.urlopen(self.daemon.metrics_url, timeout=5).read()
@@ -452,4 +446,7 @@ if __name__ == "__main__":
     if not (os.path.exists(PROMETHEUS) and os.path.exists(PROMTOOL)):
         print("prometheus/promtool missing: install the Debian package `prometheus` (scripts/deps.sh)")
         sys.exit(1)
+    if kannel_missing():
+        print("SKIP: " + kannel_missing())
+        sys.exit(77)
     unittest.main(verbosity=2)

@@ -172,7 +172,7 @@ alerting:
         notes = detail["notifications"]
         self.assertEqual(len(notes), 1, "reached on the first try: no fallback")
         self.assertEqual(notes[0]["state"], "delivered")
-        self.assertEqual(notes[0]["address"], "+861******0001", "numbers are masked in the API")
+        self.assertEqual(notes[0]["address"], "+86131****0001", "numbers are masked in the API")
         actions = [e["action"] for e in notes[0]["timeline"]]
         self.assertIn("submitted", actions)
         self.assertIn("gateway_accepted", actions)
@@ -198,9 +198,9 @@ alerting:
             n["state"] in ("delivered", "failed", "expired", "no-receipt", "cancelled") for n in ns) else None)(
             self.notifications(d, "a000000000000002")), timeout=20)
         by = {n["recipient"] + ":" + n["address"]: n["state"] for n in notes}
-        self.assertEqual(by["victim:+861******0002"], "failed")
-        self.assertEqual(by["family:+861******0011"], "delivered")
-        self.assertEqual(by["family:+861******0022"], "failed", "22 ends in 2: undeliverable too")
+        self.assertEqual(by["victim:+86131****0002"], "failed")
+        self.assertEqual(by["family:+86132****0011"], "delivered")
+        self.assertEqual(by["family:+86132****0022"], "failed", "22 ends in 2: undeliverable too")
         self.assertEqual(len(notes), 3, "no operator step once a family member was reached")
 
     def test_no_receipt_ever_escalates_to_the_operator_and_raises_unreached(self):

@@ -127,3 +127,64 @@ TEST(Worker, EventsFarBehindTheirPartitionWatermarkAreRoutedLate) {
 
 }  // namespace
 }  // namespace tocsin
+
+namespace tocsin {
+namespace {
+
+// A handler that raises one alert per event through the worker's sink, as the
+// rule engine does through its alert encoder.
+class AlertingHandler final : public EventHandler {
+ public:
+  explicit AlertingHandler(OutputSink& out) : out_(out) {}
+  void on_event(const Event& e) override { out_.alert(e.id(), "{}"); }
+
+ private:
+  OutputSink& out_;
+};
+
+template <size_t N>
+uint64_t count(const HistogramCounters<N>& h) {
+  uint64_t n = 0;
+  for (const auto& b : h.buckets) n += b;
+  return n;
+}
+
+TEST(Worker, StageDurationsAndEventAgesAreObservedPerEvent) {
+  const int64_t now = 1790000000000;
+  auto call = [](const char* id, int64_t t) {
+    return std::string(R"({"call_id":")") + id + R"(","start_time":)" + std::to_string(t) +
+           R"(,"caller":"1","callee":"2","duration_s":1,"answered":true})";
+  };
+  // Ages: 0 s, 4 s, 20 min; one from 5 s in the future (clock skew: age 0); one undecodable.
+  const std::vector<std::string> p = {call("a", now), call("b", now - 4000), call("c", now - 1200000),
+                                      call("d", now + 5000), "{broken"};
+  VectorSource src;
+  src.batches.resize(1);
+  for (size_t i = 0; i < p.size(); ++i) {
+    RawMessage m;
+    m.payload = p[i];
+    m.source = {"calls", static_cast<int32_t>(i), 0};  // one partition each: no watermark in the way
+    src.batches[0].push_back(m);
+  }
+  RecordingSink sink;
+  WorkerStats stats;
+  TimedOutputSink timed(sink, stats);
+  AlertingHandler handler(timed);
+  ManualClock clock(now);
+  Worker w(src, timed, handler, clock, DecodeLimits{}, stats);
+  w.run_once(0);
+  ASSERT_EQ(sink.alerts.size(), 4u);
+  ASSERT_EQ(sink.dead.size(), 1u);
+  EXPECT_EQ(count(stats.stage[static_cast<int>(Stage::kDecode)]), 5u) << "every message is decoded";
+  EXPECT_EQ(count(stats.stage[static_cast<int>(Stage::kEvaluate)]), 4u) << "every event reaching the rules";
+  EXPECT_EQ(count(stats.stage[static_cast<int>(Stage::kProduce)]), 5u) << "4 alerts and 1 dead letter";
+  const auto& age = stats.event_age[static_cast<int>(Stream::kCalls)];
+  EXPECT_EQ(count(age), 4u);
+  EXPECT_EQ(age.buckets[0], 2u) << "now and from the future: <= 10 ms (the steady clock adds little)";
+  EXPECT_EQ(age.buckets[8], 1u) << "4 s: in (2.5 s, 5 s]";
+  EXPECT_EQ(age.buckets[kEventAgeBucketsMs.size()], 1u) << "20 min: above 10 min";
+  EXPECT_GE(age.sum, 4000u + 1200000u);
+}
+
+}  // namespace
+}  // namespace tocsin

@@ -254,6 +254,8 @@ ${users}
   const m = /console:\s+(http:\/\/\S+)/.exec(banner);
   assert.ok(m, `no console URL in the banner:\n${banner}`);
   sys.url = m[1].endsWith('/') ? m[1] : `${m[1]}/`;
+  // The API is on the console's own listener (http.listen port 0: the port it got), not on public_url.
+  sys.banner = banner;
   sys.browser = await chromium.launch(LAUNCH);
 });
 
@@ -355,20 +357,69 @@ describe('console API', () => {
     s2.close();
   });
 
-  it('masks numbers for viewers and operators, not for admins', async () => {
-    const a = fraudAlert(newId());
-    produce(a);
-    const get = async (u) => until(`${u} sees the alert`, async () => {
-      const r = await http('GET', `/api/v1/alerts/${a.id}`, { session: await apiLogin(u) });
+  it('the banner names the alerts API at the console\'s own address', () => {
+    const m = /alerts API:\s+(\S+)/.exec(sys.banner);
+    assert.ok(m, sys.banner);
+    assert.equal(m[1], `${sys.url}api/v1/alerts`);
+  });
+
+  it('masks phone numbers for viewers and operators, not for admins, and nothing else', async () => {
+    // A rule that lists callee as unmasked puts the full number in its title and labels.
+    const a = { ...fraudAlert(newId()), title: `必达预警：${VICTIM} 与 +8617000000002 通话 300 秒`, summary: '家属 13200000001',
+      labels: { pack: 'fraud', family: '13200000001' }, context: { building: 'B-D2-S3-C1-05' } };
+    const h = heatingAlert(newId(), 'heating.indoor_cold', 'B-D3-S1-C2-09', '室温不达标：楼栋 B-D3-S1-C2-09 近 4 小时 3 次读数均低于 18°C', 'medium');
+    const t = hotlineAlert(newId(), 'street', '12345-20261126-000777', 'high');
+    produce(a, h, t);
+    const get = async (u, id) => until(`${u} sees ${id}`, async () => {
+      const r = await http('GET', `/api/v1/alerts/${id}`, { session: await apiLogin(u) });
       return r.status === 200 && r.json.notifications.length > 0 && r.json;
     });
     for (const u of ['view', 'op']) {
-      const d = await get(u);
+      const session = await apiLogin(u);
+      const d = await get(u, a.id);
       assert.equal(d.raised.key.callee, '131****0001', `${u}: the key is masked`);
+      assert.equal(d.raised.context.building, 'B-D2-S3-C1-05', `${u}: a building id in the same alert is not`);
+      assert.equal(d.title, '必达预警：131****0001 与 +86170****0002 通话 300 秒', `${u}: the title`);
+      assert.equal(d.labels.family, '132****0001', `${u}: labels`);
       assert.doesNotMatch(JSON.stringify(d), /1[3-9]\d{9}/, `${u}: no full phone number anywhere`);
+      const list = (await http('GET', '/api/v1/alerts?state=all', { session })).json;
+      assert.doesNotMatch(JSON.stringify(list), /1[3-9]\d{9}/, `${u}: no full phone number in the list`);
+      const hd = await get(u, h.id);
+      assert.equal(hd.raised.key.building, 'B-D3-S1-C2-09', `${u}: building ids are not phone numbers`);
+      assert.equal(hd.location.building, 'B-D3-S1-C2-09');
+      assert.equal(hd.title, h.title, `${u}: nothing to mask in a heating title`);
+      const td = await get(u, t.id);
+      assert.equal(td.raised.key.ticket_id, '12345-20261126-000777', `${u}: ticket ids are not phone numbers`);
+      const inc = (await http('GET', '/api/v1/incidents', { session })).json;
+      assert.ok(JSON.stringify(inc).includes('B-D3-S1-C2-09'), `${u}: incidents keep their building`);
     }
-    const d = await get('admin');
+    const d = await get('admin', a.id);
     assert.equal(d.raised.key.callee, VICTIM, 'an admin sees the full number');
+    assert.equal(d.title, a.title, 'an admin sees the title as the rule wrote it');
+  });
+
+  it('live updates carry masked numbers to viewers and full ones to admins', async () => {
+    const viewer = await openStream(await apiLogin('view'));
+    const admin = await openStream(await apiLogin('admin'));
+    const a = { ...fraudAlert(newId()), title: `来电 ${VICTIM}` };
+    produce(a);
+    const of = (e) => e.event === 'alert' && JSON.parse(e.data).id === a.id;
+    assert.equal(JSON.parse((await viewer.next(of)).data).title, '来电 131****0001');
+    assert.equal(JSON.parse((await admin.next(of)).data).title, `来电 ${VICTIM}`);
+    viewer.close();
+    admin.close();
+  });
+
+  it('the reach-rate KPI counts must-reach alerts only', async () => {
+    // Every alert here goes to a policy that stops on acknowledgement: operator notices, not must-reach.
+    produce(fraudAlert(newId()));
+    const session = await apiLogin('view');
+    const k = await until('fraud warnings in the KPIs', async () => {
+      const r = (await http('GET', '/api/v1/kpis', { session })).json;
+      return r.fraud_warnings_today >= 1 && r;
+    });
+    assert.equal(k.must_reach_today, 0, JSON.stringify(k));
+    assert.equal(k.reach_rate, null, JSON.stringify(k));
   });
 });
 
@@ -558,13 +609,23 @@ describe('console in a real browser', () => {
   it('silences an alert with matchers prefilled from it', async () => {
     const a = heatingAlert(newId(), 'heating.indoor_cold', 'B-D1-S2-C3-04', '室温不达标：楼栋 B-D1-S2-C3-04 近 4 小时 3 次读数均低于 18°C', 'medium');
     produce(a);
-    // An operator sees the key masked: the prefilled matchers leave it out rather than match on "****".
+    // An operator sees a phone number masked: the prefilled matchers leave it out rather than match on "****".
+    await op.click('[data-testid=detail-close]');
+    await op.click(row(alert.id));
+    await op.waitForSelector(`[data-testid=detail][data-id="${alert.id}"]`);
+    await op.click('[data-testid=act-silence]');
+    const fraudMatchers = await op.inputValue('[data-testid=silence-matchers]');
+    assert.match(fraudMatchers, /^type=fraud\.must_reach$/m);
+    assert.doesNotMatch(fraudMatchers, /callee|\*/);
+    await op.click('#silence-cancel');
+    // A building id is no phone number: the operator sees it and can silence on it.
     await op.click('[data-testid=detail-close]');
     await op.click(row(a.id));
     await op.waitForSelector(`[data-testid=detail][data-id="${a.id}"]`);
     await op.click('[data-testid=act-silence]');
     const opMatchers = await op.inputValue('[data-testid=silence-matchers]');
     assert.match(opMatchers, /^type=heating\.indoor_cold$/m);
+    assert.match(opMatchers, /^key\.building=B-D1-S2-C3-04$/m);
     assert.doesNotMatch(opMatchers, /\*/);
     await op.click('#silence-cancel');
     // An admin sees the key: type, rule and key.building; creates the silence for 1h.
