@@ -62,17 +62,14 @@ void AlertEncoder::on_signal(const rules::Signal& s) {
     w.key(key_schema.fields[static_cast<size_t>(key_slots[g])].name).str(s.key[g]);
   w.end_object();
   // Where it happened, for consoles and incident grouping (never a phone number).
-  if (e.stream != Stream::kCalls) {
-    static constexpr std::string_view kContext[] = {"district", "street", "community", "grid", "building",
-                                                    "network_id", "asset_id", "households", "category"};
+  if (const uint32_t ctx = context_slots(e.stream)) {
     const StreamSchema& schema = schema_of(e.stream);
     bool open = false;
-    for (std::string_view f : kContext) {
-      const int slot = schema.slot_of(f);
-      if (slot < 0 || !e.at(slot).present) continue;
+    for (int slot = 0; slot < kMaxSlots; ++slot) {
+      if (!(ctx >> slot & 1) || !e.at(slot).present) continue;
       if (!open) w.key("context").begin_object(), open = true;
       const Value& v = e.at(slot);
-      w.key(f);
+      w.key(schema.fields[static_cast<size_t>(slot)].name);
       if (v.type == FieldType::kInt) w.num(v.i);
       else w.str(v.s);
     }

@@ -1,5 +1,6 @@
 #include "pipeline/event.h"
 
+#include <array>
 #include <string>
 
 namespace tocsin {
@@ -145,6 +146,21 @@ std::string_view stream_names() {
 }
 
 const StreamSchema& schema_of(Stream s) { return kSchemas[static_cast<int>(s)]; }
+
+uint32_t context_slots(Stream s) {
+  static const auto masks = [] {
+    static constexpr std::string_view kContext[] = {"district", "street", "community", "grid", "building",
+                                                    "network_id", "asset_id", "households", "category"};
+    std::array<uint32_t, kStreamCount> m{};
+    for (int i = 0; i < kStreamCount; ++i) {
+      if (static_cast<Stream>(i) == Stream::kCalls) continue;
+      for (std::string_view f : kContext)
+        if (const int slot = kSchemas[i].slot_of(f); slot >= 0) m[static_cast<size_t>(i)] |= 1u << slot;
+    }
+    return m;
+  }();
+  return masks[static_cast<size_t>(s)];
+}
 
 int StreamSchema::slot_of(std::string_view field) const {
   for (size_t i = 0; i < fields.size(); ++i)

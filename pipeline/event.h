@@ -52,6 +52,10 @@ struct StreamSchema {
 };
 
 const StreamSchema& schema_of(Stream s);
+// The slots of `s` that say where an event happened (district, street,
+// community, grid, building, network_id, asset_id, households, category): an
+// alert's `context`. Never a phone number; none for calls.
+uint32_t context_slots(Stream s);
 
 inline constexpr int kMaxSlots = 24;
 

@@ -408,7 +408,8 @@ void WindowKey::renew(const Rule& rule) {
 // Slots of an event that must be kept to fire its alert later.
 uint32_t kept_slots(const Rule& r, Stream s) {
   const StreamSchema& schema = schema_of(s);
-  uint32_t m = r.title_slots | (1u << schema.id_slot) | (1u << schema.time_slot);
+  // The alert's context (where it happened) too, so a clock's alert can be routed and counted.
+  uint32_t m = r.title_slots | context_slots(s) | (1u << schema.id_slot) | (1u << schema.time_slot);
   for (int k : r.match.key) m |= 1u << k;
   return m;
 }
