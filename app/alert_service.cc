@@ -93,6 +93,7 @@ struct AlertService::Impl {
   std::shared_ptr<const connectors::KannelCallbackStats> callbacks;
   std::unique_ptr<connectors::AlertTopic> topic;
   connectors::Console& console;
+  rules::ClockBoard* clocks = nullptr;  // the engines' running clocks (SLA board); null: none shown
   const alerts::Desk* desk_view = nullptr;
   TopicFeed feed{desk_view, console};
   int64_t last_keepalive_ms = 0;
@@ -238,6 +239,8 @@ AlertService::AlertService(const Config& cfg, const alerts::AlertingConfig& aler
 
 AlertService::~AlertService() { stop(); }
 
+void AlertService::show_clocks(rules::ClockBoard& board) { impl_->clocks = &board; }
+
 void AlertService::start() {
   Impl& m = *impl_;
   asio::post(m.io, [&m] { m.tick(); });
@@ -317,6 +320,18 @@ void AlertService::Impl::add_routes(connectors::HttpServer& http) {
 
   http.route("/api/v1/incidents", console.guard(Role::kViewer, [this](const HttpRequest&, const Principal& who) {
     return json_response(200, on_desk([&] { return incidents_json(*desk, who.sees_numbers()); }));
+  }));
+
+  // The SLA board's open clocks: the engines publish on demand (rules/clock_board.h), so the
+  // first call after a quiet minute returns what they published last (published_at says when).
+  http.route("/api/v1/sla/clocks", console.guard(Role::kViewer, [this](const HttpRequest& req, const Principal& who) {
+    size_t limit = 200;
+    if (const size_t at = req.query.find("limit="); at != std::string::npos) limit = std::clamp<size_t>(std::strtoul(req.query.c_str() + at + 6, nullptr, 10), 1, 1000);
+    const int64_t now = clock.now_ms();
+    int64_t published = 0;
+    std::vector<rules::ClockEntry> entries;
+    if (clocks) entries = clocks->read(now, limit, &published);
+    return json_response(200, sla_clocks_json(entries, now, published, who.sees_numbers()));
   }));
 
   http.route("/api/v1/kpis", console.guard(Role::kViewer, [this](const HttpRequest&, const Principal&) {

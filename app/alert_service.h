@@ -19,6 +19,9 @@
 namespace tocsin::alerts {
 struct AlertingConfig;
 }
+namespace tocsin::rules {
+class ClockBoard;
+}
 
 namespace tocsin::app {
 
@@ -35,6 +38,8 @@ class AlertService {
   AlertService(const AlertService&) = delete;
   AlertService& operator=(const AlertService&) = delete;
 
+  // The engines' running clocks, served to the SLA board (/api/v1/sla/clocks). Before start().
+  void show_clocks(rules::ClockBoard& board);
   // Starts the desk's thread and the alerts-topic reader.
   void start();
   // Stops reading, lets the desk finish what is in hand, commits, closes.

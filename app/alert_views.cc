@@ -241,4 +241,22 @@ std::string kpis_json(const alerts::Desk& desk, int64_t now, int64_t off) {
   return out;
 }
 
+std::string sla_clocks_json(const std::vector<rules::ClockEntry>& clocks, int64_t now_ms, int64_t published_ms, bool full) {
+  std::string out;
+  JsonWriter w(out);
+  Shown shown(full);
+  w.begin_object().key("as_of").time(now_ms).key("published_at");
+  if (published_ms) w.time(published_ms); else w.null();
+  w.key("clocks").begin_array();
+  for (const auto& c : clocks) {
+    w.begin_object().key("rule").str(c.rule).key("type").str(c.alert_type).key("key").begin_object();
+    for (const auto& [k, v] : c.key) w.key(k).str(shown(v));
+    w.end_object().key("deadline").str(c.deadline).key("severity").str(c.severity).key("labels").begin_object();
+    for (const auto& [k, v] : c.labels) w.key(k).str(shown(v));
+    w.end_object().key("title").str(shown(c.title)).key("started_at").time(c.started_ms).key("due_at").time(c.due_ms).end_object();
+  }
+  w.end_array().end_object();
+  return out;
+}
+
 }  // namespace tocsin::app

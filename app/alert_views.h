@@ -12,6 +12,9 @@
 // Call on the desk's thread (they read the desk).
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "rules/clock_board.h"
 
 namespace tocsin::alerts {
 class Desk;
@@ -39,5 +42,10 @@ std::string silences_json(const alerts::Desk& desk, int64_t now_ms, bool full);
 // UTC. reach_rate: today's must-reach alerts (Desk::must_reach: stop_when:
 // reached) reached on a handset, over today's must-reach alerts; null with none.
 std::string kpis_json(const alerts::Desk& desk, int64_t now_ms, int64_t utc_offset_ms);
+
+// The SLA board's running clocks (rules::ClockBoard::read), soonest first:
+// {as_of, published_at, clocks: [{rule, type, key, deadline, severity, labels,
+// title, started_at, due_at}]}. Not desk state: call on any thread.
+std::string sla_clocks_json(const std::vector<rules::ClockEntry>& clocks, int64_t now_ms, int64_t published_ms, bool full);
 
 }  // namespace tocsin::app

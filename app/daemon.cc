@@ -25,6 +25,7 @@
 #include "gen/generator.h"
 #include "monitoring/metrics.h"
 #include "pipeline/worker.h"
+#include "rules/clock_board.h"
 #include "rules/engine.h"
 
 #ifndef TOCSIN_VERSION
@@ -200,6 +201,8 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
   add_reload_routes(http, reloader, cfg.console.auth() ? &console : nullptr);  // POST /-/reload, GET /-/rules
 
   // The alert desk (docs/alerting.md): reads the alerts the workers raise.
+  // The SLA board's view of the engines' clocks; outlives the HTTP routes that read it.
+  rules::ClockBoard clock_board(static_cast<size_t>(cfg.pipeline.workers));
   std::unique_ptr<AlertService> alert_service;
   if (!cfg.alerting.file.empty()) {
     alerts::AlertingConfig alerting;
@@ -227,6 +230,7 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
 
   const Clock& clock = wall_clock;
   std::vector<WorkerSlot> slots(static_cast<size_t>(cfg.pipeline.workers));
+  if (alert_service) alert_service->show_clocks(clock_board);
   std::vector<const WorkerStats*> worker_stats;
   std::vector<const rules::Engine*> engines;
   std::vector<const connectors::KafkaIOStats*> kafka_stats;
@@ -237,7 +241,9 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
     s.encoder = std::make_unique<alerts::AlertEncoder>(*s.out, clock);
     s.engine = std::make_unique<rules::Engine>(
         loaded.rules, *s.encoder, &reloader, &tables,
-        rules::EngineOptions{.timers_follow_event_time = cfg.pipeline.timers_follow_event_time});
+        rules::EngineOptions{.timers_follow_event_time = cfg.pipeline.timers_follow_event_time,
+                             .clock_board = &clock_board,
+                             .worker_index = static_cast<size_t>(&s - slots.data())});
     s.worker = std::make_unique<Worker>(*s.io, *s.out, *s.engine, clock, cfg.pipeline.limits, *s.stats,
                                         cfg.pipeline.allowed_lateness_ms);
     worker_stats.push_back(s.stats.get());

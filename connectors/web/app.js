@@ -150,6 +150,7 @@ function enter(me) {
 // The session is gone (logout or 401): back to the login form.
 function leave() {
   S.me = null;
+  pollClocks(false);
   if (S.es) S.es.close();
   S.es = null;
   S.lastEventId = '';
@@ -553,6 +554,47 @@ async function createSilence(ev) {
 
 // ------------------------------------------------------------------ SLA board
 
+// Running clocks from the engines (GET /api/v1/sla/clocks), polled while the board is shown.
+let clockPoll = null;
+async function refreshClocks() {
+  try { S.clocks = await api('GET', '/api/v1/sla/clocks?limit=200'); } catch { return; }
+  if (S.view === 'sla') renderSla();
+  // The engines publish on demand: the first answer may predate the request.
+  if (!S.clocks.published_at && S.view === 'sla') setTimeout(refreshClocks, 1000);
+}
+function pollClocks(on) {
+  clearInterval(clockPoll);
+  clockPoll = on ? setInterval(refreshClocks, 5000) : null;
+  if (on) refreshClocks();
+}
+function fmtLeft(iso) {
+  const s = Math.floor((new Date(iso) - Date.now()) / 1000);
+  if (s <= 0) return t('sla.due_now');
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${pad(s % 60)}s`;
+  const h = Math.floor(m / 60);
+  return h < 48 ? `${h}h ${pad(m % 60)}m` : `${Math.floor(h / 24)}d ${h % 24}h`;
+}
+
+function renderClocks() {
+  const clocks = S.clocks?.clocks || [];
+  return [
+    el('h3', {}, t('sla.clocks'), ' ', el('span', { class: 'muted' }, clocks.length)),
+    clocks.length ? el('table', { class: 'small clocks', testid: 'sla-clocks' },
+      el('thead', {}, el('tr', {}, ...['sla.col.left', 'sla.col.ticket', 'sla.col.deadline', 'sla.col.due', 'sla.col.title'].map((k) => el('th', {}, t(k))))),
+      el('tbody', {}, clocks.map((c) => {
+        const soon = new Date(c.due_at) - Date.now() < 15 * 60 * 1000;
+        return el('tr', { testid: 'sla-clock', 'data-key': Object.values(c.key).join('/'), 'data-deadline': c.deadline, class: soon ? 'soon' : '' },
+          el('td', { class: 'num', testid: 'sla-left' }, fmtLeft(c.due_at)),
+          el('td', { class: 'mono' }, Object.values(c.key).join(' / ')),
+          el('td', {}, sevBadge(c.severity), ' ', c.labels?.level ? t(`sla.level.${c.labels.level}`) : c.deadline),
+          el('td', { class: 'time' }, fmtTime(c.due_at)),
+          el('td', {}, c.title));
+      })))
+      : el('p', { class: 'muted', testid: 'sla-clocks-empty' }, t('sla.empty')),
+  ];
+}
+
 function renderSla() {
   const box = $('#view-sla');
   const hotline = [...S.alerts.values()].filter((a) => a.type?.startsWith('hotline.'));
@@ -562,6 +604,7 @@ function renderSla() {
   const today = hotline.filter((a) => new Date(a.raised_at) >= dayStart);
   const byLevel = (list, lv) => list.filter((a) => levelOf(a) === lv);
   box.replaceChildren(
+    ...renderClocks(),
     el('h3', {}, t('sla.open')),
     el('div', { class: 'sla' }, LEVELS.map((lv) => {
       const items = byLevel(open, lv).sort((a, b) => rank(a.severity) - rank(b.severity) || new Date(a.raised_at) - new Date(b.raised_at));
@@ -674,6 +717,7 @@ function showView(v) {
   for (const s of document.querySelectorAll('.view')) s.hidden = s.id !== `view-${v}`;
   if (v === 'audit') renderAudit();
   if (v === 'heating') refreshIncidentsSoon();
+  pollClocks(v === 'sla');
   renderViews();
 }
 

@@ -116,6 +116,13 @@ function hotlineAlert(id, level, ticket, severity) {
 
 const sys = {};
 
+// A hotline ticket signed now, on the complaints topic: it starts the pack's service clocks.
+function signTicket(ticket, urgency = 'utility') {
+  const e = { ticket_id: ticket, time: iso(Date.now()), status: 'signed', category: 'water.no_water', urgency,
+    district: 'Daoli', street: 'Xinyang Road', community: 'Anjing', assignee: 'Anjing community', complainant: '13812348000' };
+  execFileSync('kcat', ['-b', sys.bootstrap, '-P', '-t', 'complaints', '-K', '\t'], { input: `${ticket}\t${JSON.stringify(e)}\n`, timeout: 30000 });
+}
+
 function produce(...alerts) {
   const data = alerts.map((a) => `${a.id}\t${JSON.stringify(a)}\n`).join('');
   execFileSync('kcat', ['-b', sys.bootstrap, '-P', '-t', 'alerts', '-K', '\t'], { input: data, timeout: 30000 });
@@ -232,7 +239,7 @@ before(async () => {
 pipeline:
   workers: 1
 rules:
-  files: [${SOURCE}/examples/rules]
+  files: [${SOURCE}/examples/rules, ${SOURCE}/examples/packs/hotline/rules.yaml, ${SOURCE}/examples/packs/hotline/calendar.yaml]
   watch: false
 http:
   listen: 127.0.0.1:0
@@ -410,6 +417,36 @@ describe('console API', () => {
     admin.close();
   });
 
+  it('the SLA clocks list open tickets by time to their next deadline', async () => {
+    const ticket = `12345-20261126-${String(Date.now() % 1000000).padStart(6, '0')}`;
+    signTicket(ticket);
+    const session = await apiLogin('view');
+    const mine = await until('the ticket\'s clocks published', async () => {
+      const r = (await http('GET', '/api/v1/sla/clocks', { session })).json;
+      const l = r.clocks.filter((c) => c.key.ticket_id === ticket);
+      return l.length >= 3 && { r, l };
+    }, 15000);
+    const { r, l } = mine;
+    assert.ok(r.published_at, JSON.stringify(r));
+    const due = r.clocks.map((c) => Date.parse(c.due_at));
+    assert.deepEqual(due, [...due].sort((a, b) => a - b), 'soonest first');
+    const byRule = Object.fromEntries(l.map((c) => [c.rule, c]));
+    const hour = 3600 * 1000;
+    assert.equal(Date.parse(byRule['hotline.contact_1h'].due_at) - Date.parse(byRule['hotline.contact_1h'].started_at), hour);
+    assert.equal(byRule['hotline.contact_1h'].deadline, 'contact');
+    assert.equal(byRule['hotline.contact_ladder'].labels.level, 'community', 'the ladder\'s next step');
+    assert.equal(Date.parse(byRule['hotline.resolve.utility'].due_at) - Date.parse(byRule['hotline.resolve.utility'].started_at), 24 * hour);
+    assert.ok(!JSON.stringify(l).includes('13812348000'), 'no phone number');
+    assert.ok(byRule['hotline.contact_1h'].title.includes(ticket), 'ticket ids are not masked');
+    // Contacted: the contact clocks stop; the resolution clock runs on.
+    execFileSync('kcat', ['-b', sys.bootstrap, '-P', '-t', 'complaints', '-K', '\t'],
+      { input: `${ticket}\t${JSON.stringify({ ticket_id: ticket, time: iso(Date.now()), status: 'contacted' })}\n`, timeout: 30000 });
+    await until('only the resolution clock left', async () => {
+      const left = (await http('GET', '/api/v1/sla/clocks', { session })).json.clocks.filter((c) => c.key.ticket_id === ticket);
+      return left.length === 1 && left[0].rule === 'hotline.resolve.utility';
+    }, 15000);
+  });
+
   it('the reach-rate KPI counts must-reach alerts only', async () => {
     // Every alert here goes to a policy that stops on acknowledgement: operator notices, not must-reach.
     produce(fraudAlert(newId()));
@@ -571,6 +608,12 @@ describe('console in a real browser', () => {
     await admin.waitForSelector(`[data-testid=sla-level-community] [data-testid=sla-item][data-id="${s3.id}"]`);
     await admin.waitForSelector(`[data-testid=sla-level-none] [data-testid=sla-item][data-id="${s4.id}"]`);
     assert.equal(await admin.textContent('[data-testid=sla-breached-district]'), '1');
+    // Open tickets by time remaining, from the engines' running clocks.
+    const ticket = `12345-20261126-${String((Date.now() + 7) % 1000000).padStart(6, '0')}`;
+    signTicket(ticket, 'emergency');
+    const clock = `[data-testid=sla-clock][data-key="${ticket}"]`;
+    await admin.waitForSelector(clock, { timeout: 15000 });
+    assert.match(await admin.textContent(`${clock} >> nth=0 >> [data-testid=sla-left]`), /^(59|60)m \d\ds$/, 'an hour to contact');
     await shot(admin, '06-sla-board');
 
     // Two alerts of one building share an incident: each lists the other as linked.
