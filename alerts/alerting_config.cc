@@ -403,12 +403,18 @@ std::vector<rules::Diagnostic> parse_alerting_config(const std::string& text, co
     if (!inc.IsSequence()) r.error(inc, "A003", "incidents must be a list of {name, match, group_by}");
     else
       for (const auto& x : inc) {
-        if (!r.map(x, "an incident rule", {"name", "match", "group_by"})) continue;
+        if (!r.map(x, "an incident rule", {"name", "match", "group_by", "join", "link"})) continue;
         IncidentRule ir;
         if (!r.str(x["name"], "incident.name", ir.name)) r.error(x, "A003", "an incident rule needs a name");
         ir.match = r.matchers(x["match"], "incident '" + ir.name + "'.match");
         ir.group_by = r.names(x["group_by"], "incident '" + ir.name + "'.group_by");
         if (ir.group_by.empty()) r.error(x, "A003", "incident '" + ir.name + "' needs group_by: the fields that make one incident");
+        if (x["join"]) {
+          r.str(x["join"], "incident '" + ir.name + "'.join", ir.join);
+          const bool known = std::any_of(c.incidents.begin(), c.incidents.end(), [&](const IncidentRule& o) { return o.name == ir.join && o.join.empty(); });
+          if (!known) r.error(x["join"], "A011", "incident '" + ir.name + "' joins '" + ir.join + "': no incident rule above it has that name (and opens incidents)");
+        }
+        if (x["link"]) ir.link = r.names(x["link"], "incident '" + ir.name + "'.link");
         c.incidents.push_back(std::move(ir));
       }
   }

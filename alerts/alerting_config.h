@@ -87,6 +87,14 @@ struct IncidentRule {
   std::string name;
   std::vector<Matcher> match;
   std::vector<std::string> group_by;  // field names as in matchers
+  // `join`: the matching alerts only join the open incident of rule `join`
+  // with the same group values (e.g. later complaints of a suspected outage);
+  // they never open one, and with none open the next rule is tried.
+  std::string join;
+  // `link`: an incident of this rule is linked to every other open incident
+  // with an alert whose value of one of these fields is the new alert's
+  // (e.g. a fault's outage and the building's suspected outage).
+  std::vector<std::string> link;
 };
 
 // An open `source` alert silences `target` alerts with equal `equal` fields.

@@ -358,6 +358,12 @@ void Desk::link_incident(Alert& a) {
       gkey += '\x1f' + std::string(v);
     }
     if (group.size() != ir.group_by.size()) continue;
+    if (!ir.join.empty()) {
+      // Join the open incident of rule `join` with these group values, if there is one.
+      gkey.replace(0, ir.name.size(), ir.join);
+      const auto open = open_incident_by_group_.find(gkey);
+      if (open == open_incident_by_group_.end() || !incidents_.count(open->second)) continue;
+    }
     std::string& iid = open_incident_by_group_[gkey];
     if (iid.empty() || !incidents_.count(iid)) {
       Incident inc;
@@ -376,7 +382,28 @@ void Desk::link_incident(Alert& a) {
     persist(inc);
     record(a, "incident", "rule:" + ir.name,
            inc.alerts.size() == 1 ? "opened incident " + iid : "joined incident " + iid + " (" + std::to_string(inc.alerts.size()) + " alerts)");
+    link_incidents(a, ir, inc);
     return;
+  }
+}
+
+void Desk::link_incidents(Alert& a, const IncidentRule& ir, Incident& inc) {
+  for (const auto& f : ir.link) {
+    const std::string v(a.field(f));
+    if (v.empty()) continue;
+    for (auto& [jid, other] : incidents_) {
+      if (jid == inc.id || other.closed_at_ms || std::find(inc.linked.begin(), inc.linked.end(), jid) != inc.linked.end()) continue;
+      const bool shares = std::any_of(other.alerts.begin(), other.alerts.end(), [&](const std::string& id) {
+        const auto it = alerts_.find(id);
+        return it != alerts_.end() && it->second.field(f) == v;
+      });
+      if (!shares) continue;
+      inc.linked.push_back(jid);
+      other.linked.push_back(inc.id);
+      persist(inc);
+      persist(other);
+      record(a, "incident", "rule:" + ir.name, "linked incident " + inc.id + " to incident " + jid + " (" + f + "=" + v + ")");
+    }
   }
 }
 

@@ -165,6 +165,8 @@ class Desk {
   void apply_silences(Alert& a);
   void unsilence(Alert& a, const std::string& by);
   void link_incident(Alert& a);
+  // Links `inc` (which `a` just joined) to the other open incidents sharing a `link` field value.
+  void link_incidents(Alert& a, const IncidentRule& ir, Incident& inc);
   void raise_unreached(Alert& a);
   void housekeeping(int64_t now);
   const Policy* policy_of(const Alert& a) const;

@@ -98,6 +98,7 @@ struct Incident {
   int64_t opened_at_ms = 0;
   int64_t closed_at_ms = 0;  // 0 while open
   std::vector<std::string> alerts;  // ids, in arrival order
+  std::vector<std::string> linked;  // related incidents (incident rules' `link`), either way
 };
 
 }  // namespace tocsin::alerts

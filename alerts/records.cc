@@ -194,6 +194,8 @@ void to_json(const Incident& i, std::string& out) {
   w.key("title").str(i.title).key("opened_at").time(i.opened_at_ms).key("closed_at").num(i.closed_at_ms);
   w.key("alerts").begin_array();
   for (const auto& id : i.alerts) w.str(id);
+  w.end_array().key("linked").begin_array();
+  for (const auto& id : i.linked) w.str(id);
   w.end_array().end_object();
 }
 
@@ -213,6 +215,11 @@ bool from_json(std::string_view json, Incident& i, std::string& error) {
     for (element e : arr) {
       std::string_view s;
       if (e.get(s) == simdjson::SUCCESS) i.alerts.emplace_back(s);
+    }
+  if (o["linked"].get(arr) == simdjson::SUCCESS)
+    for (element e : arr) {
+      std::string_view s;
+      if (e.get(s) == simdjson::SUCCESS) i.linked.emplace_back(s);
     }
   return true;
 }

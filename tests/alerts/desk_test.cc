@@ -442,6 +442,56 @@ TEST_F(DeskTest, IncidentsInhibitionAndResolution) {
   EXPECT_EQ(alert("c2").state, AlertState::kFiring);
 }
 
+TEST_F(DeskTest, LaterComplaintsJoinASuspectedOutageAndAFaultIsLinkedToIt) {
+  config = AlertingConfig{};
+  const auto diags = parse_alerting_config(R"YAML(
+incidents:
+  - {name: building, match: ['type=heating.suspected_outage'], group_by: [building]}
+  - {name: later_complaints, match: ['type=heating.complaint'], group_by: [building], join: building}
+  - {name: network, match: ['type=heating.outage'], group_by: [network_id], link: [building]}
+)YAML", "alerting.yaml", nullptr, config);
+  for (const auto& d : diags) ADD_FAILURE() << rules::format_text(d);
+  make_desk();
+  desk->raise(raised("k0", "heating.complaint", "info", R"({"ticket_id":"T0"})", R"({"building":"B1"})"));
+  EXPECT_EQ(alert("k0").incident, "") << "a complaint before any suspected outage opens nothing";
+  desk->raise(raised("s1", "heating.suspected_outage", "high", R"({"building":"B1"})"));
+  desk->raise(raised("k1", "heating.complaint", "info", R"({"ticket_id":"T1"})", R"({"building":"B1"})"));
+  desk->raise(raised("k2", "heating.complaint", "info", R"({"ticket_id":"T2"})", R"({"building":"B2"})"));
+  ASSERT_NE(alert("s1").incident, "");
+  EXPECT_EQ(alert("k1").incident, alert("s1").incident) << "a later complaint joins the building's incident";
+  EXPECT_EQ(alert("k2").incident, "") << "another building has no open incident";
+  // The utility reports the fault an hour later: its incident is linked to the suspected one.
+  ASSERT_EQ(desk->raise(raised("f1", "heating.outage", "critical", R"({"network_id":"N1"})", R"({"building":"B1"})")), "");
+  ASSERT_NE(alert("f1").incident, "");
+  const Incident& building = desk->incidents().at(alert("s1").incident);
+  const Incident& network = desk->incidents().at(alert("f1").incident);
+  EXPECT_EQ(building.alerts, (std::vector<std::string>{"s1", "k1"}));
+  EXPECT_EQ(network.linked, std::vector<std::string>{building.id});
+  EXPECT_EQ(building.linked, std::vector<std::string>{network.id});
+  bool audited = false;
+  for (const auto& e : alert("f1").audit) audited |= e.detail.find("linked incident") != std::string::npos;
+  EXPECT_TRUE(audited);
+  // Links survive a restart.
+  const std::string network_id = network.id, building_id = building.id;
+  desk.reset();
+  make_desk();
+  desk->recover();
+  EXPECT_EQ(desk->incidents().at(network_id).linked, std::vector<std::string>{building_id});
+}
+
+TEST(AlertingConfig, AnIncidentJoinsOnlyAnIncidentRuleAboveIt) {
+  AlertingConfig c;
+  const auto diags = parse_alerting_config(R"YAML(
+incidents:
+  - {name: later, match: ['type=a'], group_by: [building], join: building}
+  - {name: building, match: ['type=b'], group_by: [building]}
+)YAML", "alerting.yaml", nullptr, c);
+  ASSERT_EQ(diags.size(), 1u);
+  EXPECT_EQ(diags[0].code, "A011");
+  EXPECT_EQ(diags[0].line, 3);
+  EXPECT_NE(diags[0].message.find("joins 'building'"), std::string::npos) << diags[0].message;
+}
+
 TEST_F(DeskTest, SilenceHoldsMatchingAlertsUntilItEnds) {
   Silence s;
   s.matchers.resize(1);
