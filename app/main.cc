@@ -174,6 +174,9 @@ int main(int argc, char** argv) {
   std::string config_file;
   auto* run = cli.add_subcommand("run", "Run the pipeline (embedded broker and demo traffic when no bootstrap.servers is set)");
   run->add_option("-c,--config", config_file, "Config file (YAML); see examples/tocsin.yaml");
+  std::string web_root;
+  run->add_option("--web-root", web_root, "Serve the console's files from DIR instead of the built-in copy (development; as console.web_root)")
+      ->check(CLI::ExistingDirectory);
 
   std::string check_file;
   auto* check = cli.add_subcommand("check", "Validate a config file and its rules without starting anything");
@@ -259,6 +262,7 @@ int main(int argc, char** argv) {
         const auto errors = app::load_config(config_file, cfg);
         if (!errors.empty()) return print_config_errors(errors, config_file);
       }
+      if (!web_root.empty()) cfg.console.web_root = std::filesystem::absolute(web_root).lexically_normal().string();
       return app::run_daemon(std::move(cfg), stop, std::cout);
     }
     if (*check) return cmd_check(check_file);

@@ -44,7 +44,13 @@ console:
   tokens: [{{name: grafana, role: viewer, token_hash: "{token}"}}]
 """)
         self.stderr = open(os.path.join(self.dir.name, "stderr"), "w")
-        self.proc = subprocess.Popen([TOCSIN, "run", "-c", cfg], stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        # The page from a development copy (`--web-root`) instead of the built-in one.
+        self.web_root = os.path.join(self.dir.name, "web")
+        os.mkdir(self.web_root)
+        with open(os.path.join(self.web_root, "index.html"), "w") as f:
+            f.write("<!doctype html><title>dev copy</title>web-root-marker")
+        self.proc = subprocess.Popen([TOCSIN, "run", "-c", cfg, "--web-root", self.web_root], stdout=subprocess.PIPE,
+                                     stderr=self.stderr, text=True)
         banner = ""
         for line in self.proc.stdout:
             banner += line
@@ -100,6 +106,11 @@ console:
         # After logout the cookie is worthless.
         self.assertEqual(self.request("/api/v1/logout", {}, headers={"X-CSRF-Token": me["csrf"]}, opener=opener)[0], 200)
         self.assertEqual(self.request("/api/v1/me", opener=opener)[0], 401)
+
+    def test_web_root_overrides_the_built_in_page(self):
+        status, body = self.request("/")
+        self.assertEqual(status, 200)
+        self.assertIn(b"web-root-marker", body)
 
     def test_plain_http_is_not_served(self):
         with self.assertRaises(Exception):
