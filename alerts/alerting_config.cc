@@ -250,9 +250,13 @@ void check_target(Reader& r, const YAML::Node& at, const Target& t, const Alerti
   if (t.to.starts_with("group:") && !c.groups.count(t.to.substr(6)))
     r.error(at, "A006", "unknown group '" + t.to.substr(6) + "'; declare it under groups:");
   if (t.to.starts_with("lookup:")) {
-    const std::string spec = t.to.substr(7);
+    std::string spec = t.to.substr(7);
+    if (const size_t by = spec.find('@'); by != std::string::npos) {  // keyed by a field of the alert
+      if (by + 1 == spec.size()) return r.error(at, "A007", "lookup:<table>.<column>@<field> needs a field after '@'");
+      spec.resize(by);
+    }
     const size_t dot = spec.find('.');
-    if (dot == std::string::npos) return r.error(at, "A007", "lookup targets are lookup:<table>.<column>");
+    if (dot == std::string::npos) return r.error(at, "A007", "lookup targets are lookup:<table>.<column> or lookup:<table>.<column>@<field>");
     if (!tables) return;
     const int id = tables->index_of(spec.substr(0, dot));
     if (id < 0) return r.error(at, "A007", "unknown table '" + spec.substr(0, dot) + "' (declare it under tables: in the main config)");

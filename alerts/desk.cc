@@ -478,9 +478,11 @@ std::vector<std::string> Desk::addresses(const Alert& a, const Target& t) const 
       for (const auto& m : it->second)
         if (const Contact* c = config_.contact(m)) out.push_back(c->phone);
   } else if (to.starts_with("lookup:")) {
+    // lookup:<table>.<column>, keyed by the subject, or by a field: lookup:<table>.<column>@<field>.
     const std::string spec = to.substr(7);
-    const size_t dot = spec.find('.');
-    if (lookup_ && !subject.empty()) add_numbers(lookup_(spec.substr(0, dot), spec.substr(dot + 1), subject));
+    const size_t dot = spec.find('.'), at = spec.find('@', dot);
+    const std::string_view by = at == std::string::npos ? subject : a.field(std::string_view(spec).substr(at + 1));
+    if (lookup_ && !by.empty()) add_numbers(lookup_(spec.substr(0, dot), spec.substr(dot + 1, at == std::string::npos ? std::string::npos : at - dot - 1), by));
   } else {
     out.push_back(to);
   }
@@ -507,10 +509,15 @@ void Desk::start_step(Alert& a, int step, const std::string& by) {
     std::lock_guard lk(metrics_mu_);
     ++metrics_.escalations[step];
   }
+  // One notice per address and channel in a step: the first target that names it wins
+  // (e.g. a vulnerable resident's own notice, not also the general one).
   size_t queued = 0;
+  std::vector<std::pair<std::string_view, std::string>> taken;
   for (const auto& t : p.steps[static_cast<size_t>(step)].notify)
-    for (const auto& addr : addresses(a, t)) {
+    for (auto& addr : addresses(a, t)) {
+      if (std::find(taken.begin(), taken.end(), std::pair<std::string_view, std::string>(t.channel, addr)) != taken.end()) continue;
       queue_notification(a, t, addr);
+      taken.emplace_back(t.channel, std::move(addr));
       ++queued;
     }
   std::string detail = "step " + std::to_string(step + 1) + " of " + std::to_string(p.steps.size());

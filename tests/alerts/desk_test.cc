@@ -115,6 +115,8 @@ class DeskTest : public ::testing::Test {
     desk = std::make_unique<Desk>(config, *store, clock, [](std::string_view table, std::string_view column, std::string_view key) {
       if (table == "vulnerable_residents" && column == "family_contacts" && key == "13100000001")
         return std::string("13200000001; +86 150 0000 0001");
+      if (table == "building_residents" && key == "B1")
+        return std::string(column == "vulnerable_phones" ? "13300000001" : "13300000001;13300000002");
       return std::string();
     });
     desk->set_channel("sms", &sms);
@@ -477,6 +479,29 @@ incidents:
   make_desk();
   desk->recover();
   EXPECT_EQ(desk->incidents().at(network_id).linked, std::vector<std::string>{building_id});
+}
+
+TEST_F(DeskTest, LookupTargetsMayBeKeyedByAFieldOfTheAlert) {
+  config = AlertingConfig{};
+  const auto diags = parse_alerting_config(R"YAML(
+channels: {sms: {kind: sms}}
+policies:
+  - name: outage
+    match: ['type=heating.outage']
+    steps:
+      - notify: [{channel: sms, to: lookup:building_residents.vulnerable_phones@building, as: vulnerable},
+                 {channel: sms, to: lookup:building_residents.phones@building, as: resident}]
+        wait: 30m
+)YAML", "alerting.yaml", nullptr, config);
+  for (const auto& d : diags) ADD_FAILURE() << rules::format_text(d);
+  make_desk();
+  ASSERT_EQ(desk->raise(R"({"id":"f1","rule":"heating.outage.opened","rule_set_version":"v1","type":"heating.outage",)"
+                        R"("severity":"critical","title":"outage","key":{},"context":{"building":"B1","network_id":"N1"}})"), "");
+  run_for(2000);
+  std::vector<std::pair<std::string, std::string>> sent;
+  for (const auto& n : desk->notifications_of("f1")) sent.emplace_back(n->recipient, n->address);
+  // The vulnerable resident first, with their own notice; everyone else once (no second copy).
+  EXPECT_EQ(sent, (std::vector<std::pair<std::string, std::string>>{{"vulnerable", "+8613300000001"}, {"resident", "+8613300000002"}}));
 }
 
 TEST(AlertingConfig, AnIncidentJoinsOnlyAnIncidentRuleAboveIt) {
