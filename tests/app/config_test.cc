@@ -20,8 +20,10 @@ TEST(Config, ExampleFileIsValidAndDocumentsTheDefaults) {
   EXPECT_EQ(c.pipeline.limits.max_event_bytes, defaults.pipeline.limits.max_event_bytes);
   EXPECT_EQ(c.pipeline.limits.max_future_skew_ms, defaults.pipeline.limits.max_future_skew_ms);
   EXPECT_EQ(c.http_listen, defaults.http_listen);
-  ASSERT_EQ(c.rule_paths.size(), 1u);
-  EXPECT_EQ(c.rule_paths[0], TOCSIN_SOURCE_DIR "/examples/rules");  // relative to the config file
+  // Relative to the config file: the first-slice rules and the hotline pack.
+  EXPECT_EQ(c.rule_paths, (std::vector<std::string>{TOCSIN_SOURCE_DIR "/examples/rules",
+                                                    TOCSIN_SOURCE_DIR "/examples/packs/hotline/rules.yaml",
+                                                    TOCSIN_SOURCE_DIR "/examples/packs/hotline/calendar.yaml"}));
 }
 
 TEST(Config, ReadsEverySection) {
