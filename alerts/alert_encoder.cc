@@ -38,8 +38,10 @@ void AlertEncoder::on_signal(const rules::Signal& s) {
   json_.clear();
   JsonWriter w(json_);
   w.begin_object()
-      .key("id").str(id.view())
-      .key("rule").str(r.id)
+      .key("id").str(id.view());
+  // A rule saying an alert it raised is over (an absence deadline met late, or cancelled).
+  if (s.resolved) w.key("status").str("resolved");
+  w.key("rule").str(r.id)
       .key("rule_set_version").str(s.rule_set->version)
       .key("type").str(r.alert_type)
       .key("severity").str(s.severity)

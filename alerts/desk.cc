@@ -266,6 +266,13 @@ std::string Desk::raise(std::string_view json) {
   Alert a;
   std::string error;
   if (!parse_raised_alert(json, a, error)) return error;
+  if (a.raised_status == "resolved") {
+    // The rule says its alert is over (e.g. the ticket was contacted after the deadline).
+    const auto it = alerts_.find(a.id);
+    if (it != alerts_.end() && is_open(it->second.state))
+      return resolve(a.id, "rule:" + a.rule, "the awaited event came after the deadline (or the clock was cancelled)");
+    return "";
+  }
   if (auto it = alerts_.find(a.id); it != alerts_.end()) {
     ++it->second.duplicates;
     persist(it->second);

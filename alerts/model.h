@@ -37,6 +37,7 @@ struct Alert {
   Pairs labels;  // the rule's labels, then the score's labels as label=true
   Pairs context; // where it happened (the raised alert's context: building, district, ...)
   std::string raised_json;
+  std::string raised_status;  // "resolved" on a rule's message that its alert is over (never stored)
   int64_t raised_at_ms = 0;  // when the desk first saw it
 
   // Lifecycle.

@@ -236,6 +236,7 @@ bool parse_raised_alert(std::string_view json, Alert& a, std::string& error) {
   if (a.id.empty() || a.type.empty() || a.severity.empty()) return error = "missing id, type or severity", false;
   get(o, "rule", a.rule);
   get(o, "rule_set_version", a.rule_set_version);
+  get(o, "status", a.raised_status);
   get(o, "title", a.title);
   get(o, "summary", a.summary);
   get_pairs(o, "key", a.key);

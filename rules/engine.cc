@@ -326,6 +326,8 @@ struct Clocks {
   int64_t start = 0;
   uint32_t generation = 0;  // bumped by a restart or cancel; stale timers are skipped
   uint32_t pending = 0;     // bit d: deadline d not yet met
+  uint32_t fired = 0;       // bit d: deadline d fired and may still be resolved (resolve_within)
+  int64_t fired_at = 0;     // when the last deadline fired
   uint32_t refs = 0;        // timers in the queue that point here
   std::string packed;       // the start event's slots the alert needs
   const std::string* key = nullptr;
@@ -553,6 +555,7 @@ struct Engine::Fire {
   const Deadline* deadline_def = nullptr;
   std::string_view level;
   std::string_view severity;
+  bool resolved = false;
 };
 
 Engine::Engine(std::shared_ptr<const RuleSet> rules, SignalSink& sink, const RuleFeed* feed,
@@ -753,6 +756,7 @@ void Engine::fire(const Fire& f) {
   s.deadline = f.deadline;
   if (d) s.deadline_labels = d->labels;
   s.level = f.level;
+  s.resolved = f.resolved;
   sink_.on_signal(s);
 }
 
@@ -1067,6 +1071,7 @@ void Engine::on_start(int ri, const Rule& rule, const Event& e, RuleCounters& c)
   k.start = e.time_ms;
   k.pending = rule.deadlines.size() >= 32 ? ~0u : (1u << rule.deadlines.size()) - 1;
   k.moved.reset();
+  k.fired = 0;  // a restarted ticket's earlier alerts are not resolved by its new clocks
   pack_event(e, kept_slots(rule, rule.match.stream), k.packed);
   arm(*rules_, rule, k, rs.timers);
   c.timers.store(static_cast<int64_t>(rs.timers.size()), std::memory_order_relaxed);
@@ -1107,7 +1112,49 @@ void Engine::on_until(int ri, const Rule& rule, int deadline, const Event& e) {
   build_key(e, d.until.key);
   const auto it = rs.clocks.find(std::string_view(key_buffer_));
   if (it == rs.clocks.end() || e.time_ms < it->second.start) return;
-  it->second.pending &= ~(1u << deadline);  // its timer is skipped when it comes due
+  Clocks& k = it->second;
+  const uint32_t bit = 1u << deadline;
+  if (k.fired & bit) {  // met after its alert: the alert is over (if still within resolve_within)
+    if (e.time_ms <= k.fired_at + rule.resolve_within_ms) resolve_fired(rule, k, bit, e);
+    else k.fired &= ~bit;
+    if (!k.pending && !k.fired && !k.refs) {
+      rs.clocks.erase(it);
+      counters_[static_cast<size_t>(ri)].keys.store(static_cast<int64_t>(rs.clocks.size()), std::memory_order_relaxed);
+    }
+    return;
+  }
+  k.pending &= ~bit;  // its timer is skipped when it comes due
+}
+
+template <typename K>
+void Engine::resolve_fired(const Rule& rule, K& k, uint32_t bits, const Event& e) {
+  for (size_t d = 0; d < rule.deadlines.size() && d < 32; ++d) {
+    if (!(k.fired & bits & (1u << d))) continue;
+    k.fired &= ~(1u << d);
+    size_t nkey = 0, pos = 0;
+    const std::string_view key = *k.key;
+    while (nkey < rule.match.key.size()) {
+      const size_t sep = key.find('\x1f', pos);
+      key_parts_[nkey++] = key.substr(pos, sep == std::string_view::npos ? std::string_view::npos : sep - pos);
+      if (sep == std::string_view::npos) break;
+      pos = sep + 1;
+    }
+    // The message repeats the alert as it fired (title, context from the start event).
+    unpack_event(k.packed, rule.match.stream, k.start, scratch_);
+    std::array<double, kMaxValues> values{};
+    Fire f{&rule, &scratch_, nkey};
+    f.start = k.start;
+    f.end = e.time_ms;  // when it was met
+    f.instance = k.start + static_cast<int64_t>(d);  // the id of the alert that fired
+    f.values = {values.data(), rule.value_count()};
+    f.first_id = e.id();
+    f.first_time = k.start;
+    f.deadline = rule.deadlines[d].name;
+    f.deadline_def = &rule.deadlines[d];
+    f.severity = rule.deadlines[d].severity;
+    f.resolved = true;
+    fire(f);
+  }
 }
 
 void Engine::on_cancel(int ri, const Rule& rule, const Event& e) {
@@ -1117,8 +1164,15 @@ void Engine::on_cancel(int ri, const Rule& rule, const Event& e) {
   build_key(e, rule.cancel->key);
   const auto it = rs.clocks.find(std::string_view(key_buffer_));
   if (it == rs.clocks.end() || e.time_ms < it->second.start) return;
-  it->second.pending = 0;
-  ++it->second.generation;
+  Clocks& k = it->second;
+  k.pending = 0;
+  ++k.generation;
+  if (k.fired && e.time_ms <= k.fired_at + rule.resolve_within_ms) resolve_fired(rule, k, k.fired, e);  // a cancelled ticket ends its escalations too
+  k.fired = 0;
+  if (!k.refs) {
+    rs.clocks.erase(it);
+    counters_[static_cast<size_t>(ri)].keys.store(static_cast<int64_t>(rs.clocks.size()), std::memory_order_relaxed);
+  }
 }
 
 void Engine::fire_timers(int64_t now_ms) {
@@ -1136,6 +1190,10 @@ void Engine::fire_timers(int64_t now_ms) {
       const bool live = t.generation == k.generation && (k.pending >> t.deadline & 1);
       if (live) {
         k.pending &= ~(1u << t.deadline);
+        if (rule.resolve_within_ms > 0) {
+          k.fired |= 1u << t.deadline;
+          k.fired_at = t.due;
+        }
         const Deadline& d = rule.deadlines[t.deadline];
         unpack_event(k.packed, rule.match.stream, k.start, scratch_);
         // Key parts view the stored key.
@@ -1164,7 +1222,7 @@ void Engine::fire_timers(int64_t now_ms) {
         f.severity = d.severity;
         fire(f);
       }
-      if (k.refs == 0 && k.pending == 0) rs.clocks.erase(rs.clocks.find(std::string_view(*k.key)));
+      if (k.refs == 0 && k.pending == 0 && k.fired == 0) rs.clocks.erase(rs.clocks.find(std::string_view(*k.key)));
     }
     c.timers.store(static_cast<int64_t>(rs.timers.size()), std::memory_order_relaxed);
     c.keys.store(static_cast<int64_t>(rs.clocks.size()), std::memory_order_relaxed);
@@ -1220,6 +1278,15 @@ void Engine::on_tick(int64_t now_ms) {
   for (size_t ri = 0; ri < state_.size(); ++ri) {
     const Rule& rule = rules_->rules[ri];
     RuleState& rs = *state_[ri];
+    if (rule.kind == RuleKind::kAbsence && rule.resolve_within_ms > 0) {
+      // Clocks kept only to resolve fired deadlines, past resolve_within.
+      const int64_t now = options_.timers_follow_event_time ? newest_event_ms_ : now_ms;
+      for (auto it = rs.clocks.begin(); it != rs.clocks.end();) {
+        const Clocks& k = it->second;
+        it = !k.pending && !k.refs && k.fired && k.fired_at + rule.resolve_within_ms < now ? rs.clocks.erase(it) : std::next(it);
+      }
+      counters_[ri].keys.store(static_cast<int64_t>(rs.clocks.size()), std::memory_order_relaxed);
+    }
     if (rule.kind == RuleKind::kSequence) {
       const int64_t horizon = newest_event_ms_ - rule.within_ms;
       for (auto it = rs.sequences.begin(); it != rs.sequences.end();)
@@ -1303,7 +1370,12 @@ void Engine::snapshot_state(StateStore& store) const {
     if (rule.kind == RuleKind::kAbsence) {
       const std::string ns = "absence/" + rule.id;
       for (const auto& [key, k] : rs.clocks) {
-        if (!k.pending) continue;
+        if (!k.pending && !k.fired) continue;
+        if (k.fired) {
+          value.assign(reinterpret_cast<const char*>(&k.fired), 4);
+          value.append(reinterpret_cast<const char*>(&k.fired_at), 8);
+          store.put("absence-fired/" + rule.id, key, value);
+        }
         value.assign(reinterpret_cast<const char*>(&k.start), 8);
         value.append(reinterpret_cast<const char*>(&k.pending), 4);
         value += k.packed;
@@ -1358,6 +1430,12 @@ void Engine::restore_state(const StateStore& store) {
           moved->emplace_back(static_cast<uint8_t>(v[i]), due);
         }
         it->second.moved = std::move(moved);
+      });
+      store.scan("absence-fired/" + rule.id, [&](std::string_view key, std::string_view v) {
+        const auto it = rs.clocks.find(key);
+        if (it == rs.clocks.end() || v.size() < 12) return;
+        std::memcpy(&it->second.fired, v.data(), 4);
+        std::memcpy(&it->second.fired_at, v.data() + 4, 8);
       });
       for (auto& [key, k] : rs.clocks) arm(*rules_, rule, k, rs.timers);
       counters_[ri].keys.store(static_cast<int64_t>(rs.clocks.size()), std::memory_order_relaxed);

@@ -39,6 +39,7 @@ struct Signal {
   std::string_view deadline;              // absence: the deadline that passed
   std::span<const std::pair<std::string, std::string>> deadline_labels;  // its labels (override the rule's)
   std::string_view level;                 // scored rules: the level reached
+  bool resolved = false;                  // absence: the alert of `deadline` is over (met or cancelled late)
 };
 
 class SignalSink {
@@ -129,6 +130,9 @@ class Engine final : public EventHandler {
   void on_start(int ri, const Rule& rule, const Event& e, RuleCounters& c);
   void on_until(int ri, const Rule& rule, int deadline, const Event& e);
   void on_cancel(int ri, const Rule& rule, const Event& e);
+  // Signals `resolved` for the fired deadlines of clocks `k` in `bits` (K: the engine's clocks).
+  template <typename K>
+  void resolve_fired(const Rule& rule, K& k, uint32_t bits, const Event& e);
   void on_extend(int ri, const Rule& rule, int deadline, const Event& e);
   void fire_timers(int64_t now_ms);
   void publish_clocks(int64_t now_ms);

@@ -461,7 +461,8 @@ class Compiler {
 
   void compile_absence(const YAML::Node& a, const StreamSchema& schema, Rule& r) {
     if (!a.IsMap()) return error(a, "E002", "'absence' is a mapping with key, start and deadlines");
-    check_keys(a, {"key", "start", "deadlines", "cancel"});
+    check_keys(a, {"key", "start", "deadlines", "cancel", "resolve_within"});
+    if (const auto rw = a["resolve_within"]) duration(rw, "resolve_within", r.resolve_within_ms);
     if (!a["key"] || !a["start"] || !a["deadlines"]) return error(a, "E003", "an absence needs key, start and deadlines");
     const YAML::Node key_node = a["key"];
     match(a["start"], "start", r.match.stream, &key_node, r.match);

@@ -127,6 +127,10 @@ struct Rule {
   // Absence rules.
   std::vector<Deadline> deadlines;
   std::optional<Match> cancel;
+  // `resolve_within`: a deadline that fired is resolved (a "resolved" signal of
+  // the same alert id) when its `until` or the `cancel` arrives within this
+  // time after it fired; 0: a fired deadline is forgotten.
+  int64_t resolve_within_ms = 0;
   // Scoring (any kind).
   std::optional<Score> score;
   // Alert output.

@@ -374,7 +374,7 @@ class Parser {
     if (item.kind != TestValue::kMap) return fail(item, "an expected alert is a mapping of alert fields, e.g. {rule: r, severity: high, at: 5m}");
     if (!keys(item, {"rule", "type", "severity", "title", "key", "at", "count", "distinct", "aggregates", "deadline",
                      "score", "summary", "labels", "context", "id", "stream", "rule_set_version", "window", "evidence", "source",
-                     "emitted_at"},
+                     "emitted_at", "status"},
               "an expected alert"))
       return false;
     out = item;

@@ -504,6 +504,23 @@ policies:
   EXPECT_EQ(sent, (std::vector<std::pair<std::string, std::string>>{{"vulnerable", "+8613300000001"}, {"resident", "+8613300000002"}}));
 }
 
+TEST_F(DeskTest, ARuleSayingItsAlertIsOverResolvesIt) {
+  desk->raise(raised("e1", "hotline.escalation", "medium", R"({"ticket_id":"T1"})"));
+  ASSERT_TRUE(is_open(alert("e1").state));
+  std::string over = raised("e1", "hotline.escalation", "medium", R"({"ticket_id":"T1"})");
+  over.insert(1, R"("status":"resolved",)");
+  EXPECT_EQ(desk->raise(over), "");
+  EXPECT_EQ(alert("e1").state, AlertState::kResolved);
+  EXPECT_EQ(alert("e1").audit.back().by, "rule:r.hotline.escalation");
+  EXPECT_EQ(alert("e1").duplicates, 0) << "not a duplicate raise";
+  // Over for an alert the desk never saw, or one already closed: nothing happens.
+  std::string unknown = raised("e9", "hotline.escalation", "medium", R"({"ticket_id":"T9"})");
+  unknown.insert(1, R"("status":"resolved",)");
+  EXPECT_EQ(desk->raise(unknown), "");
+  EXPECT_EQ(desk->alert("e9"), nullptr);
+  EXPECT_EQ(desk->raise(over), "");
+}
+
 TEST(AlertingConfig, AnIncidentJoinsOnlyAnIncidentRuleAboveIt) {
   AlertingConfig c;
   const auto diags = parse_alerting_config(R"YAML(

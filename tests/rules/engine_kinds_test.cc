@@ -20,6 +20,7 @@ struct Fired {
   std::vector<double> values;
   int64_t start, end, instance;
   uint64_t count;
+  bool resolved = false;
 };
 
 class Recorder final : public SignalSink {
@@ -31,6 +32,7 @@ class Recorder final : public SignalSink {
             s.instance_ms, s.count};
     for (auto k : s.key) f.key.emplace_back(k);
     f.values.assign(s.values.begin(), s.values.end());
+    f.resolved = s.resolved;
     got.push_back(f);
   }
 };
@@ -355,6 +357,32 @@ TEST(Absence, ClockBoardShowsTheNextDeadlineOfEachOpenClockOnDemand) {
   EXPECT_EQ(later[0].key[0].second, "T2");
   EXPECT_EQ(later[1].key[0].second, "T1");
   EXPECT_EQ(later[1].deadline, "resolve");
+}
+
+TEST(Absence, AFiredDeadlineMetLateIsResolvedWithTheSameInstanceAndTitle) {
+  std::string rules = kSla;
+  rules.replace(rules.find("      cancel: {on: [closed]}"), 0, "      resolve_within: 1d\n");
+  Harness h(rules);
+  h.ticket("T1", "signed", 0, ",\"category\":\"water.outage\"");
+  h.tick(3600);
+  ASSERT_EQ(h.rec.got.size(), 1u);
+  h.ticket("T1", "contacted", 4000);
+  ASSERT_EQ(h.rec.got.size(), 2u);
+  const Fired& fired = h.rec.got[0];
+  const Fired& over = h.rec.got[1];
+  EXPECT_FALSE(fired.resolved);
+  EXPECT_TRUE(over.resolved);
+  EXPECT_EQ(over.instance, fired.instance) << "the same alert id";
+  EXPECT_EQ(over.key, fired.key);
+  EXPECT_EQ(over.deadline, "contact");
+  EXPECT_EQ(over.title, fired.title) << "as it fired, from the start event";
+  h.ticket("T1", "contacted", 4100);
+  EXPECT_EQ(h.rec.got.size(), 2u) << "resolved once";
+  h.ticket("T1", "closed", 5000);
+  EXPECT_EQ(h.rec.got.size(), 2u) << "the resolve deadline had not fired: nothing to resolve";
+  h.tick(86400);  // the cancelled resolve timer comes due and is dropped, and so is the clock
+  EXPECT_EQ(h.rec.got.size(), 2u);
+  EXPECT_EQ(h.engine->counters()[0].keys.load(), 0) << "the clock is gone";
 }
 
 TEST(Scoring, FeaturesContributeAndLevelsSetSeverity) {
