@@ -696,6 +696,17 @@ std::string_view Engine::score(const Rule& rule, const EvalContext& ctx, double*
   return level;
 }
 
+size_t Engine::split_key(std::string_view key, size_t fields) {
+  size_t n = 0, pos = 0;
+  while (n < fields) {
+    const size_t sep = key.find('\x1f', pos);
+    key_parts_[n++] = key.substr(pos, sep == std::string_view::npos ? std::string_view::npos : sep - pos);
+    if (sep == std::string_view::npos) break;
+    pos = sep + 1;
+  }
+  return n;
+}
+
 void Engine::render(const std::vector<TemplatePart>& parts, const Fire& f, std::string& out) {
   const Event& e = *f.event;
   out.clear();
@@ -1131,14 +1142,7 @@ void Engine::resolve_fired(const Rule& rule, K& k, uint32_t bits, const Event& e
   for (size_t d = 0; d < rule.deadlines.size() && d < 32; ++d) {
     if (!(k.fired & bits & (1u << d))) continue;
     k.fired &= ~(1u << d);
-    size_t nkey = 0, pos = 0;
-    const std::string_view key = *k.key;
-    while (nkey < rule.match.key.size()) {
-      const size_t sep = key.find('\x1f', pos);
-      key_parts_[nkey++] = key.substr(pos, sep == std::string_view::npos ? std::string_view::npos : sep - pos);
-      if (sep == std::string_view::npos) break;
-      pos = sep + 1;
-    }
+    const size_t nkey = split_key(*k.key, rule.match.key.size());
     // The message repeats the alert as it fired (title, context from the start event).
     unpack_event(k.packed, rule.match.stream, k.start, scratch_);
     std::array<double, kMaxValues> values{};
@@ -1196,15 +1200,7 @@ void Engine::fire_timers(int64_t now_ms) {
         }
         const Deadline& d = rule.deadlines[t.deadline];
         unpack_event(k.packed, rule.match.stream, k.start, scratch_);
-        // Key parts view the stored key.
-        size_t nkey = 0, pos = 0;
-        const std::string_view key = *k.key;
-        while (nkey < rule.match.key.size()) {
-          const size_t sep = key.find('\x1f', pos);
-          key_parts_[nkey++] = key.substr(pos, sep == std::string_view::npos ? std::string_view::npos : sep - pos);
-          if (sep == std::string_view::npos) break;
-          pos = sep + 1;
-        }
+        const size_t nkey = split_key(*k.key, rule.match.key.size());
         std::array<double, kMaxValues> values{};
         std::string_view level;
         if (rule.score) level = score(rule, EvalContext{&scratch_, values.data(), nullptr, tables_.get()}, values.data());
@@ -1333,15 +1329,9 @@ void Engine::publish_clocks(int64_t now_ms) {
     e.rule = rule.id;
     e.alert_type = rule.alert_type;
     const StreamSchema& schema = schema_of(rule.match.stream);
-    size_t pos = 0;
-    const std::string_view key = *k.key;
-    for (size_t g = 0; g < rule.match.key.size(); ++g) {
-      const size_t sep = key.find('\x1f', pos);
-      const std::string_view part = key.substr(pos, sep == std::string_view::npos ? std::string_view::npos : sep - pos);
-      e.key.emplace_back(std::string(schema.fields[static_cast<size_t>(rule.match.key[g])].name), std::string(part));
-      if (sep == std::string_view::npos) break;
-      pos = sep + 1;
-    }
+    const size_t nkey = split_key(*k.key, rule.match.key.size());
+    for (size_t g = 0; g < nkey; ++g)
+      e.key.emplace_back(std::string(schema.fields[static_cast<size_t>(rule.match.key[g])].name), std::string(key_parts_[g]));
     e.deadline = d.name;
     e.severity = !d.severity.empty() ? d.severity : rule.severity;
     e.labels = rule.labels;

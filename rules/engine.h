@@ -124,6 +124,8 @@ class Engine final : public EventHandler {
       const RuleSet& set, std::vector<std::unique_ptr<RuleState>>& state);
   void fire(const Fire& f);
   size_t build_key(const Event& e, const std::vector<int>& slots);
+  // Views the `fields` values of a stored key (joined by '\x1f') in key_parts_; returns how many.
+  size_t split_key(std::string_view key, size_t fields);
   void on_main(int ri, const Rule& rule, const Event& e, RuleCounters& c);
   void on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c);
   void on_then(int ri, const Rule& rule, const Event& e, RuleCounters& c);
