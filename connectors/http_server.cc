@@ -55,7 +55,9 @@ class SseStream final : public EventStream, public std::enable_shared_from_this<
   void write_next() {
     if (queue_.empty() || !open_.load()) return;
     asio::async_write(stream_, asio::buffer(*queue_.front()), [self = this->shared_from_this()](beast::error_code ec, size_t) {
-      if (ec) return self->close();
+      // A write may complete after close() emptied the queue (the client left while it was
+      // in flight): popping then would corrupt the deque.
+      if (ec || !self->open_.load() || self->queue_.empty()) return self->close();
       self->queue_.pop_front();
       self->write_next();
     });
@@ -72,7 +74,7 @@ class SseStream final : public EventStream, public std::enable_shared_from_this<
     beast::error_code ec;
     beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_both, ec);
     beast::get_lowest_layer(stream_).socket().close(ec);
-    queue_.clear();
+    // queue_ is kept until the stream is destroyed: an aborted write may still name its front.
   }
 
   Stream stream_;
