@@ -679,6 +679,11 @@ function renderHeating() {
         el('td', {}, i.title || group(i.group) || i.id), el('td', { class: 'mono' }, group(i.group)),
         el('td', { class: 'num' }, `${ids(i).length} ${t('tab.alerts')}`),
         el('td', { class: 'num' }, n ? `${n} ${t('heating.households')}` : ''),
+        // Related incidents (incident rules' link): e.g. the fault behind a suspected outage.
+        el('td', { testid: 'incident-linked' }, (i.linked || []).map((l) => {
+          const other = S.incidents.find((x) => x.id === l);
+          return el('span', { class: 'tag' }, `${t('heating.linked')} ${other ? (other.title || group(other.group)) : l}`);
+        })),
         el('td', { class: 'age' }, `${t('heating.since')} ${fmtAge(i.opened_at)}`));
     }))));
 }

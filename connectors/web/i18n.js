@@ -106,6 +106,7 @@ const TEXTS = {
   'heating.map': ['停热分布', 'Outage map'],
   'heating.outages': ['停热与疑似停热', 'Outages and suspected outages'],
   'heating.incidents': ['推断事件', 'Inferred incidents'],
+  'heating.linked': ['关联：', 'linked:'],
   'heating.households': ['户', 'households'],
   'heating.since': ['持续', 'for'],
   'heating.empty': ['当前无停热', 'No open outages'],

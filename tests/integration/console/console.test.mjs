@@ -51,6 +51,7 @@ policies:
       - notify: [{channel: console, to: group:operators, as: operator}]
         wait: 10m
 incidents:
+  - {name: heating-network, match: ['type=heating.outage'], group_by: [network_id], link: [building]}
   - {name: heating-building, match: ['type=~heating\\..*'], group_by: [building]}
 `;
 
@@ -537,6 +538,9 @@ describe('console in a real browser', () => {
     await op.click('[data-testid=act-assign]');
     await admin.waitForSelector(`${row(alert.id)}[data-assignee="D2-S3-office"]`);
     await admin.waitForSelector('[data-testid=audit-entry] >> text=D2-S3-office');
+    // The op's own page re-renders with the assignment (a live update): fill the note after that,
+    // or the re-render may empty the field before the click.
+    await op.waitForSelector('[data-testid=audit-entry] >> text=D2-S3-office');
     await op.fill('[data-testid=note-input]', '已电话联系家属');
     await op.click('[data-testid=act-note]');
     await admin.waitForSelector('[data-testid=audit-entry] >> text=已电话联系家属');
@@ -635,6 +639,11 @@ describe('console in a real browser', () => {
     assert.match(await admin.textContent(`[data-testid=outage][data-id="${h1.id}"] [data-testid=outage-households]`), /1840/);
     await admin.waitForSelector('[data-testid=incident]');
     await shot(admin, '07-heating');
+    // The utility's fault on a building with a suspected outage: the two incidents are linked.
+    const fault = { ...heatingAlert(newId(), 'heating.outage', 'B-D2-S3-C1-07', '供暖故障：管网 hn-north-09 的 B-D2-S3-C1-07 停热，影响 60 户', 'critical'),
+      context: { network_id: 'hn-north-09', building: 'B-D2-S3-C1-07' } };
+    produce(fault);
+    await admin.waitForSelector('[data-testid=incident] [data-testid=incident-linked] .tag >> text=hn-north-09', { timeout: 10000 });
 
     await admin.click('[data-testid=tab-audit]');
     await admin.waitForSelector(`[data-testid=audit-row][data-action=acknowledged][data-alert="${alert.id}"]`);
