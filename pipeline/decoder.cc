@@ -2,6 +2,10 @@
 
 #include <simdjson.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include <cstring>
 #include <vector>
 
@@ -105,12 +109,138 @@ DecodeError from_simdjson(simdjson::error_code ec) {
   }
 }
 
+
+// ---- The fast path: one pass over a flat object of scalars ----------------
+//
+// Every producer writes events as one flat JSON object of strings, numbers,
+// booleans and nulls without escapes. flat_decode() reads exactly that shape
+// and gives up (returns false) on anything else: an escape, a control or
+// non-UTF-8 byte, a nested value, an exponent, a number that might not be
+// exact, a wrong type, a missing field, a time out of range. The simdjson path
+// then decides, so what is accepted, what is rejected and every reason code
+// stay those of simdjson; the fast path only has to be right where it accepts
+// (tests/pipeline/decoder_test.cc and fuzz_decoder compare both paths).
+
+inline bool is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+inline const char* skip_ws(const char* p) {
+  while (is_ws(*p)) ++p;
+  return p;
+}
+inline bool is_digit(char c) { return static_cast<unsigned char>(c - '0') < 10; }
+// What may follow a value inside an object.
+inline bool ends_value(char c) { return c == ',' || c == '}' || is_ws(c); }
+
+// The text of a string starting at `p` (just after its opening quote), up to
+// its closing quote; nullptr on an escape, a control byte or invalid UTF-8.
+// Reads 16 bytes at a time: the buffer is padded with zeros, which stop it.
+inline const char* scan_string(const char* p, bool allow_non_ascii) {
+  const char* const start = p;
+  bool non_ascii = false;
+#if defined(__SSE2__)
+  const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'),
+                control = _mm_set1_epi8(0x1f);
+  for (;; p += 16) {
+    const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const unsigned high = static_cast<unsigned>(_mm_movemask_epi8(w));  // non-ASCII bytes
+    const unsigned stop = static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(
+        _mm_or_si128(_mm_cmpeq_epi8(w, quote), _mm_cmpeq_epi8(w, backslash)),
+        _mm_cmpeq_epi8(_mm_min_epu8(w, control), w))));  // <= 0x1f: a control byte
+    if (stop == 0) {
+      non_ascii |= high != 0;
+      continue;
+    }
+    non_ascii |= (high & ((stop & -stop) - 1)) != 0;
+    p += __builtin_ctz(stop);
+    if (*p != '"') return nullptr;
+    break;
+  }
+#else
+  for (;; ++p) {
+    const unsigned char c = static_cast<unsigned char>(*p);
+    if (c == '"') break;
+    if (c == '\\' || c < 0x20) return nullptr;
+    non_ascii |= c >= 0x80;
+  }
+#endif
+  if (non_ascii && !allow_non_ascii) return nullptr;
+  if (non_ascii && !simdjson::validate_utf8(start, static_cast<size_t>(p - start))) return nullptr;
+  return p;
+}
+
+// -?(0|[1-9][0-9]{0,17}) ended by a delimiter: always fits an int64.
+inline const char* parse_int(const char* p, int64_t& out) {
+  const bool neg = *p == '-';
+  p += neg;
+  uint64_t v = 0;
+  if (*p == '0') {
+    ++p;
+  } else {
+    const char* const first = p;
+    while (is_digit(*p)) v = v * 10 + static_cast<uint64_t>(*p++ - '0');
+    if (p == first || p - first > 18) return nullptr;
+  }
+  if (!ends_value(*p)) return nullptr;
+  out = neg ? -static_cast<int64_t>(v) : static_cast<int64_t>(v);
+  return p;
+}
+
+// A JSON number without exponent and with at most 15 digits: mantissa and
+// power of ten are exact doubles, so one division rounds correctly (Clinger's
+// fast path) and gives the value simdjson would.
+inline const char* parse_double(const char* p, double& out) {
+  static constexpr double kPow10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7,
+                                      1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+  const bool neg = *p == '-';
+  p += neg;
+  uint64_t v = 0;
+  int digits = 0, fraction = 0;
+  if (*p == '0') {
+    ++p;
+    digits = 1;
+  } else {
+    while (is_digit(*p)) v = v * 10 + static_cast<uint64_t>(*p++ - '0'), ++digits;
+    if (digits == 0) return nullptr;
+  }
+  if (*p == '.') {
+    ++p;
+    while (is_digit(*p)) v = v * 10 + static_cast<uint64_t>(*p++ - '0'), ++digits, ++fraction;
+    if (fraction == 0) return nullptr;
+  }
+  if (digits > 15 || !ends_value(*p)) return nullptr;
+  const double x = static_cast<double>(v) / kPow10[fraction];
+  out = neg ? -x : x;
+  return p;
+}
+
+// Matches a literal (`true`, `false`, `null`) ended by a delimiter.
+inline const char* literal(const char* p, std::string_view word) {
+  if (std::memcmp(p, word.data(), word.size()) != 0 || !ends_value(p[word.size()])) return nullptr;
+  return p + word.size();
+}
+
+// Any scalar of a field the schema does not have: checked, then skipped.
+inline const char* skip_scalar(const char* p) {
+  switch (*p) {
+    case '"': {
+      const char* end = scan_string(p + 1, true);
+      return end ? end + 1 : nullptr;
+    }
+    case 't': return literal(p, "true");
+    case 'f': return literal(p, "false");
+    case 'n': return literal(p, "null");
+    default: {
+      double ignored;
+      return parse_double(p, ignored);
+    }
+  }
+}
 }  // namespace
 
 std::string_view reason_code(DecodeError e) { return kReasons[static_cast<int>(e)]; }
 
 struct Decoder::Impl {
   DecodeLimits limits;
+  DecodePath path;
   od::parser parser;
   std::vector<char> buffer;  // capacity >= size + SIMDJSON_PADDING
   // Per stream, the slot of the field seen at each position of the last message (-1: none).
@@ -125,7 +255,7 @@ struct Decoder::Impl {
                                     FieldIndex(schema_of(Stream::kProfiles))};
   static_assert(kStreamCount == 4, "one FieldIndex per stream");
 
-  explicit Impl(const DecodeLimits& l) : limits(l), parser(l.max_event_bytes + 64) {
+  Impl(const DecodeLimits& l, DecodePath p) : limits(l), path(p), parser(l.max_event_bytes + 64) {
     buffer.resize(l.max_event_bytes + simdjson::SIMDJSON_PADDING);
   }
 
@@ -230,18 +360,114 @@ struct Decoder::Impl {
     return simdjson::SUCCESS;
   }
 
+
+  // Reads one scalar value of field `f` at `p` into `out`; nullptr when the
+  // simdjson path must decide (see "The fast path" above).
+  const char* flat_value(const FieldDef& f, const char* p, int64_t now_ms, bool is_event_time,
+                         Value& out) const {
+    if (*p == 'n') {
+      p = literal(p, "null");
+      out.present = false;
+      return p;
+    }
+    out.type = f.type;
+    out.present = true;
+    switch (f.type) {
+      case FieldType::kString: {
+        if (*p != '"') return nullptr;
+        const char* end = scan_string(p + 1, true);
+        if (!end) return nullptr;
+        out.s = {p + 1, static_cast<size_t>(end - p - 1)};
+        return end + 1;
+      }
+      case FieldType::kInt: return parse_int(p, out.i);
+      case FieldType::kDouble: return parse_double(p, out.d);
+      case FieldType::kBool:
+        out.b = *p == 't';
+        return literal(p, out.b ? "true" : "false");
+      case FieldType::kTime: {
+        if (*p == '"') {
+          const char* end = scan_string(p + 1, false);
+          if (!end ||
+              parse_rfc3339_ms({p + 1, static_cast<size_t>(end - p - 1)}, out.i) != DecodeError::kOk)
+            return nullptr;
+          p = end + 1;
+        } else {
+          p = parse_int(p, out.i);
+          if (!p) return nullptr;
+        }
+        if (out.i < kMinRfc3339Ms || out.i > kMaxRfc3339Ms) return nullptr;
+        if (is_event_time && !check_time(f, out.i, now_ms).ok()) return nullptr;
+        return p;
+      }
+    }
+    return nullptr;
+  }
+
+  // The fast path over buffer[0, size): true when `out` is the decoded event.
+  bool flat_decode(Stream stream, size_t size, int64_t now_ms, Event& out) {
+    const StreamSchema& schema = schema_of(stream);
+    const FieldIndex& fields = index[static_cast<int>(stream)];
+    std::array<int8_t, kMaxSlots>& guess = predicted[static_cast<int>(stream)];
+    const char* const end = buffer.data() + size;
+    const char* p = skip_ws(buffer.data());
+    if (*p != '{') return false;
+    p = skip_ws(p + 1);
+    for (size_t position = 0;; ++position) {
+      if (*p != '"') return false;
+      const char* key = p + 1;
+      const char* key_end = scan_string(key, false);
+      if (!key_end) return false;
+      int slot = position < guess.size() ? guess[position] : -1;
+      if (slot < 0 || !fields.is(slot, key)) {
+        slot = fields.find({key, static_cast<size_t>(key_end - key)});
+        if (position < guess.size()) guess[position] = static_cast<int8_t>(slot);
+      }
+      p = skip_ws(key_end + 1);
+      if (*p != ':') return false;
+      p = skip_ws(p + 1);
+      p = slot < 0 ? skip_scalar(p)
+                   : flat_value(schema.fields[static_cast<size_t>(slot)], p, now_ms,
+                                slot == schema.time_slot, out.slots[static_cast<size_t>(slot)]);
+      if (!p) return false;
+      p = skip_ws(p);
+      if (*p == '}') break;
+      if (*p != ',') return false;
+      p = skip_ws(p + 1);
+    }
+    if (skip_ws(p + 1) != end) return false;
+    for (size_t i = 0; i < schema.fields.size(); ++i)
+      if (schema.fields[i].required && !out.slots[i].present) return false;
+    if (schema.kind_slot >= 0) {
+      out.kind = schema.kind_index(out.slots[static_cast<size_t>(schema.kind_slot)].s);
+      if (out.kind < 0) return false;
+    }
+    out.time_ms = out.slots[static_cast<size_t>(schema.time_slot)].i;
+    return true;
+  }
+
   DecodeResult decode(Stream stream, std::string_view bytes, int64_t now_ms, Event& out) {
     if (bytes.size() > limits.max_event_bytes) return fail(DecodeError::kOversized, "message");
     std::memcpy(buffer.data(), bytes.data(), bytes.size());
     std::memset(buffer.data() + bytes.size(), 0, simdjson::SIMDJSON_PADDING);
     const StreamSchema& schema = schema_of(stream);
-    const FieldIndex& fields = index[static_cast<int>(stream)];
     out.stream = stream;
     out.kind = -1;
     for (size_t i = 0; i < schema.fields.size(); ++i) out.slots[i].present = false;
+    if (path == DecodePath::kFast) {
+      if (flat_decode(stream, bytes.size(), now_ms, out)) return {};
+      out.kind = -1;
+      for (size_t i = 0; i < schema.fields.size(); ++i) out.slots[i].present = false;
+    }
+    return simdjson_decode(stream, bytes.size(), now_ms, out);
+  }
 
+  // The general path: any JSON, every error classified.
+  DecodeResult simdjson_decode(Stream stream, size_t size, int64_t now_ms, Event& out) {
+    const StreamSchema& schema = schema_of(stream);
+    const FieldIndex& fields = index[static_cast<int>(stream)];
     od::document doc;
-    if (auto ec = parser.iterate(buffer.data(), bytes.size(), buffer.size()).get(doc))
+    if (auto ec = parser.iterate(buffer.data(), size, buffer.size()).get(doc))
       return fail(from_simdjson(ec), simdjson::error_message(ec));
     od::json_type root_type;
     if (auto ec = doc.type().get(root_type)) return fail(from_simdjson(ec), "document");
@@ -294,7 +520,8 @@ struct Decoder::Impl {
   }
 };
 
-Decoder::Decoder(const DecodeLimits& limits) : impl_(std::make_unique<Impl>(limits)) {}
+Decoder::Decoder(const DecodeLimits& limits, DecodePath path)
+    : impl_(std::make_unique<Impl>(limits, path)) {}
 Decoder::~Decoder() = default;
 
 DecodeResult Decoder::decode(Stream stream, std::string_view bytes, int64_t now_ms, Event& out) {

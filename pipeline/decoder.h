@@ -42,9 +42,14 @@ struct DecodeResult {
   bool ok() const { return error == DecodeError::kOk; }
 };
 
+// kFast reads the flat objects producers write in one pass and hands anything
+// else to simdjson; kSimdjson always uses simdjson. Both accept and reject the
+// same messages with the same results (kSimdjson exists to check that).
+enum class DecodePath : uint8_t { kFast, kSimdjson };
+
 class Decoder {
  public:
-  explicit Decoder(const DecodeLimits& limits = {});
+  explicit Decoder(const DecodeLimits& limits = {}, DecodePath path = DecodePath::kFast);
   ~Decoder();
   Decoder(const Decoder&) = delete;
   Decoder& operator=(const Decoder&) = delete;

@@ -7,11 +7,14 @@
 //     time_ms equals the time slot, its kind is valid and its time is in range;
 //   - every string view of an accepted event is readable (ASan sees the reads),
 //     and every time slot can be formatted with format_rfc3339_ms;
-//   - parse_rfc3339_ms(format_rfc3339_ms(t)) == t for any t that parses.
+//   - parse_rfc3339_ms(format_rfc3339_ms(t)) == t for any t that parses;
+//   - the fast path (DecodePath::kFast) and simdjson (kSimdjson) give the same
+//     reason and detail, and the same slots when they accept.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string_view>
 
 #include "pipeline/decoder.h"
@@ -97,6 +100,34 @@ void check_time_round_trip(std::string_view text) {
   }
 }
 
+bool same_value(const tocsin::Value& x, const tocsin::Value& y) {
+  if (x.present != y.present) return false;
+  if (!x.present) return true;
+  if (x.type != y.type) return false;
+  switch (x.type) {
+    case FieldType::kString: return x.s == y.s;
+    case FieldType::kInt:
+    case FieldType::kTime: return x.i == y.i;
+    case FieldType::kBool: return x.b == y.b;
+    case FieldType::kDouble: return std::memcmp(&x.d, &y.d, sizeof x.d) == 0;
+  }
+  return false;
+}
+
+void check_same_as_simdjson(Stream stream, std::string_view bytes, const tocsin::DecodeResult& r,
+                            const Event& e) {
+  static tocsin::Decoder slow(limits(), tocsin::DecodePath::kSimdjson);
+  Event s;
+  const tocsin::DecodeResult rs = slow.decode(stream, bytes, kNowMs, s);
+  if (rs.error != r.error) fail("fast path and simdjson give different reasons:", tocsin::reason_code(rs.error));
+  if (rs.detail != r.detail) fail("fast path and simdjson give different details:", rs.detail);
+  if (!r.ok()) return;
+  if (s.kind != e.kind || s.time_ms != e.time_ms) fail("fast path and simdjson differ in kind or time");
+  const tocsin::StreamSchema& schema = tocsin::schema_of(stream);
+  for (size_t i = 0; i < schema.fields.size(); ++i)
+    if (!same_value(e.slots[i], s.slots[i])) fail("fast path and simdjson differ in", schema.fields[i].name);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -117,6 +148,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       fail("oversized reported for a message within the limit");
     (void)touch(r.detail);
   }
+  check_same_as_simdjson(stream, bytes, r, event);
   if (bytes.size() > kMaxEventBytes && r.error != DecodeError::kOversized)
     fail("message over the limit was not rejected as oversized");
 
