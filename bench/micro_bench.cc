@@ -176,16 +176,19 @@ class Corpus {
       put_time(check, m.time_ms);
       if (m.json.compare(at + pattern.size(), 24, check, 24) != 0)
         throw std::runtime_error("event time text differs from the expected format: " + m.json);
-      json_.push_back(m.json);
+      // One arena, messages back to back, as a fetched Kafka message set holds them.
+      offset_.push_back(arena_.size());
+      arena_.append(m.json);
       time_ms_.push_back(m.time_ms);
-      time_pos_.push_back(static_cast<uint32_t>(at + pattern.size()));
+      time_pos_.push_back(static_cast<uint32_t>(offset_.back() + at + pattern.size()));
       streams_.push_back(m.stream);
-      bytes_ += m.json.size();
     }
-    raw_.resize(json_.size());
-    for (size_t i = 0; i < json_.size(); ++i) {
+    bytes_ = arena_.size();
+    offset_.push_back(arena_.size());
+    raw_.resize(streams_.size());
+    for (size_t i = 0; i < raw_.size(); ++i) {
       raw_[i].stream = streams_[i];
-      raw_[i].payload = json_[i];
+      raw_[i].payload = std::string_view(arena_).substr(offset_[i], offset_[i + 1] - offset_[i]);
       raw_[i].source = {"bench", 0, static_cast<int64_t>(i)};
     }
     const int64_t span = time_ms_.back() - time_ms_.front();
@@ -206,15 +209,16 @@ class Corpus {
   void set_cycle(int64_t cycle) {
     if (cycle == cycle_) return;
     cycle_ = cycle;
-    for (size_t i = 0; i < json_.size(); ++i)
-      put_time(json_[i].data() + time_pos_[i], time_ms_[i] + cycle * cycle_shift_ms_);
+    for (size_t i = 0; i < time_pos_.size(); ++i)
+      put_time(arena_.data() + time_pos_[i], time_ms_[i] + cycle * cycle_shift_ms_);
   }
   void next_cycle() { set_cycle(cycle_ + 1); }
 
  private:
-  std::vector<std::string> json_;
+  std::string arena_;  // never resized after construction: RawMessage views point into it
+  std::vector<size_t> offset_;
   std::vector<int64_t> time_ms_;
-  std::vector<uint32_t> time_pos_;
+  std::vector<size_t> time_pos_;
   std::vector<Stream> streams_;
   std::vector<RawMessage> raw_;
   size_t bytes_ = 0;
