@@ -38,15 +38,16 @@ double as_double(const Value& v) {
   return v.type == FieldType::kDouble ? v.d : static_cast<double>(v.i);
 }
 
-// matches(): a byte-level NFA for the common subset of ECMAScript patterns
-// (literals, '.', classes, \d \w \s and their negations, ^ $, groups, '|',
-// * + ? {n} {n,} {n,m}, lazy or greedy), run as a Pike VM: matches() only asks
-// whether a match exists, which is independent of ECMAScript's match priority.
-// Runs in O(text x program) with scratch space on the stack: no allocation.
-// Patterns outside the subset keep std::regex (which allocates per search).
+// matches(): a byte-level NFA for ECMAScript patterns without back-references
+// or look-around (literals, escapes, '.', classes, \d \w \s and their
+// negations, ^ $ \b \B, groups, '|', * + ? {n} {n,} {n,m}, lazy or greedy), run
+// as a Pike VM: matches() only asks whether a match exists, which is
+// independent of ECMAScript's match priority. Runs in O(text x program) with
+// scratch space on the stack: no allocation and no backtracking, so no input
+// can make a rule slow. Patterns outside the subset are a load error (E207).
 class Nfa {
  public:
-  static constexpr size_t kMaxProgram = 512;
+  static constexpr size_t kMaxProgram = 1024;
 
   // Returns nullopt when the pattern is outside the subset or too large.
   static std::optional<Nfa> compile(std::string_view pattern) {
@@ -83,6 +84,12 @@ class Nfa {
           case Inst::kSplit: push(in.y); push(in.x); break;
           case Inst::kBol: if (at == 0) push(static_cast<uint16_t>(p + 1)); break;
           case Inst::kEol: if (at == s.size()) push(static_cast<uint16_t>(p + 1)); break;
+          case Inst::kWordBoundary:
+          case Inst::kNotWordBoundary: {
+            const bool boundary = (at > 0 && is_word(s[at - 1])) != (at < s.size() && is_word(s[at]));
+            if (boundary == (in.op == Inst::kWordBoundary)) push(static_cast<uint16_t>(p + 1));
+            break;
+          }
         }
       }
       return false;
@@ -105,17 +112,24 @@ class Nfa {
 
  private:
   struct Inst {
-    enum Op : uint8_t { kSet, kJmp, kSplit, kBol, kEol, kMatch } op;
+    enum Op : uint8_t { kSet, kJmp, kSplit, kBol, kEol, kWordBoundary, kNotWordBoundary, kMatch } op;
     uint16_t x = 0, y = 0;  // kSet: set index; kJmp: target; kSplit: both targets
   };
   using Set = std::array<uint64_t, 4>;
 
   struct Node {
-    enum Kind : uint8_t { kSet, kCat, kAlt, kRepeat, kBol, kEol, kEmpty } kind;
+    enum Kind : uint8_t { kSet, kCat, kAlt, kRepeat, kBol, kEol, kWordBoundary, kNotWordBoundary, kEmpty } kind;
     int a = -1, b = -1;   // kCat, kAlt: children; kRepeat: a
     int set = -1;         // kSet
     int min = 0, max = 0; // kRepeat; max -1 = unbounded
   };
+
+  static bool is_word(char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+  }
+  static int hex(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+  }
 
   struct Builder {
     std::string_view p;
@@ -150,6 +164,13 @@ class Nfa {
       if (e == 'n') { add(s, '\n'); return true; }
       if (e == 't') { add(s, '\t'); return true; }
       if (e == 'r') { add(s, '\r'); return true; }
+      if (e == 'f') { add(s, '\f'); return true; }
+      if (e == 'v') { add(s, '\v'); return true; }
+      if (e == 'x' && pos + 1 < p.size() && hex(p[pos]) >= 0 && hex(p[pos + 1]) >= 0) {
+        add(s, static_cast<unsigned>(hex(p[pos]) * 16 + hex(p[pos + 1])));
+        pos += 2;
+        return true;
+      }
       if (e && std::strchr("^$\\.*+?()[]{}|/-", e)) { add(s, static_cast<unsigned char>(e)); return true; }
       return false;
     }
@@ -195,6 +216,8 @@ class Nfa {
         }
         case '[': return bracket();
         case '\\': {
+          if (pos < p.size() && (p[pos] == 'b' || p[pos] == 'B'))
+            return node({p[pos++] == 'b' ? Node::kWordBoundary : Node::kNotWordBoundary});
           Set s{};
           return escape(s) ? set(s) : -1;
         }
@@ -215,7 +238,7 @@ class Nfa {
         if (pos >= p.size()) return -1;
         char c = p[pos];
         if (c == ']' && !first) { ++pos; break; }
-        if (c == ']' || c == '[') return -1;  // leave the corner cases to std::regex
+        if (c == ']' || c == '[') return -1;  // empty and nested classes: not supported
         first = false;
         ++pos;
         if (c == '\\') {
@@ -267,7 +290,8 @@ class Nfa {
         } else {
           return a;
         }
-        if (nodes[static_cast<size_t>(a)].kind == Node::kBol || nodes[static_cast<size_t>(a)].kind == Node::kEol) return -1;
+        const Node::Kind k = nodes[static_cast<size_t>(a)].kind;
+        if (k == Node::kBol || k == Node::kEol || k == Node::kWordBoundary || k == Node::kNotWordBoundary) return -1;
         if (pos < p.size() && p[pos] == '?') ++pos;  // lazy: same language
         if (pos < p.size() && (p[pos] == '*' || p[pos] == '+' || p[pos] == '?' || p[pos] == '{')) return -1;
         Node r{Node::kRepeat, a};
@@ -285,6 +309,8 @@ class Nfa {
         case Node::kSet: return push({Inst::kSet, static_cast<uint16_t>(n.set)});
         case Node::kBol: return push({Inst::kBol});
         case Node::kEol: return push({Inst::kEol});
+        case Node::kWordBoundary: return push({Inst::kWordBoundary});
+        case Node::kNotWordBoundary: return push({Inst::kNotWordBoundary});
         case Node::kCat: return emit(n.a) && emit(n.b);
         case Node::kAlt: {
           const uint16_t split = here();
@@ -393,8 +419,7 @@ struct Expr::Program {
   std::string text;
   std::vector<Node> nodes;
   std::deque<std::string> strings;  // storage for string constants (stable addresses)
-  std::deque<std::regex> regexes;
-  std::deque<std::optional<Nfa>> nfas;  // parallel to regexes; used when set
+  std::deque<Nfa> nfas;
   int root = -1;
 
   Value eval(int n, const EvalContext& c) const;
@@ -520,9 +545,7 @@ Value Expr::Program::eval(int idx, const EvalContext& c) const {
     case Op::kMatches: {
       const Value x = eval(n.a, c);
       if (!x.present) return Value::of_bool(false);
-      if (const auto& nfa = nfas[static_cast<size_t>(n.index)]) return Value::of_bool(nfa->search(x.s));
-      return Value::of_bool(std::regex_search(x.s.begin(), x.s.end(),
-                                              regexes[static_cast<size_t>(n.index)]));
+      return Value::of_bool(nfas[static_cast<size_t>(n.index)].search(x.s));
     }
     case Op::kExists: return Value::of_bool(eval(n.a, c).present);
     case Op::kHour: case Op::kWeekday: {
@@ -934,17 +957,25 @@ class Parser {
     if (name == "matches") {
       if (!want(2, 2) || !arg_type(0, {Type::kString}) || !arg_type(1, {Type::kString})) return -1;
       if (node(args[1]).op != Op::kConst) return fail(at[1], "E202", "matches() needs a constant pattern");
-      try {
-        p_.regexes.emplace_back(std::string(node(args[1]).k.s), std::regex::ECMAScript | std::regex::optimize);
-        p_.nfas.push_back(Nfa::compile(node(args[1]).k.s));  // std::regex above still decides validity
+      const std::string_view pattern = node(args[1]).k.s;
+      try {  // std::regex decides validity and words the syntax errors; it never runs
+        std::regex(std::string(pattern), std::regex::ECMAScript);
       } catch (const std::regex_error& e) {
         return fail(at[1], "E205", std::string("invalid regular expression: ") + e.what());
       }
+      std::optional<Nfa> nfa = Nfa::compile(pattern);
+      if (!nfa)
+        return fail(at[1], "E207",
+                    "matches() runs in linear time and supports literals, escapes, '.', classes, \\d \\w \\s, "
+                    "^ $ \\b, groups, | and * + ? {n,m}; this pattern uses a back-reference, look-around, "
+                    "a POSIX or nested class, or is too large (over " + std::to_string(Nfa::kMaxProgram) +
+                    " steps): rewrite it without them");
+      p_.nfas.push_back(std::move(*nfa));
       N n;
       n.op = Op::kMatches;
       n.type = Type::kBool;
       n.a = args[0];
-      n.index = static_cast<int>(p_.regexes.size() - 1);
+      n.index = static_cast<int>(p_.nfas.size() - 1);
       return add(std::move(n));
     }
     if (name == "exists") {
