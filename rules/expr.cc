@@ -423,6 +423,12 @@ struct Expr::Program {
   int root = -1;
 
   Value eval(int n, const EvalContext& c) const;
+  // eval(n, c) read as a condition (present and true), without building the
+  // intermediate Values of the common shapes: and/or/not over comparisons,
+  // lists and string tests whose operands are fields or constants.
+  bool test(int n, const EvalContext& c) const;
+  // The value of a field or constant node in place; nullptr for other nodes.
+  const Value* ref(int n, const EvalContext& c) const;
 };
 
 namespace {
@@ -449,6 +455,70 @@ int compare_values(const Value& x, const Value& y) {
 }
 
 }  // namespace
+
+const Value* Expr::Program::ref(int idx, const EvalContext& c) const {
+  static const Value kNull{};
+  const Node& n = nodes[static_cast<size_t>(idx)];
+  switch (n.op) {
+    case Op::kConst: return &n.k;
+    case Op::kField: return &c.event->at(n.index);
+    case Op::kPriorField: return c.prior ? &c.prior->at(n.index) : &kNull;
+    default: return nullptr;
+  }
+}
+
+bool Expr::Program::test(int idx, const EvalContext& c) const {
+  const Node& n = nodes[static_cast<size_t>(idx)];
+  switch (n.op) {
+    case Op::kAnd: return test(n.a, c) && test(n.b, c);
+    case Op::kOr: return test(n.a, c) || test(n.b, c);
+    case Op::kNot: return !test(n.a, c);
+    case Op::kField: {
+      const Value& v = c.event->at(n.index);
+      return v.present && v.b;
+    }
+    case Op::kEq: case Op::kNe: case Op::kLt: case Op::kLe: case Op::kGt: case Op::kGe: {
+      const Value* x = ref(n.a, c);
+      const Value* y = ref(n.b, c);
+      if (!x || !y) break;
+      // As in eval(): `== null` / `!= null` test for absence; any other
+      // comparison with a missing operand is false.
+      const bool null_test = nodes[static_cast<size_t>(n.a)].type == Type::kNull ||
+                             nodes[static_cast<size_t>(n.b)].type == Type::kNull;
+      if (!null_test && (!x->present || !y->present)) return false;
+      if (n.op == Op::kEq) return equal_values(*x, *y);
+      if (n.op == Op::kNe) return !equal_values(*x, *y);
+      const int r = compare_values(*x, *y);
+      return n.op == Op::kLt ? r < 0 : n.op == Op::kLe ? r <= 0 : n.op == Op::kGt ? r > 0 : r >= 0;
+    }
+    case Op::kIn: case Op::kNotIn: {
+      const Value* x = ref(n.a, c);
+      if (!x) break;
+      if (!x->present) return false;
+      bool found = false;
+      for (const Value& v : n.list)
+        if (equal_values(*x, v)) { found = true; break; }
+      return n.op == Op::kIn ? found : !found;
+    }
+    case Op::kStartsWith: case Op::kEndsWith: case Op::kContains: {
+      const Value* x = ref(n.a, c);
+      const Value* y = ref(n.b, c);
+      if (!x || !y) break;
+      if (!x->present || !y->present) return false;
+      if (n.op == Op::kStartsWith) return x->s.starts_with(y->s);
+      if (n.op == Op::kEndsWith) return x->s.ends_with(y->s);
+      return x->s.find(y->s) != std::string_view::npos;
+    }
+    case Op::kMatches: {
+      const Value* x = ref(n.a, c);
+      if (!x) break;
+      return x->present && nfas[static_cast<size_t>(n.index)].search(x->s);
+    }
+    default: break;
+  }
+  const Value v = eval(idx, c);
+  return v.present && v.b;
+}
 
 Value Expr::Program::eval(int idx, const EvalContext& c) const {
   const Node& n = nodes[static_cast<size_t>(idx)];
@@ -1063,10 +1133,7 @@ std::optional<Expr> Expr::compile(std::string_view text, const Scope& scope, Exp
 Type Expr::type() const { return program_->nodes[static_cast<size_t>(program_->root)].type; }
 const std::string& Expr::text() const { return program_->text; }
 
-bool Expr::test(const EvalContext& ctx) const {
-  const Value v = program_->eval(program_->root, ctx);
-  return v.present && v.b;
-}
+bool Expr::test(const EvalContext& ctx) const { return program_->test(program_->root, ctx); }
 
 double Expr::number(const EvalContext& ctx) const {
   const Value v = program_->eval(program_->root, ctx);
