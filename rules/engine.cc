@@ -165,48 +165,57 @@ struct Entry {
   uint8_t id_len = 0;
 };
 
-// A FIFO ring that reuses its storage.
+// A FIFO ring that reuses its storage; 16 bytes, so that it fits the first
+// cache line of a WindowKey with the fields every event reads.
 class EntryRing {
  public:
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
   Entry& front() { return buf_[head_]; }
-  const Entry& at(size_t i) const { return buf_[(head_ + i) & (buf_.size() - 1)]; }
+  const Entry& at(size_t i) const { return buf_[(head_ + i) & (cap_ - 1)]; }
   Entry& push() {
-    if (size_ == buf_.size()) grow();
+    if (size_ == cap_) grow();
     ++size_;
-    return buf_[(head_ + size_ - 1) & (buf_.size() - 1)];
+    return buf_[(head_ + size_ - 1) & (cap_ - 1)];
   }
-  void pop() { head_ = (head_ + 1) & (buf_.size() - 1); --size_; }
+  void pop() { head_ = (head_ + 1) & (cap_ - 1); --size_; }
   void clear() { head_ = size_ = 0; }  // keeps the storage
 
  private:
   void grow() {
-    std::vector<Entry> b(buf_.empty() ? 2 : buf_.size() * 2);
-    for (size_t i = 0; i < size_; ++i) b[i] = buf_[(head_ + i) & (buf_.size() - 1)];
-    buf_.swap(b);
+    const uint32_t cap = cap_ == 0 ? 2 : cap_ * 2;
+    std::unique_ptr<Entry[]> b(new Entry[cap]);
+    for (uint32_t i = 0; i < size_; ++i) b[i] = buf_[(head_ + i) & (cap_ - 1)];
+    buf_ = std::move(b);
+    cap_ = cap;
     head_ = 0;
   }
-  std::vector<Entry> buf_;
-  size_t head_ = 0, size_ = 0;
+  std::unique_ptr<Entry[]> buf_;
+  uint16_t cap_ = 0;  // a power of two
+  uint16_t head_ = 0;
+  uint32_t size_ = 0;
 };
 
 // The aggregates of one key's current window, for one rule (a slot of a
 // KeyTable): distinct counters exist only for the aggregates that need them.
-struct WindowKey {
-  EntryRing ring;  // sliding windows only
-  int64_t ring_front = 0;  // time of ring.front(), read without touching the ring
+//
+// Laid out by use: the first cache line holds what every event reads and
+// writes, the second the running sums, the rest what only some rules or a
+// firing touch. An event thus costs one or two cache lines per rule.
+struct alignas(64) WindowKey {
+  bool live = false;  // false: a recycled slot, as if the key did not exist
+  bool firing = false;
+  uint8_t first_id_len = 0;
+  uint64_t count = 0;
+  int64_t newest = INT64_MIN;  // newest event time of the key
+  int64_t start = INT64_MIN;   // tumbling bucket start / session start
+  int64_t ring_front = 0;      // time of ring.front(), read without touching the ring
+  EntryRing ring;              // sliding windows only
+  std::array<double, kMaxAggregates> acc{};  // sum, count_if count, min or max
   std::unique_ptr<DistinctCounter[]> distinct;                 // per aggregate, when the rule counts distinct values
   std::unique_ptr<std::unique_ptr<ApproxDistinct>[]> approx;   // per aggregate, created on first use
-  std::array<double, kMaxAggregates> acc{};  // sum, count_if count, min or max
-  uint64_t count = 0;
-  int64_t start = INT64_MIN;   // tumbling bucket start / session start
-  int64_t newest = INT64_MIN;  // newest event time of the key
   int64_t first_time = 0;      // tumbling and session: the first event
   std::array<char, 40> first_id{};
-  uint8_t first_id_len = 0;
-  bool firing = false;
-  bool live = false;  // false: a recycled slot, as if the key did not exist
   // Rules with baseline(): the aggregates of the key's previous tumbling
   // windows, newest last, and those of the open window (as of its last event).
   struct History {
@@ -854,6 +863,10 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
     if (entry == KeyTable::kNone) entry = kt.insert(key_buffer_, h);
     kt.cached_event = event_seq_;
     kt.cached_entry = entry;
+    // The table's other rules will read this key's state for the same event:
+    // start those cache misses now, so they overlap instead of queueing.
+    for (size_t r = 0; r < kt.rules.size(); ++r)
+      __builtin_prefetch(&kt.state(entry, static_cast<int>(r)), 1);
   }
   WindowKey& k = kt.state(entry, rs.key_pos);
   if (!k.live) {
