@@ -426,7 +426,38 @@ TableFile load_table_file(const TableSchema& schema, const std::string& path) {
 // Registry
 
 struct TableRegistry::Data {
-  std::unordered_map<std::string_view, RowPtr> rows;  // keys view into the rows
+  std::unordered_map<std::string_view, RowPtr> rows;  // keys view into the rows; owns them
+
+  // The read side: open addressing over `rows`, at most half full, built once
+  // per published change. A miss (most lookups of a watch-list) costs one
+  // cache line; the map above would cost a bucket and often a node.
+  struct Slot {
+    uint64_t hash = 0;
+    const Value* cells = nullptr;  // nullptr: empty slot
+  };
+  std::vector<Slot> index;
+
+  static uint64_t hash(std::string_view key) { return std::hash<std::string_view>{}(key) | 1; }
+  void build_index() {
+    size_t n = 16;
+    while (n < rows.size() * 2) n *= 2;
+    index.assign(n, Slot{});
+    for (const auto& [key, row] : rows) {
+      const uint64_t h = hash(key);
+      size_t i = h & (n - 1);
+      while (index[i].cells) i = (i + 1) & (n - 1);
+      index[i] = {h, row->cells().data()};
+    }
+  }
+  const Value* find(std::string_view key) const {
+    const uint64_t h = hash(key);
+    const size_t mask = index.size() - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+      const Slot& s = index[i];
+      if (!s.cells) return nullptr;
+      if (s.hash == h && s.cells[0].s == key) return s.cells;
+    }
+  }
 };
 
 struct TableRegistry::Snapshot final : TableSet {
@@ -440,9 +471,7 @@ struct TableRegistry::Snapshot final : TableSet {
       key = normalize_phone(key, buf);
       if (key.empty()) return nullptr;
     }
-    const auto& rows = tables[static_cast<size_t>(id)]->rows;
-    const auto it = rows.find(key);
-    return it == rows.end() ? nullptr : it->second->cells().data();
+    return tables[static_cast<size_t>(id)]->find(key);
   }
   size_t size(int id) const override {
     if (id < 0 || static_cast<size_t>(id) >= tables.size()) return 0;
@@ -474,7 +503,9 @@ TableRegistry::TableRegistry(TableCatalog catalog) : catalog_(std::move(catalog)
     if (t.columns.empty() || t.columns[0].second != Type::kString)
       throw std::invalid_argument("table '" + t.name + "': column 0 (the key) must be a string");
     s->keys.push_back(t.key);
-    s->tables.push_back(std::make_shared<Data>());
+    auto empty = std::make_shared<Data>();
+    empty->build_index();
+    s->tables.push_back(std::move(empty));
   }
   current_ = std::move(s);
 }
@@ -499,7 +530,8 @@ std::shared_ptr<const TableSet> TableRegistry::snapshot() const {
   return current_;
 }
 
-void TableRegistry::publish(int id, std::shared_ptr<const Data> data) {
+void TableRegistry::publish(int id, std::shared_ptr<Data> data) {
+  data->build_index();
   auto s = std::make_shared<Snapshot>(*current_);  // shares the unchanged tables
   s->tables[static_cast<size_t>(id)] = std::move(data);
   {

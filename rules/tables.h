@@ -176,7 +176,7 @@ class TableRegistry final : public TableSource {
   struct Data;
   struct Snapshot;
   int id_of(std::string_view table, std::string& error) const;
-  void publish(int id, std::shared_ptr<const Data> data);
+  void publish(int id, std::shared_ptr<Data> data);  // indexes `data`, then swaps it in
 
   const TableCatalog catalog_;
   std::mutex write_mu_;             // serialises writers
