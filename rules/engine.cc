@@ -478,6 +478,8 @@ struct Engine::KeyTable {
   size_t used = 0;
   uint64_t cached_event = 0;  // Engine::event_seq_ of the last lookup, and its entry
   uint32_t cached_entry = kNone;
+  uint64_t early_event = 0;   // Engine::event_seq_ whose key hash was taken early, and the hash
+  uint64_t early_hash = 0;
 
   WindowKey& state(uint32_t e, int pos) { return states[e * rules.size() + static_cast<size_t>(pos)]; }
 
@@ -785,6 +787,17 @@ void Engine::on_event(const Event& e) {
   ++events_since_sweep_;
   ++event_seq_;
   const RuleSet& set = *rules_;
+  // Hash the event's key of each window key table up front and start loading
+  // its probe slot: the cache miss then overlaps with the filters evaluated
+  // before the first window rule looks the key up.
+  for (const auto& ktp : key_tables_) {
+    KeyTable& kt = *ktp;
+    if (kt.stream != e.stream || kt.table.empty()) continue;
+    build_key(e, kt.slots);
+    kt.early_hash = key_hash(key_buffer_);
+    kt.early_event = event_seq_;
+    __builtin_prefetch(&kt.table[kt.early_hash & (kt.table.size() - 1)]);
+  }
   for (const Trigger& t : set.rules_for(e.stream, e.kind)) {
     const Rule& rule = set.rules[static_cast<size_t>(t.rule)];
     RuleCounters& c = counters_[static_cast<size_t>(t.rule)];
@@ -858,7 +871,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
   uint32_t entry = kt.cached_event == event_seq_ ? kt.cached_entry : KeyTable::kNone;
   if (entry == KeyTable::kNone) {
     build_key(e, rule.match.key);
-    const uint64_t h = key_hash(key_buffer_);
+    const uint64_t h = kt.early_event == event_seq_ ? kt.early_hash : key_hash(key_buffer_);
     entry = kt.find(key_buffer_, h);
     if (entry == KeyTable::kNone) entry = kt.insert(key_buffer_, h);
     kt.cached_event = event_seq_;
