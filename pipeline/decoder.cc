@@ -66,6 +66,8 @@ class FieldIndex {
     }
     return true;
   }
+  // Length of field `slot`'s name.
+  size_t name_size(int slot) const { return quoted_[static_cast<size_t>(slot)].len - 1u; }
   int find(std::string_view key) const {
     for (uint32_t h = name_hash(key) & kMask;; h = (h + 1) & kMask) {
       const int slot = table_[h];
@@ -361,10 +363,49 @@ struct Decoder::Impl {
   }
 
 
+  // Times of producers look like "2026-11-27T03:20:15.480Z", and most of a
+  // stream's times fall on a few dates: the date of the last such time that
+  // parse_rfc3339_ms accepted is kept with its epoch day, and a time on that
+  // date is read from its fixed positions alone. Anything else (another date,
+  // an offset, a leap second, another fraction) goes through parse_rfc3339_ms.
+  std::array<char, 10> last_date{};
+  int64_t last_date_ms = INT64_MIN;  // INT64_MIN: none yet
+
+  static bool two_digits(const char* t, int64_t& v) {
+    const unsigned a = static_cast<unsigned char>(t[0]) - '0', b = static_cast<unsigned char>(t[1]) - '0';
+    v = a * 10 + b;
+    return a < 10 && b < 10;
+  }
+  // Milliseconds into the day of a canonical time at `t`, or -1.
+  static int64_t canonical_time_of_day(const char* t) {
+    int64_t hh, mm, ss, m1, m2;
+    if (t[10] != 'T' || t[13] != ':' || t[16] != ':' || t[19] != '.' || t[23] != 'Z' || t[24] != '"' ||
+        !two_digits(t + 11, hh) || !two_digits(t + 14, mm) || !two_digits(t + 17, ss) ||
+        !two_digits(t + 20, m1) || !two_digits(t + 21, m2) || hh > 23 || mm > 59 || ss > 59)
+      return -1;
+    return ((hh * 60 + mm) * 60 + ss) * 1000 + m1 * 10 + (m2 % 10);
+  }
+  // The closing quote of a canonical time on the remembered date at `t`, or nullptr.
+  const char* canonical_time(const char* t, int64_t& ms) const {
+    if (last_date_ms == INT64_MIN || std::memcmp(t, last_date.data(), last_date.size()) != 0) return nullptr;
+    const int64_t tod = canonical_time_of_day(t);
+    if (tod < 0) return nullptr;
+    ms = last_date_ms + tod;
+    return t + 24;
+  }
+  // After parse_rfc3339_ms accepted [t, end) as `ms`: remember its date when canonical.
+  void remember_date(const char* t, const char* end, int64_t ms) {
+    if (end - t != 24) return;
+    const int64_t tod = canonical_time_of_day(t);
+    if (tod < 0) return;
+    std::memcpy(last_date.data(), t, last_date.size());
+    last_date_ms = ms - tod;
+  }
+
   // Reads one scalar value of field `f` at `p` into `out`; nullptr when the
   // simdjson path must decide (see "The fast path" above).
   const char* flat_value(const FieldDef& f, const char* p, int64_t now_ms, bool is_event_time,
-                         Value& out) const {
+                         Value& out) {
     if (*p == 'n') {
       p = literal(p, "null");
       out.present = false;
@@ -387,10 +428,14 @@ struct Decoder::Impl {
         return literal(p, out.b ? "true" : "false");
       case FieldType::kTime: {
         if (*p == '"') {
-          const char* end = scan_string(p + 1, false);
-          if (!end ||
-              parse_rfc3339_ms({p + 1, static_cast<size_t>(end - p - 1)}, out.i) != DecodeError::kOk)
-            return nullptr;
+          const char* end = canonical_time(p + 1, out.i);
+          if (!end) {
+            end = scan_string(p + 1, false);
+            if (!end ||
+                parse_rfc3339_ms({p + 1, static_cast<size_t>(end - p - 1)}, out.i) != DecodeError::kOk)
+              return nullptr;
+            remember_date(p + 1, end, out.i);
+          }
           p = end + 1;
         } else {
           p = parse_int(p, out.i);
@@ -415,11 +460,15 @@ struct Decoder::Impl {
     p = skip_ws(p + 1);
     for (size_t position = 0;; ++position) {
       if (*p != '"') return false;
+      // The guessed name followed by a quote is the whole key: no need to scan it.
       const char* key = p + 1;
-      const char* key_end = scan_string(key, false);
-      if (!key_end) return false;
+      const char* key_end;
       int slot = position < guess.size() ? guess[position] : -1;
-      if (slot < 0 || !fields.is(slot, key)) {
+      if (slot >= 0 && fields.is(slot, key)) {
+        key_end = key + fields.name_size(slot);
+      } else {
+        key_end = scan_string(key, false);
+        if (!key_end) return false;
         slot = fields.find({key, static_cast<size_t>(key_end - key)});
         if (position < guess.size()) guess[position] = static_cast<int8_t>(slot);
       }
