@@ -1021,7 +1021,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
       case AggregateKind::kBaseline: break;  // below, from the other aggregates
     }
   }
-  if (k.history) {
+  if (rule.history_windows > 0 && k.history) {  // the rule first: k.history is in a cold cache line
     std::copy_n(values.begin(), naggs, k.history->current.begin());
     for (size_t a = 0; a < naggs; ++a) {
       const Aggregate& agg = rule.aggregates[a];

@@ -426,9 +426,12 @@ struct Expr::Program {
   // eval(n, c) read as a condition (present and true), without building the
   // intermediate Values of the common shapes: and/or/not over comparisons,
   // lists and string tests whose operands are fields or constants.
-  bool test(int n, const EvalContext& c) const;
+  // Static, and given the node array, so that Expr::test goes from the rule
+  // to its nodes without first loading the Program (one dependent cache miss
+  // less per filter); `p` is read only for matches() and eval().
+  static bool test(const Node* nodes, const Program& p, int n, const EvalContext& c);
   // The value of a field or constant node in place; nullptr for other nodes.
-  const Value* ref(int n, const EvalContext& c) const;
+  static const Value* ref(const Node* nodes, int n, const EvalContext& c);
 };
 
 namespace {
@@ -456,7 +459,7 @@ int compare_values(const Value& x, const Value& y) {
 
 }  // namespace
 
-const Value* Expr::Program::ref(int idx, const EvalContext& c) const {
+const Value* Expr::Program::ref(const Node* nodes, int idx, const EvalContext& c) {
   static const Value kNull{};
   const Node& n = nodes[static_cast<size_t>(idx)];
   switch (n.op) {
@@ -467,19 +470,19 @@ const Value* Expr::Program::ref(int idx, const EvalContext& c) const {
   }
 }
 
-bool Expr::Program::test(int idx, const EvalContext& c) const {
+bool Expr::Program::test(const Node* nodes, const Program& p, int idx, const EvalContext& c) {
   const Node& n = nodes[static_cast<size_t>(idx)];
   switch (n.op) {
-    case Op::kAnd: return test(n.a, c) && test(n.b, c);
-    case Op::kOr: return test(n.a, c) || test(n.b, c);
-    case Op::kNot: return !test(n.a, c);
+    case Op::kAnd: return test(nodes, p, n.a, c) && test(nodes, p, n.b, c);
+    case Op::kOr: return test(nodes, p, n.a, c) || test(nodes, p, n.b, c);
+    case Op::kNot: return !test(nodes, p, n.a, c);
     case Op::kField: {
       const Value& v = c.event->at(n.index);
       return v.present && v.b;
     }
     case Op::kEq: case Op::kNe: case Op::kLt: case Op::kLe: case Op::kGt: case Op::kGe: {
-      const Value* x = ref(n.a, c);
-      const Value* y = ref(n.b, c);
+      const Value* x = ref(nodes, n.a, c);
+      const Value* y = ref(nodes, n.b, c);
       if (!x || !y) break;
       // As in eval(): `== null` / `!= null` test for absence; any other
       // comparison with a missing operand is false.
@@ -492,7 +495,7 @@ bool Expr::Program::test(int idx, const EvalContext& c) const {
       return n.op == Op::kLt ? r < 0 : n.op == Op::kLe ? r <= 0 : n.op == Op::kGt ? r > 0 : r >= 0;
     }
     case Op::kIn: case Op::kNotIn: {
-      const Value* x = ref(n.a, c);
+      const Value* x = ref(nodes, n.a, c);
       if (!x) break;
       if (!x->present) return false;
       bool found = false;
@@ -501,8 +504,8 @@ bool Expr::Program::test(int idx, const EvalContext& c) const {
       return n.op == Op::kIn ? found : !found;
     }
     case Op::kStartsWith: case Op::kEndsWith: case Op::kContains: {
-      const Value* x = ref(n.a, c);
-      const Value* y = ref(n.b, c);
+      const Value* x = ref(nodes, n.a, c);
+      const Value* y = ref(nodes, n.b, c);
       if (!x || !y) break;
       if (!x->present || !y->present) return false;
       if (n.op == Op::kStartsWith) return x->s.starts_with(y->s);
@@ -510,13 +513,13 @@ bool Expr::Program::test(int idx, const EvalContext& c) const {
       return x->s.find(y->s) != std::string_view::npos;
     }
     case Op::kMatches: {
-      const Value* x = ref(n.a, c);
+      const Value* x = ref(nodes, n.a, c);
       if (!x) break;
-      return x->present && nfas[static_cast<size_t>(n.index)].search(x->s);
+      return x->present && p.nfas[static_cast<size_t>(n.index)].search(x->s);
     }
     default: break;
   }
-  const Value v = eval(idx, c);
+  const Value v = p.eval(idx, c);
   return v.present && v.b;
 }
 
@@ -1117,7 +1120,8 @@ class Parser {
 
 }  // namespace
 
-Expr::Expr(std::unique_ptr<Program> p) : program_(std::move(p)) {}
+Expr::Expr(std::unique_ptr<Program> p)
+    : program_(std::move(p)), nodes_(program_->nodes.data()), root_(program_->root) {}
 Expr::~Expr() = default;
 Expr::Expr(Expr&&) noexcept = default;
 Expr& Expr::operator=(Expr&&) noexcept = default;
@@ -1133,7 +1137,9 @@ std::optional<Expr> Expr::compile(std::string_view text, const Scope& scope, Exp
 Type Expr::type() const { return program_->nodes[static_cast<size_t>(program_->root)].type; }
 const std::string& Expr::text() const { return program_->text; }
 
-bool Expr::test(const EvalContext& ctx) const { return program_->test(program_->root, ctx); }
+bool Expr::test(const EvalContext& ctx) const {
+  return Program::test(static_cast<const Program::Node*>(nodes_), *program_, root_, ctx);
+}
 
 double Expr::number(const EvalContext& ctx) const {
   const Value v = program_->eval(program_->root, ctx);

@@ -96,7 +96,9 @@ class Expr {
 
  private:
   explicit Expr(std::unique_ptr<Program> p);
-  std::unique_ptr<Program> program_;
+  std::unique_ptr<Program> program_;  // immutable once compiled
+  const void* nodes_;                 // program_->nodes.data(), read by test() directly
+  int root_;
 };
 
 // Parses a duration such as "30s", "15m", "1h30m", "2d", "500ms" (one or more
