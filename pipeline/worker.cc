@@ -79,7 +79,15 @@ size_t Worker::run_once(int poll_timeout_ms) {
   batch_wall_ms_ = clock_.now_ms();
   batch_steady_ = std::chrono::steady_clock::now();
   Instant prev = batch_steady_;
-  for (const RawMessage& m : batch) prev = handle_timed(m, prev);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    // Start loading the next message (up to 512 bytes) while this one is
+    // decoded and evaluated: its first read is otherwise a cache miss.
+    if (i + 1 < batch.size()) {
+      const std::string_view next = batch[i + 1].payload;
+      for (size_t at = 0; at < next.size() && at < 512; at += 64) __builtin_prefetch(next.data() + at);
+    }
+    prev = handle_timed(batch[i], prev);
+  }
   handler_.on_tick(batch_wall_ms_);
   if (!batch.empty()) source_.batch_done();
   return batch.size();
