@@ -5,6 +5,8 @@
 //   BM_DecodeEvaluate_SingleFilterCount  decoder + one `where` filter and a windowed count()
 //   BM_Worker_NoKafka                    tocsin::Worker (decode + rules + alert encoding + stats)
 //                                        fed in batches of 1000 by an in-memory EventSource
+//   BM_Worker_NoKafka_SingleFilterCount  the same with the single filter + count rule (calls)
+//   BM_Worker_NoKafka_Mix50              the same with the 50-rule mix
 //
 // Input: 100k messages from tocsin::gen::Generator (seed 1), generated once and
 // replayed in a cycle. So that event time keeps moving forward across cycles
@@ -458,26 +460,44 @@ rules::TableCatalog mix50_catalog() {
   return cat;
 }
 
-void BM_DecodeEvaluate_Mix50(benchmark::State& state) {
+// The 50 rules and their 10k-number watch-list; `rules` is null (and `error`
+// says why) when the mix does not load.
+struct Mix50 {
+  std::shared_ptr<const rules::RuleSet> rules;
+  std::unique_ptr<rules::TableRegistry> tables;
+  std::string error;
+};
+Mix50 mix50() {
+  Mix50 m;
   const rules::TableCatalog cat = mix50_catalog();
   const auto loaded = rules::load_rules({rules::Source{"mix50.yaml", mix50_text()}}, &cat);
   if (!loaded.ok()) {
-    state.SkipWithError(rules::format_text(loaded.diagnostics.front()).c_str());
-    return;
+    m.error = rules::format_text(loaded.diagnostics.front());
+    return m;
   }
   if (loaded.rules->rules.size() != 50) {
-    state.SkipWithError("the mix must have 50 rules");
-    return;
+    m.error = "the mix must have 50 rules";
+    return m;
   }
-  rules::TableRegistry tables(cat);
+  m.tables = std::make_unique<rules::TableRegistry>(cat);
   std::vector<rules::RowPtr> rows;
   for (int i = 0; i < 10000; ++i) {  // a 10k-number watch-list
     const std::string number = "1390000" + std::to_string(1000 + i);
     const Value cells[] = {Value::of_string(number), Value::of_int(3)};
     rows.push_back(rules::TableRow::make(cells));
   }
-  tables.replace("risky", std::move(rows));
-  run_decode_evaluate(state, corpus(), loaded.rules, &tables);
+  m.tables->replace("risky", std::move(rows));
+  m.rules = loaded.rules;
+  return m;
+}
+
+void BM_DecodeEvaluate_Mix50(benchmark::State& state) {
+  const Mix50 m = mix50();
+  if (!m.rules) {
+    state.SkipWithError(m.error.c_str());
+    return;
+  }
+  run_decode_evaluate(state, corpus(), m.rules, m.tables.get());
   state.counters["rules"] = 50;
 }
 BENCHMARK(BM_DecodeEvaluate_Mix50);
@@ -564,14 +584,14 @@ class FarFutureClock final : public Clock {
   int64_t wall_start_ = wall_.now_ms();
 };
 
-void BM_Worker_NoKafka(benchmark::State& state) {
+void run_worker(benchmark::State& state, Corpus& c, std::shared_ptr<const rules::RuleSet> rules,
+                const rules::TableSource* tables = nullptr) {
   constexpr size_t kBatch = 1000;
-  Corpus& c = corpus();
   c.set_cycle(0);
   FarFutureClock clock;
   NullOutputSink out;
   alerts::AlertEncoder encoder(out, clock);
-  rules::Engine engine(first_slice_rules(), encoder);
+  rules::Engine engine(std::move(rules), encoder, nullptr, tables);
   WorkerStats stats;
   ReplaySource source(c, kBatch);
   Worker worker(source, out, engine, clock, DecodeLimits{}, stats);
@@ -610,6 +630,25 @@ void BM_Worker_NoKafka(benchmark::State& state) {
   state.counters["failed"] = static_cast<double>(failed);
   benchmark::DoNotOptimize(processed);
 }
+
+void BM_Worker_NoKafka(benchmark::State& state) { run_worker(state, corpus(), first_slice_rules()); }
 BENCHMARK(BM_Worker_NoKafka);
+
+// The two targets through the real worker loop (stats, clock reads,
+// alert encoding, the next message prefetched), rather than decode + on_event.
+void BM_Worker_NoKafka_SingleFilterCount(benchmark::State& state) {
+  run_worker(state, corpus(static_cast<int>(Stream::kCalls)), single_filter_count_rules());
+}
+BENCHMARK(BM_Worker_NoKafka_SingleFilterCount);
+
+void BM_Worker_NoKafka_Mix50(benchmark::State& state) {
+  const Mix50 m = mix50();
+  if (!m.rules) {
+    state.SkipWithError(m.error.c_str());
+    return;
+  }
+  run_worker(state, corpus(), m.rules, m.tables.get());
+}
+BENCHMARK(BM_Worker_NoKafka_Mix50);
 
 }  // namespace
