@@ -125,6 +125,7 @@ DecodeError from_simdjson(simdjson::error_code ec) {
 
 inline bool is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 inline const char* skip_ws(const char* p) {
+  if (static_cast<unsigned char>(*p) > ' ') return p;  // compact JSON: no whitespace at all
   while (is_ws(*p)) ++p;
   return p;
 }
@@ -256,6 +257,16 @@ struct Decoder::Impl {
                                     FieldIndex(schema_of(Stream::kComplaints)),
                                     FieldIndex(schema_of(Stream::kProfiles))};
   static_assert(kStreamCount == 4, "one FieldIndex per stream");
+  // Per stream, a bit per required field.
+  std::array<uint32_t, kStreamCount> required = [] {
+    std::array<uint32_t, kStreamCount> r{};
+    for (int s = 0; s < kStreamCount; ++s) {
+      const StreamSchema& schema = schema_of(static_cast<Stream>(s));
+      for (size_t i = 0; i < schema.fields.size(); ++i)
+        if (schema.fields[i].required) r[static_cast<size_t>(s)] |= 1u << i;
+    }
+    return r;
+  }();
 
   Impl(const DecodeLimits& l, DecodePath p) : limits(l), path(p), parser(l.max_event_bytes + 64) {
     buffer.resize(l.max_event_bytes + simdjson::SIMDJSON_PADDING);
@@ -364,12 +375,33 @@ struct Decoder::Impl {
 
 
   // Times of producers look like "2026-11-27T03:20:15.480Z", and most of a
-  // stream's times fall on a few dates: the date of the last such time that
-  // parse_rfc3339_ms accepted is kept with its epoch day, and a time on that
-  // date is read from its fixed positions alone. Anything else (another date,
-  // an offset, a leap second, another fraction) goes through parse_rfc3339_ms.
-  std::array<char, 10> last_date{};
-  int64_t last_date_ms = INT64_MIN;  // INT64_MIN: none yet
+  // field's times fall on a few dates: per stream and time field, the date of
+  // the last such time that parse_rfc3339_ms accepted is kept with its epoch
+  // day, and a time on that date is read from its fixed positions alone.
+  // Anything else (another date, an offset, a leap second, another fraction)
+  // goes through parse_rfc3339_ms.
+  struct DateCache {
+    std::array<char, 10> date{};
+    int64_t day_ms = INT64_MIN;  // INT64_MIN: none yet
+
+    // The closing quote of a canonical time on the remembered date at `t`, or nullptr.
+    const char* read(const char* t, int64_t& ms) const {
+      if (day_ms == INT64_MIN || std::memcmp(t, date.data(), date.size()) != 0) return nullptr;
+      const int64_t tod = canonical_time_of_day(t);
+      if (tod < 0) return nullptr;
+      ms = day_ms + tod;
+      return t + 24;
+    }
+    // After parse_rfc3339_ms accepted [t, end) as `ms`: remember its date when canonical.
+    void remember(const char* t, const char* end, int64_t ms) {
+      if (end - t != 24) return;
+      const int64_t tod = canonical_time_of_day(t);
+      if (tod < 0) return;
+      std::memcpy(date.data(), t, date.size());
+      day_ms = ms - tod;
+    }
+  };
+  std::array<std::array<DateCache, kMaxSlots>, kStreamCount> dates{};
 
   static bool two_digits(const char* t, int64_t& v) {
     const unsigned a = static_cast<unsigned char>(t[0]) - '0', b = static_cast<unsigned char>(t[1]) - '0';
@@ -385,27 +417,11 @@ struct Decoder::Impl {
       return -1;
     return ((hh * 60 + mm) * 60 + ss) * 1000 + m1 * 10 + (m2 % 10);
   }
-  // The closing quote of a canonical time on the remembered date at `t`, or nullptr.
-  const char* canonical_time(const char* t, int64_t& ms) const {
-    if (last_date_ms == INT64_MIN || std::memcmp(t, last_date.data(), last_date.size()) != 0) return nullptr;
-    const int64_t tod = canonical_time_of_day(t);
-    if (tod < 0) return nullptr;
-    ms = last_date_ms + tod;
-    return t + 24;
-  }
-  // After parse_rfc3339_ms accepted [t, end) as `ms`: remember its date when canonical.
-  void remember_date(const char* t, const char* end, int64_t ms) {
-    if (end - t != 24) return;
-    const int64_t tod = canonical_time_of_day(t);
-    if (tod < 0) return;
-    std::memcpy(last_date.data(), t, last_date.size());
-    last_date_ms = ms - tod;
-  }
 
   // Reads one scalar value of field `f` at `p` into `out`; nullptr when the
   // simdjson path must decide (see "The fast path" above).
   const char* flat_value(const FieldDef& f, const char* p, int64_t now_ms, bool is_event_time,
-                         Value& out) {
+                         DateCache& dates_of_field, Value& out) const {
     if (*p == 'n') {
       p = literal(p, "null");
       out.present = false;
@@ -428,13 +444,13 @@ struct Decoder::Impl {
         return literal(p, out.b ? "true" : "false");
       case FieldType::kTime: {
         if (*p == '"') {
-          const char* end = canonical_time(p + 1, out.i);
+          const char* end = dates_of_field.read(p + 1, out.i);
           if (!end) {
             end = scan_string(p + 1, false);
             if (!end ||
                 parse_rfc3339_ms({p + 1, static_cast<size_t>(end - p - 1)}, out.i) != DecodeError::kOk)
               return nullptr;
-            remember_date(p + 1, end, out.i);
+            dates_of_field.remember(p + 1, end, out.i);
           }
           p = end + 1;
         } else {
@@ -477,7 +493,9 @@ struct Decoder::Impl {
       p = skip_ws(p + 1);
       p = slot < 0 ? skip_scalar(p)
                    : flat_value(schema.fields[static_cast<size_t>(slot)], p, now_ms,
-                                slot == schema.time_slot, out.slots[static_cast<size_t>(slot)]);
+                                slot == schema.time_slot,
+                                dates[static_cast<size_t>(stream)][static_cast<size_t>(slot)],
+                                out.slots[static_cast<size_t>(slot)]);
       if (!p) return false;
       p = skip_ws(p);
       if (*p == '}') break;
@@ -485,8 +503,8 @@ struct Decoder::Impl {
       p = skip_ws(p + 1);
     }
     if (skip_ws(p + 1) != end) return false;
-    for (size_t i = 0; i < schema.fields.size(); ++i)
-      if (schema.fields[i].required && !out.slots[i].present) return false;
+    for (uint32_t m = required[static_cast<size_t>(stream)]; m; m &= m - 1)
+      if (!out.slots[static_cast<size_t>(__builtin_ctz(m))].present) return false;
     if (schema.kind_slot >= 0) {
       out.kind = schema.kind_index(out.slots[static_cast<size_t>(schema.kind_slot)].s);
       if (out.kind < 0) return false;
