@@ -1,6 +1,6 @@
 #include "pipeline/json_writer.h"
 
-#include <cstdio>
+#include <charconv>
 
 #include "pipeline/decoder.h"
 
@@ -26,16 +26,14 @@ JsonWriter& JsonWriter::str(std::string_view v) {
 JsonWriter& JsonWriter::num(int64_t v) {
   sep();
   char buf[24];
-  const int n = std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(v));
-  out_.append(buf, static_cast<size_t>(n));
+  out_.append(buf, static_cast<size_t>(std::to_chars(buf, buf + sizeof buf, v).ptr - buf));
   return *this;
 }
 
 JsonWriter& JsonWriter::num(double v) {
   sep();
-  char buf[32];
-  const int n = std::snprintf(buf, sizeof buf, "%.17g", v);
-  out_.append(buf, static_cast<size_t>(n));
+  char buf[32];  // as printf("%.17g"), without printf's locale and stream machinery
+  out_.append(buf, static_cast<size_t>(std::to_chars(buf, buf + sizeof buf, v, std::chars_format::general, 17).ptr - buf));
   return *this;
 }
 

@@ -1,5 +1,4 @@
 #include <algorithm>
-#include <cstdio>
 
 #include "pipeline/decoder.h"
 
@@ -98,11 +97,26 @@ std::string_view format_rfc3339_ms(int64_t epoch_ms, char (&buf)[32]) {
   int64_t y;
   unsigned m, d;
   civil_from_days(days, y, m, d);
-  const int n = std::snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02d:%02d:%02d.%03dZ",
-                              static_cast<long long>(y), m, d, static_cast<int>(rem / 3600000),
-                              static_cast<int>(rem / 60000 % 60), static_cast<int>(rem / 1000 % 60),
-                              static_cast<int>(rem % 1000));
-  return {buf, static_cast<size_t>(n)};
+  // "YYYY-MM-DDTHH:MM:SS.mmmZ", digits written in place (the year is 0..9999).
+  auto put = [&buf](size_t at, int64_t v, int width) {
+    for (int i = width - 1; i >= 0; --i, v /= 10) buf[at + static_cast<size_t>(i)] = static_cast<char>('0' + v % 10);
+  };
+  put(0, y, 4);
+  buf[4] = '-';
+  put(5, m, 2);
+  buf[7] = '-';
+  put(8, d, 2);
+  buf[10] = 'T';
+  put(11, rem / 3600000, 2);
+  buf[13] = ':';
+  put(14, rem / 60000 % 60, 2);
+  buf[16] = ':';
+  put(17, rem / 1000 % 60, 2);
+  buf[19] = '.';
+  put(20, rem % 1000, 3);
+  buf[23] = 'Z';
+  buf[24] = '\0';
+  return {buf, 24};
 }
 
 }  // namespace tocsin

@@ -2,6 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cinttypes>
+#include <cstdio>
+#include <limits>
+
+#include "pipeline/decoder.h"
+
 namespace tocsin {
 namespace {
 
@@ -11,6 +17,38 @@ TEST(JsonWriter, WritesNestedStructures) {
   w.begin_object().key("a").num(int64_t{1}).key("b").begin_array().str("x\"y").boolean(true).null().end_array()
       .key("c").begin_object().key("t").time(0).end_object().key("d").num(0.5).end_object();
   EXPECT_EQ(out, R"({"a":1,"b":["x\"y",true,null],"c":{"t":"1970-01-01T00:00:00.000Z"},"d":0.5})");
+}
+
+// Numbers and times are written without printf, but must read exactly as
+// printf("%lld"), printf("%.17g") and the RFC 3339 format always wrote them.
+TEST(JsonWriter, NumbersAndTimesAsPrintfWroteThem) {
+  const int64_t ints[] = {0, -1, 7, 1795702987000, std::numeric_limits<int64_t>::min(),
+                          std::numeric_limits<int64_t>::max()};
+  for (int64_t v : ints) {
+    std::string out;
+    JsonWriter(out).num(v);
+    char want[32];
+    std::snprintf(want, sizeof want, "%" PRId64, v);
+    EXPECT_EQ(out, want);
+  }
+  const double doubles[] = {0.0, -0.0, 0.5, 0.1, 1.0 / 3, 71.5, -3.5, 1e21, 1e-7, 123456789012345678.0,
+                            std::numeric_limits<double>::max(), std::numeric_limits<double>::denorm_min()};
+  for (double v : doubles) {
+    std::string out;
+    JsonWriter(out).num(v);
+    char want[40];
+    std::snprintf(want, sizeof want, "%.17g", v);
+    EXPECT_EQ(out, want);
+  }
+  const int64_t times[] = {0, -1, 1795702987123, kMinRfc3339Ms, kMaxRfc3339Ms, kMinRfc3339Ms - 5,
+                           std::numeric_limits<int64_t>::max(), 951782400000 /* 2000-02-29 */};
+  const char* want[] = {"1970-01-01T00:00:00.000Z", "1969-12-31T23:59:59.999Z", "2026-11-26T14:23:07.123Z",
+                        "0000-01-01T00:00:00.000Z", "9999-12-31T23:59:59.999Z", "0000-01-01T00:00:00.000Z",
+                        "9999-12-31T23:59:59.999Z", "2000-02-29T00:00:00.000Z"};
+  for (size_t i = 0; i < std::size(times); ++i) {
+    char buf[32];
+    EXPECT_EQ(format_rfc3339_ms(times[i], buf), want[i]) << times[i];
+  }
 }
 
 TEST(JsonWriter, EscapesControlCharacters) {
