@@ -850,6 +850,7 @@ void Engine::on_main(int ri, const Rule& rule, const Event& e, RuleCounters& c) 
   }
   bump(c.signals);
   Fire f{&rule, &e};
+  if (!rule.match.key.empty()) f.key_parts = build_key(e, rule.match.key);
   f.start = f.end = f.instance = e.time_ms;
   f.values = {values.data(), rule.value_count()};
   f.first_id = e.id();

@@ -320,7 +320,7 @@ class Compiler {
   void compile_rule(const YAML::Node& node, RuleSet& set) {
     const size_t errors_before = count_errors();
     if (!node.IsMap()) return error(node, "E002", "each rule is a mapping");
-    check_keys(node, {"id", "description", "stream", "on", "where", "window", "aggregates", "having",
+    check_keys(node, {"id", "description", "stream", "on", "where", "key", "window", "aggregates", "having",
                       "sequence", "absence", "score", "alert", "enabled"});
     if (node["enabled"] && node["enabled"].IsScalar() && node["enabled"].Scalar() == "false") return;
     Rule r;
@@ -356,6 +356,13 @@ class Compiler {
       error(node["on"] ? node["on"] : node["where"], "E013", "a sequence or absence rule sets 'on' and 'where' per step");
     }
 
+    // A per-event alert's key: whom or what it is about (`subject` in alerting.yaml is
+    // its first field), e.g. the callee of a spoofed call. Windows use group_by.
+    if (node["key"]) {
+      if (r.kind == RuleKind::kPerEvent) key(node["key"], schema, "key", r.match.key);
+      else error(node["key"], "E013", r.kind == RuleKind::kWindow ? "a window rule's key is its window's group_by"
+                                                                  : "a sequence or absence rule sets 'key' per step");
+    }
     if (r.kind == RuleKind::kWindow) compile_window(node, schema, r);
     else if (node["aggregates"]) error(node["aggregates"], "E003", "'aggregates' need a 'window'");
     if (r.kind == RuleKind::kSequence) compile_sequence(node["sequence"], r);

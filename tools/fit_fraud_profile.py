@@ -271,6 +271,7 @@ def rule_yaml(w, weights_file):
                f"F1 {float(cv['f1']):.3f}. Fires from the")
     out.append(f"      fitted threshold P(fraud) >= {w['threshold_probability']} (level high); the severity follows the level.")
     out.append("    stream: profiles")
+    out.append("    key: [number]")
     out.append("    score:")
     out.append("      features:")
     for f in w["features"]:
