@@ -520,16 +520,25 @@ void Desk::start_step(Alert& a, int step, const std::string& by) {
   // (e.g. a vulnerable resident's own notice, not also the general one).
   size_t queued = 0;
   std::vector<std::pair<std::string_view, std::string>> taken;
-  for (const auto& t : p.steps[static_cast<size_t>(step)].notify)
-    for (auto& addr : addresses(a, t)) {
+  std::string unresolved;  // targets that named nobody for this alert, e.g. a key field it lacks
+  for (const auto& t : p.steps[static_cast<size_t>(step)].notify) {
+    std::vector<std::string> addrs = addresses(a, t);
+    if (addrs.empty()) {
+      unresolved += (unresolved.empty() ? "" : ", ") + t.channel + " to " + t.to;
+      std::lock_guard lk(metrics_mu_);
+      ++metrics_.targets_unresolved[p.name];
+    }
+    for (auto& addr : addrs) {
       if (std::find(taken.begin(), taken.end(), std::pair<std::string_view, std::string>(t.channel, addr)) != taken.end()) continue;
       queue_notification(a, t, addr);
       taken.emplace_back(t.channel, std::move(addr));
       ++queued;
     }
+  }
   std::string detail = "step " + std::to_string(step + 1) + " of " + std::to_string(p.steps.size());
   if (a.round) detail += ", round " + std::to_string(a.round + 1);
   detail += queued ? ": " + std::to_string(queued) + " notification" + (queued == 1 ? "" : "s") : ": nobody to notify";
+  if (!unresolved.empty()) detail += " (no address for " + unresolved + ")";
   record(a, step == 0 && a.round == 0 ? "notifying" : "escalated", by, detail);
   if (!queued) a.step_deadline_ms = now;  // nothing to wait for: next step at once
   schedule(a);

@@ -65,6 +65,7 @@ struct DeskMetrics {
   std::map<std::string, int64_t> reached;                                 // type -> must-reach alerts reached on a handset
   std::map<std::string, int64_t> unreached;                               // type -> unreached alerts raised
   std::map<int, int64_t> escalations;                                     // step (level) -> count
+  std::map<std::string, int64_t> targets_unresolved;                      // policy -> notify targets that named nobody
   std::map<std::string, int64_t> queue_depth;                             // channel -> queued (gauge)
   std::map<std::string, int64_t> in_flight;                               // channel -> awaiting the gateway (gauge)
   std::map<std::string, double> oldest_queued_s;                          // channel -> age of the oldest queued (gauge)

@@ -458,6 +458,10 @@ void AlertService::Impl::add_metrics(monitoring::Metrics& metrics) {
     ttr.metric.push_back(std::move(h));
     auto esc = make_family("tocsin_escalations_total", "Escalations past a policy's first step, by the step reached (1 = second step)", MetricType::Counter);
     for (const auto& [k, v] : d.escalations) add_sample(esc, {{"level", std::to_string(k)}}, static_cast<double>(v));
+    auto unresolved = make_family("tocsin_notification_targets_unresolved_total",
+                                  "Notify targets of a policy step that named nobody for the alert (e.g. key.callee on an alert without that key field), by policy",
+                                  MetricType::Counter);
+    for (const auto& p : desk->config().policies) add_sample(unresolved, {{"policy", p.name}}, static_cast<double>(d.targets_unresolved.count(p.name) ? d.targets_unresolved.at(p.name) : 0));
     auto incidents = make_family("tocsin_incidents_open", "Open incidents", MetricType::Gauge);
     add_sample(incidents, {}, static_cast<double>(d.open_incidents));
     auto cb = make_family("tocsin_sms_callbacks_total", "Callbacks from the SMS gateway, by kind (bad: answered 400)", MetricType::Counter);

@@ -640,6 +640,22 @@ TEST_F(DeskTest, LifecycleChangesArePublishedAndPersisted) {
   EXPECT_EQ(rec.find("13100000001"), std::string::npos) << "no phone numbers on the lifecycle record";
 }
 
+// A target that names nobody for an alert (here `subject` and a lookup keyed by
+// it, on an alert without a key) is said in the audit and counted per policy,
+// and the chain moves on at once.
+TEST_F(DeskTest, ATargetThatNamesNobodyIsAuditedAndCounted) {
+  ASSERT_EQ(desk->raise(raised("nokey", "fraud.must_reach", "critical", "{}")), "");
+  desk->tick();
+  EXPECT_EQ(desk->metrics().targets_unresolved["fraud-victim"], 2) << "subject (step 1) and lookup (step 2) both need the key";
+  std::string audit;
+  for (const auto& e : alert("nokey").audit) audit += e.action + ": " + e.detail + "\n";
+  EXPECT_NE(audit.find("notifying: step 1 of 3: nobody to notify (no address for sms to subject)"), std::string::npos) << audit;
+  EXPECT_NE(audit.find("escalated: step 2 of 3: nobody to notify (no address for sms to lookup:vulnerable_residents.family_contacts)"),
+            std::string::npos) << audit;
+  EXPECT_TRUE(sms.sent.empty());
+  EXPECT_EQ(desk->metrics().targets_unresolved.count("hotline-ladder"), 0u);
+}
+
 TEST_F(DeskTest, EscalateNowSkipsTheWait) {
   desk->raise(raised("h1", "hotline.contact_overdue", "high", R"({"ticket_id":"T-1"})"));
   desk->tick();
