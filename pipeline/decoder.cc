@@ -373,7 +373,6 @@ struct Decoder::Impl {
     return simdjson::SUCCESS;
   }
 
-
   // Times of producers look like "2026-11-27T03:20:15.480Z", and most of a
   // field's times fall on a few dates: per stream and time field, the date of
   // the last such time that parse_rfc3339_ms accepted is kept with its epoch

@@ -165,7 +165,7 @@ struct Entry {
   uint8_t id_len = 0;
 };
 
-// A FIFO ring that reuses its storage; 16 bytes, so that it fits the first
+// A FIFO ring that reuses its storage; 24 bytes, so that it fits the first
 // cache line of a WindowKey with the fields every event reads.
 class EntryRing {
  public:
@@ -191,8 +191,8 @@ class EntryRing {
     head_ = 0;
   }
   std::unique_ptr<Entry[]> buf_;
-  uint16_t cap_ = 0;  // a power of two
-  uint16_t head_ = 0;
+  uint32_t cap_ = 0;  // a power of two
+  uint32_t head_ = 0;
   uint32_t size_ = 0;
 };
 

@@ -129,6 +129,35 @@ TEST_F(EngineTest, IdleKeysAreSwept) {
   EXPECT_EQ(engine->counters()[0].keys.load(), 1);
 }
 
+// A hot key (a busy cell, a call centre's trunk number) can hold far more events
+// in its sliding window than the ring's first sizes: 70 000 in one hour here.
+TEST(EngineHotKey, SlidingWindowHoldsMoreThan65536EventsOfOneKey) {
+  auto r = load_rules({{"t.yaml", R"(rules:
+  - id: busy
+    stream: calls
+    window: {group_by: [caller], size: 1h}
+    aggregates: {n: count(), talk: sum(duration_s)}
+    having: n >= 70000
+    alert: {severity: low}
+)"}});
+  ASSERT_TRUE(r.ok()) << format_text(r.diagnostics[0]);
+  Recorder rec;
+  Engine engine(r.rules, rec);
+  Decoder dec;
+  Event ev;
+  constexpr int64_t kT0 = 1790000000000;
+  for (int i = 0; i < 70000; ++i) {
+    const std::string j = R"({"call_id":"h)" + std::to_string(i) + R"(","start_time":)" + std::to_string(kT0 + i * 50) +
+                          R"(,"caller":"95588","callee":"1","duration_s":2,"answered":true})";
+    ASSERT_TRUE(dec.decode(Stream::kCalls, j, kT0 + 86400000, ev).ok());
+    engine.on_event(ev);
+  }
+  ASSERT_EQ(rec.got.size(), 1u);
+  EXPECT_EQ(rec.got[0].count, 70000u);
+  EXPECT_EQ(rec.got[0].aggs[1], 140000.0);
+  EXPECT_EQ(rec.got[0].first_id, "h0");
+}
+
 TEST_F(EngineTest, PerEventRulesMatchOnlyTheirKind) {
   const auto now = kT0 + 1000;
   ASSERT_TRUE(dec.decode(Stream::kFaults, R"({"fault_id":"f1","time":1790000000000,"kind":"updated","network_id":"N7"})", now, ev).ok());
