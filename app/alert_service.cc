@@ -481,7 +481,7 @@ void AlertService::Impl::add_metrics(monitoring::Metrics& metrics) {
     }
     add_sample(topic_records, {{"record", "raised"}, {"result", "bad"}}, static_cast<double>(bad_alerts.load()));
     for (auto* f : {&raised, &by_state, &transitions, &notes, &submits, &retries, &depth, &oldest, &inflight, &must, &reached,
-                    &unreached, &ttr, &esc, &incidents, &cb, &unmatched, &topic_records})
+                    &unreached, &ttr, &esc, &unresolved, &incidents, &cb, &unmatched, &topic_records})
       out.push_back(std::move(*f));
   });
 }
