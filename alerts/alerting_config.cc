@@ -108,6 +108,14 @@ class Reader {
     out_.push_back(std::move(d));
   }
 
+  // The 1-based position and source line of `n`.
+  void locate(const YAML::Node& n, int& line, int& column, std::string& snippet) const {
+    const auto m = n.Mark();
+    line = m.line >= 0 ? m.line + 1 : 0;
+    column = m.column >= 0 ? m.column + 1 : 0;
+    if (line > 0 && static_cast<size_t>(line) <= lines_.size()) snippet = lines_[static_cast<size_t>(line - 1)];
+  }
+
   bool map(const YAML::Node& n, const std::string& what, std::initializer_list<const char*> allowed) {
     if (!n.IsMap()) {
       error(n, "A003", what + " must be a mapping");
@@ -319,6 +327,7 @@ void parse_policies(Reader& r, const YAML::Node& n, const rules::TableCatalog* t
           if (!c.templates.count(tg.template_name))
             r.error(t["template"] ? t["template"] : t, "A008", "unknown template '" + tg.template_name + "'; declare it under templates:");
           check_target(r, t["to"] ? t["to"] : t, tg, c, tables);
+          r.locate(t["to"] ? t["to"] : t, tg.line, tg.column, tg.snippet);
           st.notify.push_back(std::move(tg));
         }
         pol.steps.push_back(std::move(st));
@@ -493,6 +502,118 @@ std::vector<rules::Diagnostic> load_alerting_config(const std::string& file, con
   std::stringstream ss;
   ss << in.rdbuf();
   return parse_alerting_config(ss.str(), file, tables, out);
+}
+
+namespace {
+
+// What the alerts of one rule (one deadline of an absence rule) are known to
+// carry before any event: their static fields, key fields and context fields.
+struct RuleAlerts {
+  const rules::Rule* rule;
+  Alert alert;                        // type, rule, severity, labels
+  std::vector<std::string> key;       // key field names, in order
+  std::vector<std::string> context;   // context field names
+};
+
+std::vector<RuleAlerts> rule_alerts(const rules::RuleSet& set) {
+  std::vector<RuleAlerts> out;
+  for (const rules::Rule& r : set.rules) {
+    const bool seq = r.kind == rules::RuleKind::kSequence;
+    const StreamSchema& schema = schema_of(seq ? r.then.stream : r.match.stream);
+    RuleAlerts ra{&r, {}, {}, {}};
+    ra.alert.type = r.alert_type;
+    ra.alert.rule = r.id;
+    ra.alert.labels = r.labels;
+    for (int slot : seq ? r.then.key : r.match.key) ra.key.emplace_back(schema.fields[static_cast<size_t>(slot)].name);
+    const uint32_t ctx = context_slots(schema.stream);
+    for (size_t i = 0; i < schema.fields.size(); ++i)
+      if (ctx >> i & 1) ra.context.emplace_back(schema.fields[i].name);
+    std::vector<std::string> severities;
+    if (!r.severity.empty()) severities.push_back(r.severity);
+    else if (r.score) for (const auto& l : r.score->levels) severities.push_back(l.first);
+    if (severities.empty()) severities.emplace_back();
+    auto add = [&](const std::vector<std::pair<std::string, std::string>>& labels, const std::string& severity) {
+      for (const std::string& s : severity.empty() ? severities : std::vector<std::string>{severity}) {
+        RuleAlerts one = ra;
+        one.alert.severity = s;
+        for (const auto& [k, v] : labels) {
+          auto it = std::find_if(one.alert.labels.begin(), one.alert.labels.end(), [&](const auto& l) { return l.first == k; });
+          if (it != one.alert.labels.end()) it->second = v;
+          else one.alert.labels.emplace_back(k, v);
+        }
+        out.push_back(std::move(one));
+      }
+    };
+    if (r.kind == rules::RuleKind::kAbsence && !r.deadlines.empty())
+      for (const auto& d : r.deadlines) add(d.labels, d.severity);
+    else
+      add({}, "");
+  }
+  return out;
+}
+
+bool has(const std::vector<std::string>& names, std::string_view n) {
+  return std::find(names.begin(), names.end(), n) != names.end();
+}
+
+// Whether `m` can be decided before any event: it does not name a key or
+// context field (values of the event), the alert's state or id. Type,
+// severity, rule and labels are fixed per rule, and a name the alert does not
+// carry at all reads as "" at run time too.
+bool static_matcher(const Matcher& m, const RuleAlerts& ra) {
+  return !(m.name.starts_with("key.") || m.name == "state" || m.name == "id" || has(ra.key, m.name) ||
+           has(ra.context, m.name));
+}
+
+bool may_match(const std::vector<Matcher>& ms, const RuleAlerts& ra) {
+  return std::all_of(ms.begin(), ms.end(), [&](const Matcher& m) { return !static_matcher(m, ra) || m.matches(ra.alert); });
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s.empty() ? "none" : s;
+}
+
+}  // namespace
+
+std::vector<rules::Diagnostic> check_targets(const AlertingConfig& c, const rules::RuleSet& rules) {
+  std::vector<rules::Diagnostic> out;
+  const std::vector<RuleAlerts> alerts = rule_alerts(rules);
+  for (const Policy& p : c.policies) {
+    std::set<std::pair<const Target*, const rules::Rule*>> said;  // one warning per target and rule
+    for (const RuleAlerts& ra : alerts) {
+      if (!may_match(p.match, ra)) continue;
+      for (const Step& st : p.steps)
+        for (const Target& t : st.notify) {
+          std::string missing;  // what the target needs and the alerts lack
+          const std::string& to = t.to;
+          if (to == "subject" || (to.starts_with("lookup:") && to.find('@') == std::string::npos)) {
+            if (ra.key.empty()) missing = "key (" + std::string(to == "subject" ? "subject" : "the lookup") + " reads its first field)";
+          } else if (to.starts_with("key.")) {
+            if (!has(ra.key, to.substr(4))) missing = "key field '" + to.substr(4) + "'";
+          } else if (to.starts_with("lookup:")) {
+            const std::string f = to.substr(to.find('@') + 1);
+            const bool label = std::any_of(ra.alert.labels.begin(), ra.alert.labels.end(), [&](const auto& l) { return l.first == f; });
+            if (!has(ra.key, f) && !has(ra.context, f) && !label) missing = "field '" + f + "' in their key, context or labels";
+          }
+          if (missing.empty() || !said.insert({&t, ra.rule}).second) continue;
+          rules::Diagnostic d;
+          d.level = rules::Diagnostic::Level::kWarning;
+          d.code = "A101";
+          d.file = c.file;
+          d.line = t.line;
+          d.column = t.column;
+          d.snippet = t.snippet;
+          d.message = "policy '" + p.name + "' sends " + t.channel + " to " + to + ", but the alerts of rule '" + ra.rule->id +
+                      "' (type " + ra.alert.type + ", key: " + joined(ra.key) + ") have no " + missing +
+                      ": that notice would reach nobody. Give the rule a key (key: for a per-event rule, group_by for a "
+                      "window) or change to:";
+          out.push_back(std::move(d));
+        }
+    }
+  }
+  return out;
 }
 
 }  // namespace tocsin::alerts

@@ -61,6 +61,8 @@ struct Target {
   std::string to;
   std::string recipient;  // label shown in the timeline; defaults to `to`
   std::string template_name;
+  int line = 0, column = 0;  // of `to` in the alerting file, for check_targets()
+  std::string snippet;       // that source line
 };
 
 struct Step {
@@ -159,5 +161,12 @@ std::vector<rules::Diagnostic> parse_alerting_config(const std::string& text, co
                                                      const rules::TableCatalog* tables, AlertingConfig& out);
 std::vector<rules::Diagnostic> load_alerting_config(const std::string& file, const rules::TableCatalog* tables,
                                                     AlertingConfig& out);
+
+// Warnings (A101) for notify targets that would name nobody for the alerts of
+// `rules` their policy matches: `subject`, or a lookup keyed by it, on a rule
+// whose alerts have no key; `key.<field>` or `lookup:…@<field>` for a field
+// those alerts do not carry (key, context or label). Matchers on fields known
+// only at run time (key and context values, state) are taken to match.
+std::vector<rules::Diagnostic> check_targets(const AlertingConfig& c, const rules::RuleSet& rules);
 
 }  // namespace tocsin::alerts

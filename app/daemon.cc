@@ -216,6 +216,7 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
       std::cerr << "tocsin: the alerting file has errors and nothing was started; fix it and check with `tocsin check`\n";
       return 2;
     }
+    for (const auto& d : alerts::check_targets(alerting, *loaded.rules)) std::cerr << rules::format_text(d) << "\n";
     try {
       alert_service = std::make_unique<AlertService>(cfg, alerting, &tables, metrics, http, console);
     } catch (const std::exception& e) {

@@ -59,6 +59,8 @@ int cmd_check(const std::string& file) {
       alerting_ok &= d.level != rules::Diagnostic::Level::kError;
     }
   if (!loaded.ok() || !tables_ok || !alerting_ok) return 1;
+  // Targets that would name nobody for the alerts of these rules: warnings.
+  for (const auto& d : alerts::check_targets(alerting, *loaded.rules)) std::cerr << rules::format_text(d) << "\n";
   std::cout << file << ": OK (" << loaded.rules->rules.size() << " rules, version " << loaded.rules->version
             << (cfg.alerting.file.empty() ? "" : ", " + std::to_string(alerting.policies.size()) + " escalation policies")
             << (cfg.tables.empty() ? "" : ", " + std::to_string(cfg.tables.size()) + (cfg.tables.size() == 1 ? " table" : " tables"))

@@ -8,6 +8,7 @@
 #include <set>
 #include <tuple>
 
+#include "alerts/alerting_config.h"
 #include "alerts/records.h"
 
 namespace tocsin::alerts {
@@ -679,6 +680,83 @@ policies:
   std::vector<std::string> got;
   for (const auto& d : diags) got.push_back(d.code + "@" + std::to_string(d.line) + ":" + std::to_string(d.column));
   EXPECT_EQ(got, (std::vector<std::string>{"A004@5:13", "A010@8:15", "A005@7:28", "A006@7:39"}));
+}
+
+// check_targets: a notify target that names a field the matched rules' alerts do
+// not carry is a warning at its file:line:column, before any alert exists.
+TEST(AlertingConfigTest, TargetsThatWouldReachNobodyAreWarnedAbout) {
+  const auto loaded = rules::load_rules({{"r.yaml", R"(rules:
+  - id: spoof_nokey
+    stream: calls
+    where: origin == "international"
+    alert: {type: fraud.spoofing, severity: critical}
+  - id: spoof_keyed
+    stream: calls
+    key: [callee]
+    where: origin == "international"
+    alert: {type: fraud.spoofing, severity: critical}
+  - id: fan_out
+    stream: calls
+    window: {group_by: [caller], size: 1h}
+    aggregates: {n: count_distinct(callee)}
+    having: n >= 20
+    alert: {type: fraud.fan_out, severity: high, labels: {team: fraud}}
+  - id: outage
+    stream: faults
+    on: [opened]
+    alert: {type: heating.outage, severity: critical}
+  - id: sla
+    stream: complaints
+    absence:
+      key: [ticket_id]
+      start: {on: [signed]}
+      deadlines:
+        - {name: contact, after: 1h, until: {on: [contacted]}, labels: {level: community}}
+        - {name: resolve, after: 24h, until: {on: [resolved]}, labels: {level: street}}
+    alert: {type: hotline.overdue, severity: high}
+)"}});
+  ASSERT_TRUE(loaded.ok()) << rules::format_text(loaded.diagnostics.front());
+  AlertingConfig c;
+  const auto diags = parse_alerting_config(R"(channels:
+  sms: {kind: sms}
+policies:
+  - name: spoofing
+    match: ['type=fraud.spoofing']
+    steps:
+      - notify: [{channel: sms, to: key.callee}]
+  - name: any-fraud
+    match: ['type=~fraud\..*', 'team!=ops']
+    steps:
+      - notify: [{channel: sms, to: subject}]
+  - name: residents
+    match: ['type=heating.outage']
+    steps:
+      - notify: [{channel: sms, to: 'lookup:residents.phone@asset_id'}, {channel: sms, to: 'lookup:residents.phone@ticket_id'}]
+  - name: street-level
+    match: ['level=street']
+    steps:
+      - notify: [{channel: sms, to: key.ticket_id}, {channel: sms, to: key.caller}]
+  - name: fraud-team-only
+    match: ['team=fraud']
+    steps:
+      - notify: [{channel: sms, to: key.callee}]
+)", "a.yaml", nullptr, c);
+  ASSERT_TRUE(diags.empty()) << rules::format_text(diags.front());
+  std::vector<std::string> got;
+  for (const auto& d : check_targets(c, *loaded.rules)) {
+    EXPECT_EQ(d.level, rules::Diagnostic::Level::kWarning);
+    EXPECT_EQ(d.code, "A101");
+    const size_t q = d.message.find("rule '");
+    got.push_back(std::to_string(d.line) + ":" + std::to_string(d.column) + " " +
+                  d.message.substr(q + 6, d.message.find('\'', q + 6) - q - 6));
+  }
+  // spoofing: only the unkeyed rule; any-fraud: subject is the unkeyed rule's empty key
+  // (team!=ops cannot be decided on spoof rules without a team label, so it may match);
+  // residents: faults carry asset_id as context, not ticket_id; street-level: the
+  // street deadline has ticket_id but not caller; fraud-team-only: fan_out has no callee.
+  EXPECT_EQ(got, (std::vector<std::string>{"7:37 spoof_nokey", "11:37 spoof_nokey", "15:92 outage", "19:72 sla",
+                                            "23:37 fan_out"}));
+  for (const auto& d : check_targets(c, *loaded.rules)) EXPECT_FALSE(d.snippet.empty());
 }
 
 TEST(AlertingConfigTest, MatcherForms) {
