@@ -217,6 +217,10 @@ int run_daemon(Config cfg, const std::atomic<bool>& stop, std::ostream& banner) 
       return 2;
     }
     for (const auto& d : alerts::check_targets(alerting, *loaded.rules)) std::cerr << rules::format_text(d) << "\n";
+    // ... and on every rule reload (logged, and shown at GET /-/rules).
+    reloader.set_checker([policies = std::make_shared<const alerts::AlertingConfig>(alerting)](const rules::RuleSet& set) {
+      return alerts::check_targets(*policies, set);
+    });
     try {
       alert_service = std::make_unique<AlertService>(cfg, alerting, &tables, metrics, http, console);
     } catch (const std::exception& e) {

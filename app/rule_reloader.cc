@@ -140,6 +140,8 @@ ReloadStatus RuleReloader::reload_locked(const std::string& trigger) {
   s.trigger = trigger;
   s.ok = loaded.ok();
   s.diagnostics = std::move(loaded.diagnostics);
+  if (s.ok && checker_)
+    for (auto& d : checker_(*loaded.rules)) s.diagnostics.push_back(std::move(d));
   if (s.ok && loaded.rules->rules.empty() && current_ && !current_->rules.empty()) {
     // Most likely a deploy caught half-way (files removed before new ones are
     // copied): never drop every rule, and its state, on a reload.

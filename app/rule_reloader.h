@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -79,6 +80,12 @@ class RuleReloader final : public rules::RuleFeed {
   void start(WatchOptions options);
   void stop();  // immediate: the thread waits on a condition variable
 
+  // Extra warnings for a set that loaded without errors (e.g. alerting policies
+  // whose targets its alerts cannot fill: alerts::check_targets). They join the
+  // reload's diagnostics and never block it. Set before start().
+  using Checker = std::function<std::vector<rules::Diagnostic>(const rules::RuleSet&)>;
+  void set_checker(Checker checker) { checker_ = std::move(checker); }
+
   ReloadStatus last_reload() const;
   // {"version","feed_version","rules":[ids],"files":[...],"last_reload":{...}}
   std::string rules_json() const;
@@ -93,6 +100,7 @@ class RuleReloader final : public rules::RuleFeed {
 
   const std::vector<std::string> paths_;
   const rules::TableCatalog* catalog_;
+  Checker checker_;
 
   std::mutex reload_mu_;  // serialises reloads; guards seen_, candidate_
   std::string seen_;      // fingerprint of the files as last loaded

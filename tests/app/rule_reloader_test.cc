@@ -142,6 +142,31 @@ TEST_F(RuleReloaderTest, GoodChangeGoesLiveAndBumpsTheVersion) {
   EXPECT_NE(json.find(R"("version":")" + now->version + '"'), std::string::npos) << json;
 }
 
+// The daemon's checker (alerts::check_targets) runs on every reload: its
+// warnings join the reload's diagnostics and /-/rules, and never block it.
+TEST_F(RuleReloaderTest, CheckerWarningsAreReportedWithoutBlockingTheReload) {
+  reloader->set_checker([](const rules::RuleSet& set) {
+    std::vector<rules::Diagnostic> out;
+    for (const auto& r : set.rules)
+      if (r.match.key.empty())
+        out.push_back({rules::Diagnostic::Level::kWarning, "A101", "alerting.yaml", 7, 37, "rule " + r.id + " has no key", ""});
+    return out;
+  });
+  write_file(file, std::string(kRuleA) + kRuleB);
+  const auto s = reloader->reload("test");
+  EXPECT_TRUE(s.ok);
+  EXPECT_TRUE(s.changed);
+  ASSERT_EQ(s.diagnostics.size(), 2u);
+  EXPECT_EQ(s.diagnostics[1].message, "rule b.long_call has no key");
+  EXPECT_EQ(reloader->current()->rules.size(), 2u);
+  EXPECT_NE(reloader->rules_json().find("A101"), std::string::npos) << reloader->rules_json();
+  // A set with errors is rejected before the checker is asked.
+  write_file(file, kBroken);
+  const auto bad = reloader->reload("test");
+  EXPECT_FALSE(bad.ok);
+  for (const auto& d : bad.diagnostics) EXPECT_NE(d.code, "A101");
+}
+
 TEST_F(RuleReloaderTest, BadChangeNeverGoesLive) {
   const uint64_t v0 = reloader->version();
   write_file(file, kBroken);
