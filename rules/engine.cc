@@ -478,8 +478,9 @@ struct Engine::KeyTable {
   size_t used = 0;
   uint64_t cached_event = 0;  // Engine::event_seq_ of the last lookup, and its entry
   uint32_t cached_entry = kNone;
-  uint64_t early_event = 0;   // Engine::event_seq_ whose key hash was taken early, and the hash
+  uint64_t early_event = 0;   // Engine::event_seq_ whose key was built on arrival, its hash and text
   uint64_t early_hash = 0;
+  std::string early_key;      // reuses its storage: no allocation once grown
 
   WindowKey& state(uint32_t e, int pos) { return states[e * rules.size() + static_cast<size_t>(pos)]; }
 
@@ -787,16 +788,17 @@ void Engine::on_event(const Event& e) {
   ++events_since_sweep_;
   ++event_seq_;
   const RuleSet& set = *rules_;
-  // Hash the event's key of each window key table up front and start loading
-  // its probe slot: the cache miss then overlaps with the filters evaluated
-  // before the first window rule looks the key up.
+  // Build and hash the event's key of each window key table up front and start
+  // loading its probe slot: the cache miss then overlaps with the filters
+  // evaluated before the first window rule looks the key up.
   for (const auto& ktp : key_tables_) {
     KeyTable& kt = *ktp;
-    if (kt.stream != e.stream || kt.table.empty()) continue;
+    if (kt.stream != e.stream) continue;
     build_key(e, kt.slots);
-    kt.early_hash = key_hash(key_buffer_);
+    kt.early_key.assign(key_buffer_);
+    kt.early_hash = key_hash(kt.early_key);
     kt.early_event = event_seq_;
-    __builtin_prefetch(&kt.table[kt.early_hash & (kt.table.size() - 1)]);
+    if (!kt.table.empty()) __builtin_prefetch(&kt.table[kt.early_hash & (kt.table.size() - 1)]);
   }
   for (const Trigger& t : set.rules_for(e.stream, e.kind)) {
     const Rule& rule = set.rules[static_cast<size_t>(t.rule)];
@@ -871,10 +873,9 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
   KeyTable& kt = *key_tables_[static_cast<size_t>(rs.key_table)];
   uint32_t entry = kt.cached_event == event_seq_ ? kt.cached_entry : KeyTable::kNone;
   if (entry == KeyTable::kNone) {
-    build_key(e, rule.match.key);
-    const uint64_t h = kt.early_event == event_seq_ ? kt.early_hash : key_hash(key_buffer_);
-    entry = kt.find(key_buffer_, h);
-    if (entry == KeyTable::kNone) entry = kt.insert(key_buffer_, h);
+    // on_event built this table's key for the event on arrival (same stream).
+    entry = kt.find(kt.early_key, kt.early_hash);
+    if (entry == KeyTable::kNone) entry = kt.insert(kt.early_key, kt.early_hash);
     kt.cached_event = event_seq_;
     kt.cached_entry = entry;
     // The table's other rules will read this key's state for the same event:

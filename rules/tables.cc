@@ -555,7 +555,8 @@ std::string TableRegistry::apply(std::string_view table, std::span<const TableCh
       return "table '" + std::string(table) + "': " + (c.key.empty() ? "empty key" : "the key is not a phone number");
   }
   std::lock_guard lock(write_mu_);
-  auto data = std::make_shared<Data>(*current_->tables[static_cast<size_t>(id)]);
+  auto data = std::make_shared<Data>();
+  data->rows = current_->tables[static_cast<size_t>(id)]->rows;  // the index is rebuilt on publish, not copied
   for (const auto& c : changes) {
     const std::string_view key = stored_key(norm, c.key, buf);
     if (key.empty()) continue;  // erasing a key that cannot exist
