@@ -33,8 +33,8 @@ void AlertEncoder::on_signal(const rules::Signal& s) {
   const std::string_view event_id[] = {e.id()};
   const bool per_event = r.kind == rules::RuleKind::kPerEvent;
   const AlertId id = alert_id(r.id, per_event ? std::span<const std::string_view>(event_id) : s.key, s.instance_ms);
-  const StreamSchema& key_schema = schema_of(r.kind == rules::RuleKind::kSequence ? r.then.stream : r.match.stream);
-  const std::vector<int>& key_slots = r.kind == rules::RuleKind::kSequence ? r.then.key : r.match.key;
+  const StreamSchema& key_schema = schema_of(r.alert_match().stream);
+  const std::vector<int>& key_slots = r.alert_match().key;
   json_.clear();
   JsonWriter w(json_);
   w.begin_object()

@@ -518,13 +518,12 @@ struct RuleAlerts {
 std::vector<RuleAlerts> rule_alerts(const rules::RuleSet& set) {
   std::vector<RuleAlerts> out;
   for (const rules::Rule& r : set.rules) {
-    const bool seq = r.kind == rules::RuleKind::kSequence;
-    const StreamSchema& schema = schema_of(seq ? r.then.stream : r.match.stream);
+    const StreamSchema& schema = schema_of(r.alert_match().stream);
     RuleAlerts ra{&r, {}, {}, {}};
     ra.alert.type = r.alert_type;
     ra.alert.rule = r.id;
     ra.alert.labels = r.labels;
-    for (int slot : seq ? r.then.key : r.match.key) ra.key.emplace_back(schema.fields[static_cast<size_t>(slot)].name);
+    for (int slot : r.alert_match().key) ra.key.emplace_back(schema.fields[static_cast<size_t>(slot)].name);
     const uint32_t ctx = context_slots(schema.stream);
     for (size_t i = 0; i < schema.fields.size(); ++i)
       if (ctx >> i & 1) ra.context.emplace_back(schema.fields[i].name);

@@ -88,10 +88,10 @@ void set_reload_signal_handler(std::function<void()> handler) {
 std::vector<std::string> partition_warnings(const rules::RuleSet& set) {
   std::vector<std::string> out;
   for (const auto& r : set.rules) {
-    const std::vector<int>* key = r.kind == rules::RuleKind::kWindow || r.kind == rules::RuleKind::kAbsence ? &r.match.key
-                                  : r.kind == rules::RuleKind::kSequence ? &r.then.key : nullptr;
-    if (!key || key->empty()) continue;
-    const Stream s = r.kind == rules::RuleKind::kSequence ? r.then.stream : r.match.stream;
+    if (r.kind == rules::RuleKind::kPerEvent) continue;  // no state: any worker may see any event
+    const std::vector<int>* key = &r.alert_match().key;
+    if (key->empty()) continue;
+    const Stream s = r.alert_match().stream;
     const StreamSchema& schema = schema_of(s);
     const bool by_partition_key = std::any_of(key->begin(), key->end(), [&](int slot) { return slot == schema.key_slot; });
     const bool cross_stream = r.kind == rules::RuleKind::kSequence && r.match.stream != r.then.stream;

@@ -371,7 +371,7 @@ class Compiler {
     // Values (aggregates, features, score) for having, score and the title.
     std::vector<std::string> values;
     for (const auto& a : r.aggregates) values.push_back(a.name);
-    if (const auto sc = node["score"]) compile_score(sc, r.kind == RuleKind::kSequence ? schema_of(r.then.stream) : schema, r, values);
+    if (const auto sc = node["score"]) compile_score(sc, schema_of(r.alert_match().stream), r, values);
     if (node["having"]) {
       if (r.kind == RuleKind::kSequence || r.kind == RuleKind::kAbsence)
         error(node["having"], "E013", "'having' belongs to window and scored rules");
@@ -407,7 +407,7 @@ class Compiler {
     if (const auto u = alert["unmasked"])
       for (const auto& i : u) unmasked.insert(i.Scalar());
     // Titles refer to the event that fired: `then` for sequences, `start` for absences.
-    const StreamSchema& title_schema = schema_of(r.kind == RuleKind::kSequence ? r.then.stream : r.match.stream);
+    const StreamSchema& title_schema = schema_of(r.alert_match().stream);
     if (alert["title"]) compile_template(alert["title"], title_schema, r, values, unmasked, r.title);
     else r.title.push_back({TemplatePart::kLiteral, r.id});
     if (alert["summary"]) compile_template(alert["summary"], title_schema, r, values, unmasked, r.summary);

@@ -149,6 +149,8 @@ struct Rule {
   }
   Stream stream() const { return match.stream; }
   const std::vector<int>& group_by() const { return match.key; }
+  // The step whose stream and key fields the alert carries: a sequence's `then`, else `match`.
+  const Match& alert_match() const { return kind == RuleKind::kSequence ? then : match; }
   bool windowed() const { return kind == RuleKind::kWindow; }
   // How long an idle window key is kept: its window, and the windows a baseline needs.
   int64_t retention_ms() const { return window_ms * (1 + history_windows); }
