@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <queue>
 #include <unordered_map>
@@ -47,18 +48,18 @@ class DistinctCounter {
  public:
   size_t size() const { return size_; }
   void clear() {
-    std::fill(slots_.begin(), slots_.end(), Slot{});
+    std::fill_n(slots_.get(), cap_, Slot{});
     size_ = 0;
   }
   void add(uint64_t h) {
-    if ((size_ + 1) * 4 > slots_.size() * 3) grow();
+    if ((size_ + 1) * 4 > cap_ * 3) grow();
     size_t i = h & mask();
     while (slots_[i].count && slots_[i].hash != h) i = (i + 1) & mask();
     if (!slots_[i].count) { slots_[i].hash = h; ++size_; }
     ++slots_[i].count;
   }
   void remove(uint64_t h) {
-    if (slots_.empty()) return;
+    if (!cap_) return;
     size_t i = h & mask();
     while (slots_[i].count && slots_[i].hash != h) i = (i + 1) & mask();
     if (!slots_[i].count || --slots_[i].count) return;
@@ -75,17 +76,20 @@ class DistinctCounter {
 
  private:
   struct Slot { uint64_t hash = 0; uint32_t count = 0; };
-  size_t mask() const { return slots_.size() - 1; }
+  size_t mask() const { return cap_ - 1; }
   void grow() {
-    std::vector<Slot> old;
-    old.swap(slots_);
-    slots_.assign(old.empty() ? 16 : old.size() * 2, Slot{});
+    std::unique_ptr<Slot[]> old = std::move(slots_);
+    const uint32_t old_cap = cap_;
+    cap_ = cap_ == 0 ? 16 : cap_ * 2;
+    slots_ = std::make_unique<Slot[]>(cap_);
     size_ = 0;
-    for (const Slot& s : old)
-      for (uint32_t c = 0; c < s.count; ++c) add(s.hash);
+    for (uint32_t i = 0; i < old_cap; ++i)
+      for (uint32_t c = 0; c < old[i].count; ++c) add(old[i].hash);
   }
-  std::vector<Slot> slots_;
-  size_t size_ = 0;
+  // 16 bytes, so that a window key holds its first counter inline.
+  std::unique_ptr<Slot[]> slots_;
+  uint32_t cap_ = 0;  // a power of two
+  uint32_t size_ = 0;
 };
 
 // Distinct counting in bounded memory: HyperLogLog with 512 registers
@@ -155,6 +159,13 @@ class ApproxDistinct {
 uint64_t double_bits(double d) { uint64_t u; std::memcpy(&u, &d, sizeof u); return u; }
 double bits_double(uint64_t u) { double d; std::memcpy(&d, &u, sizeof d); return d; }
 
+// What count_distinct counts of a value.
+uint64_t value_hash(const Value& v) {
+  return !v.present ? 0
+         : v.type == FieldType::kString ? hash_bytes(v.s)
+         : v.type == FieldType::kDouble ? double_bits(v.d) : static_cast<uint64_t>(v.i);
+}
+
 // One event inside a sliding window: its time, id (for evidence) and what
 // each aggregate took from it (hash for count_distinct, 1/0 for count_if,
 // the number for sum/avg/min/max).
@@ -200,19 +211,24 @@ class EntryRing {
 // KeyTable): distinct counters exist only for the aggregates that need them.
 //
 // Laid out by use: the first cache line holds what every event reads and
-// writes, the second the running sums, the rest what only some rules or a
-// firing touch. An event thus costs one or two cache lines per rule.
+// writes, the second the running sums, the third the distinct counter, the
+// rest what only some rules or a firing touch. An event thus costs one to
+// three cache lines per rule (Engine::KeyTable::lines says which).
 struct alignas(64) WindowKey {
   bool live = false;  // false: a recycled slot, as if the key did not exist
   bool firing = false;
   uint8_t first_id_len = 0;
+  uint8_t distinct0 = kNoDistinct;  // the aggregate whose counter is `d0`
+  static constexpr uint8_t kNoDistinct = 0xff;
   uint64_t count = 0;
   int64_t newest = INT64_MIN;  // newest event time of the key
   int64_t start = INT64_MIN;   // tumbling bucket start / session start
   int64_t ring_front = 0;      // time of ring.front(), read without touching the ring
   EntryRing ring;              // sliding windows only
   std::array<double, kMaxAggregates> acc{};  // sum, count_if count, min or max
-  std::unique_ptr<DistinctCounter[]> distinct;                 // per aggregate, when the rule counts distinct values
+  // count_distinct: the first such aggregate's counter inline, any other's in `more`.
+  DistinctCounter d0;
+  std::unique_ptr<DistinctCounter[]> more;                     // per aggregate
   std::unique_ptr<std::unique_ptr<ApproxDistinct>[]> approx;   // per aggregate, created on first use
   int64_t first_time = 0;      // tumbling and session: the first event
   std::array<char, 40> first_id{};
@@ -248,9 +264,13 @@ struct alignas(64) WindowKey {
   // Makes a recycled slot a fresh key of `rule`, reusing its storage.
   void renew(const Rule& rule);
 
+  // The distinct counter of count_distinct aggregate `a`.
+  DistinctCounter& distinct(size_t a) { return a == distinct0 ? d0 : more[a]; }
+
   void reset(size_t naggs) {
+    d0.clear();
     for (size_t a = 0; a < naggs; ++a) {
-      if (distinct) distinct[a].clear();
+      if (more) more[a].clear();
       if (approx && approx[a]) approx[a]->clear();
       acc[a] = 0;
     }
@@ -258,6 +278,18 @@ struct alignas(64) WindowKey {
     firing = false;
   }
 };
+
+static_assert(offsetof(WindowKey, acc) == 64 && offsetof(WindowKey, d0) == 128, "WindowKey's lines as documented");
+
+// The cache lines of a rule's WindowKey that an event reads or writes: bit i for line i.
+uint8_t hot_lines(const Rule& r) {
+  uint8_t lines = 1;
+  for (const Aggregate& a : r.aggregates) {
+    if (a.kind == AggregateKind::kCountDistinct) lines |= 4;
+    else if (a.kind != AggregateKind::kCount && a.kind != AggregateKind::kRate) lines |= 2;
+  }
+  return lines;
+}
 
 // A stored event: only the slots a rule needs later, packed into one string
 // ([slot][type][payload] ...), so millions of pending clocks stay small.
@@ -396,10 +428,15 @@ void WindowKey::renew(const Rule& rule) {
   ring.clear();
   if (history) history->size = 0;
   else if (rule.history_windows > 0) history = std::make_unique<History>();
-  if (distinct) {
-    for (size_t a = 0; a < n; ++a) distinct[a].clear();
-  } else if (counts_distinct(rule, AggregateKind::kCountDistinct)) {
-    distinct = std::make_unique<DistinctCounter[]>(n);
+  d0.clear();
+  distinct0 = kNoDistinct;
+  size_t distincts = 0;
+  for (size_t a = 0; a < n; ++a)
+    if (rule.aggregates[a].kind == AggregateKind::kCountDistinct && distincts++ == 0) distinct0 = static_cast<uint8_t>(a);
+  if (more) {
+    for (size_t a = 0; a < n; ++a) more[a].clear();
+  } else if (distincts > 1) {
+    more = std::make_unique<DistinctCounter[]>(n);
   }
   if (approx) {
     for (size_t a = 0; a < n; ++a)
@@ -471,6 +508,7 @@ struct Engine::KeyTable {
   Stream stream = Stream::kCalls;
   std::vector<int> slots;  // group_by
   std::vector<int> rules;  // rule indices, by position
+  std::vector<uint8_t> lines;  // by position: hot_lines() of the rule
   std::vector<Entry> entries;
   std::vector<WindowKey> states;
   std::vector<uint32_t> free;
@@ -478,8 +516,7 @@ struct Engine::KeyTable {
   size_t used = 0;
   uint64_t cached_event = 0;  // Engine::event_seq_ of the last lookup, and its entry
   uint32_t cached_entry = kNone;
-  uint64_t early_event = 0;   // Engine::event_seq_ whose key was built on arrival, its hash and text
-  uint64_t early_hash = 0;
+  uint64_t early_hash = 0;    // the current event's key (built on arrival) and its hash
   std::string early_key;      // reuses its storage: no allocation once grown
 
   WindowKey& state(uint32_t e, int pos) { return states[e * rules.size() + static_cast<size_t>(pos)]; }
@@ -585,6 +622,7 @@ Engine::Engine(std::shared_ptr<const RuleSet> rules, SignalSink& sink, const Rul
 
 Engine::~Engine() = default;
 
+
 std::vector<std::unique_ptr<Engine::KeyTable>> Engine::make_key_tables(
     const RuleSet& set, std::vector<std::unique_ptr<RuleState>>& state) {
   std::vector<std::unique_ptr<KeyTable>> tables;
@@ -603,6 +641,7 @@ std::vector<std::unique_ptr<Engine::KeyTable>> Engine::make_key_tables(
     rs.key_table = static_cast<int>(t);
     rs.key_pos = static_cast<int>(tables[t]->rules.size());
     tables[t]->rules.push_back(static_cast<int>(i));
+    tables[t]->lines.push_back(hot_lines(r));
   }
   return tables;
 }
@@ -797,7 +836,6 @@ void Engine::on_event(const Event& e) {
     build_key(e, kt.slots);
     kt.early_key.assign(key_buffer_);
     kt.early_hash = key_hash(kt.early_key);
-    kt.early_event = event_seq_;
     if (!kt.table.empty()) __builtin_prefetch(&kt.table[kt.early_hash & (kt.table.size() - 1)]);
   }
   for (const Trigger& t : set.rules_for(e.stream, e.kind)) {
@@ -880,8 +918,10 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
     kt.cached_entry = entry;
     // The table's other rules will read this key's state for the same event:
     // start those cache misses now, so they overlap instead of queueing.
-    for (size_t r = 0; r < kt.rules.size(); ++r)
-      __builtin_prefetch(&kt.state(entry, static_cast<int>(r)), 1);
+    for (size_t r = 0; r < kt.rules.size(); ++r) {
+      const char* k = reinterpret_cast<const char*>(&kt.state(entry, static_cast<int>(r)));
+      for (uint8_t m = kt.lines[r]; m; m &= m - 1) __builtin_prefetch(k + 64 * __builtin_ctz(m), 1);
+    }
   }
   WindowKey& k = kt.state(entry, rs.key_pos);
   if (!k.live) {
@@ -900,7 +940,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
         const Entry& old = k.ring.front();
         for (size_t a = 0; a < naggs; ++a) {
           switch (rule.aggregates[a].kind) {
-            case AggregateKind::kCountDistinct: k.distinct[a].remove(old.payload[a]); break;
+            case AggregateKind::kCountDistinct: k.distinct(a).remove(old.payload[a]); break;
             case AggregateKind::kCountIf: k.acc[a] -= static_cast<double>(old.payload[a]); break;
             case AggregateKind::kSum: case AggregateKind::kAvg: k.acc[a] -= bits_double(old.payload[a]); break;
             default: break;
@@ -951,13 +991,10 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
         break;
       }
       case AggregateKind::kCountDistinct: case AggregateKind::kApproxDistinct: {
-        const Value& v = e.at(agg.slot);
-        const uint64_t h = !v.present ? 0
-                           : v.type == FieldType::kString ? hash_bytes(v.s)
-                           : v.type == FieldType::kDouble ? double_bits(v.d) : static_cast<uint64_t>(v.i);
+        const uint64_t h = value_hash(e.at(agg.slot));
         if (agg.kind == AggregateKind::kCountDistinct) {
           payload[a] = h;
-          k.distinct[a].add(h);
+          k.distinct(a).add(h);
         } else {
           if (!k.approx[a]) k.approx[a] = std::make_unique<ApproxDistinct>(size, rule.window_type == WindowType::kSliding);
           k.approx[a]->add(e.time_ms, h);
@@ -1000,7 +1037,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
     switch (rule.aggregates[a].kind) {
       case AggregateKind::kCount: values[a] = n; break;
       case AggregateKind::kCountIf: case AggregateKind::kSum: values[a] = k.acc[a]; break;
-      case AggregateKind::kCountDistinct: values[a] = static_cast<double>(k.distinct[a].size()); break;
+      case AggregateKind::kCountDistinct: values[a] = static_cast<double>(k.distinct(a).size()); break;
       case AggregateKind::kApproxDistinct: values[a] = k.approx[a] ? std::round(k.approx[a]->estimate(e.time_ms)) : 0; break;
       case AggregateKind::kAvg: values[a] = k.acc[a] / n; break;
       case AggregateKind::kRate: {
