@@ -415,6 +415,10 @@ struct Expr::Program {
     Value k;         // constant
     int column = -1;  // kLookup: the table column returned
     std::vector<Value> list;
+    // A comparison, list or string test of an event field: the field's slot
+    // is in `index` and a constant right operand in `k`, so that test() reads
+    // this node only (specialise()).
+    bool field_test = false;
   };
   std::string text;
   std::vector<Node> nodes;
@@ -432,7 +436,27 @@ struct Expr::Program {
   static bool test(const Node* nodes, const Program& p, int n, const EvalContext& c);
   // The value of a field or constant node in place; nullptr for other nodes.
   static const Value* ref(const Node* nodes, int n, const EvalContext& c);
+  // Marks the field tests (Node::field_test) once the program is built.
+  void specialise();
 };
+
+void Expr::Program::specialise() {
+  for (Node& n : nodes) {
+    const bool binary = n.op == Op::kEq || n.op == Op::kNe || n.op == Op::kLt || n.op == Op::kLe || n.op == Op::kGt ||
+                        n.op == Op::kGe || n.op == Op::kStartsWith || n.op == Op::kEndsWith || n.op == Op::kContains;
+    if (!binary && n.op != Op::kIn && n.op != Op::kNotIn) continue;
+    const Node& a = nodes[static_cast<size_t>(n.a)];
+    if (a.op != Op::kField || a.type == Type::kNull) continue;
+    if (binary) {
+      const Node& b = nodes[static_cast<size_t>(n.b)];
+      // `== null` tests stay on the general path, which reads absence.
+      if (b.op != Op::kConst || b.type == Type::kNull || !b.k.present) continue;
+      n.k = b.k;  // a string constant's view points into `strings`, which does not move
+    }
+    n.index = a.index;
+    n.field_test = true;
+  }
+}
 
 namespace {
 
@@ -481,6 +505,14 @@ bool Expr::Program::test(const Node* nodes, const Program& p, int idx, const Eva
       return v.present && v.b;
     }
     case Op::kEq: case Op::kNe: case Op::kLt: case Op::kLe: case Op::kGt: case Op::kGe: {
+      if (n.field_test) {
+        const Value& x = c.event->at(n.index);
+        if (!x.present) return false;
+        if (n.op == Op::kEq) return equal_values(x, n.k);
+        if (n.op == Op::kNe) return !equal_values(x, n.k);
+        const int r = compare_values(x, n.k);
+        return n.op == Op::kLt ? r < 0 : n.op == Op::kLe ? r <= 0 : n.op == Op::kGt ? r > 0 : r >= 0;
+      }
       const Value* x = ref(nodes, n.a, c);
       const Value* y = ref(nodes, n.b, c);
       if (!x || !y) break;
@@ -495,7 +527,7 @@ bool Expr::Program::test(const Node* nodes, const Program& p, int idx, const Eva
       return n.op == Op::kLt ? r < 0 : n.op == Op::kLe ? r <= 0 : n.op == Op::kGt ? r > 0 : r >= 0;
     }
     case Op::kIn: case Op::kNotIn: {
-      const Value* x = ref(nodes, n.a, c);
+      const Value* x = n.field_test ? &c.event->at(n.index) : ref(nodes, n.a, c);
       if (!x) break;
       if (!x->present) return false;
       bool found = false;
@@ -504,8 +536,8 @@ bool Expr::Program::test(const Node* nodes, const Program& p, int idx, const Eva
       return n.op == Op::kIn ? found : !found;
     }
     case Op::kStartsWith: case Op::kEndsWith: case Op::kContains: {
-      const Value* x = ref(nodes, n.a, c);
-      const Value* y = ref(nodes, n.b, c);
+      const Value* x = n.field_test ? &c.event->at(n.index) : ref(nodes, n.a, c);
+      const Value* y = n.field_test ? &n.k : ref(nodes, n.b, c);
       if (!x || !y) break;
       if (!x->present || !y->present) return false;
       if (n.op == Op::kStartsWith) return x->s.starts_with(y->s);
@@ -666,6 +698,7 @@ class Parser {
     if (root < 0) return false;
     if (tok_.kind != Tok::kEnd) return error(tok_.offset, "E102", "unexpected '" + std::string(tok_.text) + "' after the end of the expression");
     p_.root = root;
+    p_.specialise();
     return true;
   }
 
