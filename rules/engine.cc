@@ -166,46 +166,64 @@ uint64_t value_hash(const Value& v) {
          : v.type == FieldType::kDouble ? double_bits(v.d) : static_cast<uint64_t>(v.i);
 }
 
-// One event inside a sliding window: its time, id (for evidence) and what
-// each aggregate took from it (hash for count_distinct, 1/0 for count_if,
-// the number for sum/avg/min/max).
+// One event inside a sliding window: its time and id (for evidence), then
+// what each of the rule's aggregates took from it, payload()[a]: the hash for
+// count_distinct, 1/0 for count_if, the number for sum/avg/min/max. Only the
+// rule's aggregates are stored (Entry::bytes), so that a rule with one or two
+// aggregates keeps 64- or 72-byte entries instead of room for eight.
 struct Entry {
-  int64_t time = 0;
-  std::array<uint64_t, kMaxAggregates> payload{};
-  std::array<char, 40> id{};
-  uint8_t id_len = 0;
+  int64_t time;
+  std::array<char, 40> id;
+  uint8_t id_len;
+  uint64_t* payload() { return reinterpret_cast<uint64_t*>(this + 1); }
+  const uint64_t* payload() const { return reinterpret_cast<const uint64_t*>(this + 1); }
+  static size_t words(size_t naggs) { return sizeof(Entry) / 8 + naggs; }
 };
+static_assert(sizeof(Entry) % 8 == 0);
 
-// A FIFO ring that reuses its storage; 24 bytes, so that it fits the first
-// cache line of a WindowKey with the fields every event reads.
+// A FIFO ring of entries of one size (set_aggregates) that reuses its
+// storage; 24 bytes, so that it fits the first cache line of a WindowKey with
+// the fields every event reads.
 class EntryRing {
  public:
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
-  Entry& front() { return buf_[head_]; }
-  const Entry& at(size_t i) const { return buf_[(head_ + i) & (cap_ - 1)]; }
+  // Entries for `naggs` aggregates; drops the storage if that changes the size.
+  void set_aggregates(size_t naggs) {
+    const auto w = static_cast<uint32_t>(Entry::words(naggs));
+    if (w == words_) return;
+    buf_.reset();
+    cap_ = head_ = size_ = 0;
+    words_ = w;
+  }
+  Entry& front() { return entry(head_); }
+  const Entry& at(size_t i) const { return entry((head_ + static_cast<uint32_t>(i)) & (cap_ - 1)); }
   Entry& push() {
     if (size_ == cap_) grow();
     ++size_;
-    return buf_[(head_ + size_ - 1) & (cap_ - 1)];
+    return entry((head_ + size_ - 1) & (cap_ - 1));
   }
   void pop() { head_ = (head_ + 1) & (cap_ - 1); --size_; }
   void clear() { head_ = size_ = 0; }  // keeps the storage
 
  private:
+  Entry& entry(uint32_t i) const { return *reinterpret_cast<Entry*>(buf_.get() + size_t{i} * words_); }
   void grow() {
     const uint32_t cap = cap_ == 0 ? 2 : cap_ * 2;
-    std::unique_ptr<Entry[]> b(new Entry[cap]);
-    for (uint32_t i = 0; i < size_; ++i) b[i] = buf_[(head_ + i) & (cap_ - 1)];
+    std::unique_ptr<uint64_t[]> b(new uint64_t[size_t{cap} * words_]);
+    for (uint32_t i = 0; i < size_; ++i)
+      std::memcpy(b.get() + size_t{i} * words_, &entry((head_ + i) & (cap_ - 1)), size_t{words_} * 8);
     buf_ = std::move(b);
     cap_ = cap;
     head_ = 0;
   }
-  std::unique_ptr<Entry[]> buf_;
+  std::unique_ptr<uint64_t[]> buf_;
   uint32_t cap_ = 0;  // a power of two
   uint32_t head_ = 0;
   uint32_t size_ = 0;
+  uint32_t words_ = static_cast<uint32_t>(Entry::words(kMaxAggregates));  // per entry
 };
+static_assert(sizeof(EntryRing) == 24);
 
 // The aggregates of one key's current window, for one rule (a slot of a
 // KeyTable): distinct counters exist only for the aggregates that need them.
@@ -425,6 +443,7 @@ bool counts_distinct(const Rule& r, AggregateKind kind) {
 
 void WindowKey::renew(const Rule& rule) {
   const size_t n = rule.aggregates.size();
+  ring.set_aggregates(n);
   ring.clear();
   if (history) history->size = 0;
   else if (rule.history_windows > 0) history = std::make_unique<History>();
@@ -937,12 +956,12 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
     case WindowType::kSliding: {
       const int64_t horizon = std::max(k.newest, e.time_ms) - size;
       while (!k.ring.empty() && k.ring_front <= horizon) {
-        const Entry& old = k.ring.front();
+        const uint64_t* old = k.ring.front().payload();
         for (size_t a = 0; a < naggs; ++a) {
           switch (rule.aggregates[a].kind) {
-            case AggregateKind::kCountDistinct: k.distinct(a).remove(old.payload[a]); break;
-            case AggregateKind::kCountIf: k.acc[a] -= static_cast<double>(old.payload[a]); break;
-            case AggregateKind::kSum: case AggregateKind::kAvg: k.acc[a] -= bits_double(old.payload[a]); break;
+            case AggregateKind::kCountDistinct: k.distinct(a).remove(old[a]); break;
+            case AggregateKind::kCountIf: k.acc[a] -= static_cast<double>(old[a]); break;
+            case AggregateKind::kSum: case AggregateKind::kAvg: k.acc[a] -= bits_double(old[a]); break;
             default: break;
           }
         }
@@ -1018,7 +1037,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
     if (k.ring.size() == 1) k.ring_front = e.time_ms;
     entry.id_len = static_cast<uint8_t>(std::min(id.size(), entry.id.size()));
     std::memcpy(entry.id.data(), id.data(), entry.id_len);
-    std::copy(payload, payload + naggs, entry.payload.begin());
+    std::copy(payload, payload + naggs, entry.payload());
   } else if (k.count == 0) {
     k.first_time = e.time_ms;
     k.first_id_len = static_cast<uint8_t>(std::min(id.size(), k.first_id.size()));
@@ -1049,9 +1068,9 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
         if (rule.window_type != WindowType::kSliding) { values[a] = k.acc[a]; break; }
         // Sliding: scan the window (it is small next to the event rate it replaces).
         const bool is_min = rule.aggregates[a].kind == AggregateKind::kMin;
-        double m = bits_double(k.ring.at(0).payload[a]);
+        double m = bits_double(k.ring.at(0).payload()[a]);
         for (size_t i = 1; i < k.ring.size(); ++i) {
-          const double x = bits_double(k.ring.at(i).payload[a]);
+          const double x = bits_double(k.ring.at(i).payload()[a]);
           m = is_min ? std::min(m, x) : std::max(m, x);
         }
         values[a] = m;
