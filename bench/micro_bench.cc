@@ -114,6 +114,13 @@ namespace {
 using namespace tocsin;
 
 uint64_t allocs() { return g_allocs.load(std::memory_order_relaxed); }
+
+// TOCSIN_BENCH_ITERATIONS=N runs every per-event benchmark for exactly N
+// iterations (bench/instructions.sh: instruction counts under cachegrind,
+// which this VM's timing noise does not touch).
+void fixed_iterations(benchmark::internal::Benchmark* b) {
+  if (const char* n = std::getenv("TOCSIN_BENCH_ITERATIONS")) b->Iterations(std::atoll(n));
+}
 double heap_mib() { return static_cast<double>(mallinfo2().uordblks) / (1024.0 * 1024.0); }
 
 // ---- corpus --------------------------------------------------------------------
@@ -320,9 +327,9 @@ void BM_Decode(benchmark::State& state, Stream stream) {
   state.counters["errors"] = static_cast<double>(errors);
   state.counters["corpus"] = static_cast<double>(c.size());
 }
-BENCHMARK_CAPTURE(BM_Decode, calls, Stream::kCalls);
-BENCHMARK_CAPTURE(BM_Decode, faults, Stream::kFaults);
-BENCHMARK_CAPTURE(BM_Decode, complaints, Stream::kComplaints);
+BENCHMARK_CAPTURE(BM_Decode, calls, Stream::kCalls)->Apply(fixed_iterations);
+BENCHMARK_CAPTURE(BM_Decode, faults, Stream::kFaults)->Apply(fixed_iterations);
+BENCHMARK_CAPTURE(BM_Decode, complaints, Stream::kComplaints)->Apply(fixed_iterations);
 
 // ---- BM_DecodeEvaluate ------------------------------------------------------------
 
@@ -396,13 +403,13 @@ void run_decode_evaluate(benchmark::State& state, Corpus& c,
 void BM_DecodeEvaluate_FirstSlice(benchmark::State& state) {
   run_decode_evaluate(state, corpus(), first_slice_rules());
 }
-BENCHMARK(BM_DecodeEvaluate_FirstSlice);
+BENCHMARK(BM_DecodeEvaluate_FirstSlice)->Apply(fixed_iterations);
 
 // The rule listens to calls only, so it is fed the calls of the corpus.
 void BM_DecodeEvaluate_SingleFilterCount(benchmark::State& state) {
   run_decode_evaluate(state, corpus(static_cast<int>(Stream::kCalls)), single_filter_count_rules());
 }
-BENCHMARK(BM_DecodeEvaluate_SingleFilterCount);
+BENCHMARK(BM_DecodeEvaluate_SingleFilterCount)->Apply(fixed_iterations);
 
 // ---- BM_DecodeEvaluate_Mix50 -------------------------------------------------------
 
@@ -500,7 +507,7 @@ void BM_DecodeEvaluate_Mix50(benchmark::State& state) {
   run_decode_evaluate(state, corpus(), m.rules, m.tables.get());
   state.counters["rules"] = 50;
 }
-BENCHMARK(BM_DecodeEvaluate_Mix50);
+BENCHMARK(BM_DecodeEvaluate_Mix50)->Apply(fixed_iterations);
 
 // ---- BM_PendingTimers ----------------------------------------------------------
 
@@ -632,14 +639,14 @@ void run_worker(benchmark::State& state, Corpus& c, std::shared_ptr<const rules:
 }
 
 void BM_Worker_NoKafka(benchmark::State& state) { run_worker(state, corpus(), first_slice_rules()); }
-BENCHMARK(BM_Worker_NoKafka);
+BENCHMARK(BM_Worker_NoKafka)->Apply(fixed_iterations);
 
 // The two targets through the real worker loop (stats, clock reads,
 // alert encoding, the next message prefetched), rather than decode + on_event.
 void BM_Worker_NoKafka_SingleFilterCount(benchmark::State& state) {
   run_worker(state, corpus(static_cast<int>(Stream::kCalls)), single_filter_count_rules());
 }
-BENCHMARK(BM_Worker_NoKafka_SingleFilterCount);
+BENCHMARK(BM_Worker_NoKafka_SingleFilterCount)->Apply(fixed_iterations);
 
 void BM_Worker_NoKafka_Mix50(benchmark::State& state) {
   const Mix50 m = mix50();
@@ -649,6 +656,6 @@ void BM_Worker_NoKafka_Mix50(benchmark::State& state) {
   }
   run_worker(state, corpus(), m.rules, m.tables.get());
 }
-BENCHMARK(BM_Worker_NoKafka_Mix50);
+BENCHMARK(BM_Worker_NoKafka_Mix50)->Apply(fixed_iterations);
 
 }  // namespace

@@ -7,7 +7,7 @@ PKGS=(build-essential cmake ninja-build ccache pkg-config
       libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev librocksdb-dev libssl-dev
       libgtest-dev libgmock-dev libbenchmark-dev clang-14 libclang-rt-14-dev
       python3 kannel kannel-extras prometheus
-      chromium fonts-wqy-microhei nodejs)
+      chromium fonts-wqy-microhei nodejs valgrind)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
