@@ -144,6 +144,36 @@ TEST(SlidingWindow, MinMaxFollowEviction) {
   EXPECT_EQ(h.rec.got[0].values[2], 10);
 }
 
+// Two count_distinct aggregates in one rule: the first's counter lives in the
+// key's state, the second's beside it; each counts its own field, and both
+// forget what leaves the window.
+TEST(SlidingWindow, TwoDistinctCountsInOneRuleAreKeptApart) {
+  Harness h(R"(rules:
+  - id: two
+    stream: calls
+    window: {group_by: [caller], size: 1m}
+    aggregates: {people: count_distinct(callee), cells: count_distinct(cell_id)}
+    having: people >= 3 or cells >= 3
+    alert: {severity: low}
+)");
+  h.call("a", "1", "p1", 5, 0, R"(,"cell_id":"A")");
+  h.call("b", "1", "p2", 5, 10, R"(,"cell_id":"A")");
+  h.call("c", "1", "p1", 5, 20, R"(,"cell_id":"B")");
+  EXPECT_TRUE(h.rec.got.empty());  // 2 people, 2 cells
+  h.call("d", "1", "p3", 5, 30, R"(,"cell_id":"A")");
+  ASSERT_EQ(h.rec.got.size(), 1u);  // 3 people, 2 cells
+  EXPECT_EQ(h.rec.got[0].values[0], 3);
+  EXPECT_EQ(h.rec.got[0].values[1], 2);
+  // Everything above leaves the window; one person on three cells fires on the second counter.
+  h.call("f", "1", "p4", 5, 95, R"(,"cell_id":"B")");
+  h.call("g", "1", "p4", 5, 96, R"(,"cell_id":"C")");
+  EXPECT_EQ(h.rec.got.size(), 1u);
+  h.call("h", "1", "p4", 5, 97, R"(,"cell_id":"D")");
+  ASSERT_EQ(h.rec.got.size(), 2u);
+  EXPECT_EQ(h.rec.got[1].values[0], 1);
+  EXPECT_EQ(h.rec.got[1].values[1], 3);
+}
+
 const char* kSequence = R"(rules:
   - id: victim_long_call
     sequence:

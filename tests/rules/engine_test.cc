@@ -227,37 +227,3 @@ TEST(EngineFeed, PicksUpANewVersionOnTick) {
 
 }  // namespace
 }  // namespace tocsin::rules
-
-namespace tocsin::rules {
-namespace {
-
-// Two count_distinct aggregates in one rule: the first's counter lives in the
-// key's state, the second's beside it; each counts its own field.
-TEST(EngineDistinct, TwoDistinctCountsInOneRuleAreKeptApart) {
-  auto r = load_rules({{"d.yaml", R"(rules:
-  - id: two
-    stream: calls
-    window: {group_by: [caller], size: 1h}
-    aggregates: {n: count(), people: count_distinct(callee), cells: count_distinct(cell_id)}
-    having: n >= 4
-    alert: {severity: low}
-)"}});
-  ASSERT_TRUE(r.ok()) << format_text(r.diagnostics[0]);
-  Recorder rec;
-  Engine engine(r.rules, rec);
-  Decoder dec;
-  Event ev;
-  const char* calls[][2] = {{"1", "A"}, {"2", "A"}, {"3", "B"}, {"1", "A"}};
-  for (int i = 0; i < 4; ++i) {
-    const std::string j = R"({"call_id":"c)" + std::to_string(i) + R"(","start_time":)" + std::to_string(1790000000000 + i * 1000) +
-                          R"(,"caller":"x","callee":")" + calls[i][0] + R"(","cell_id":")" + calls[i][1] +
-                          R"(","duration_s":5,"answered":true})";
-    ASSERT_TRUE(dec.decode(Stream::kCalls, j, 1790000000000 + 86400000, ev).ok()) << j;
-    engine.on_event(ev);
-  }
-  ASSERT_EQ(rec.got.size(), 1u);
-  EXPECT_EQ(rec.got[0].aggs, (std::vector<double>{4, 3, 2}));
-}
-
-}  // namespace
-}  // namespace tocsin::rules
