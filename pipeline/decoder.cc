@@ -7,6 +7,8 @@
 #endif
 
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace tocsin {
@@ -43,9 +45,18 @@ class FieldIndex {
     table_.fill(-1);
     for (size_t i = 0; i < schema.fields.size(); ++i) {
       const std::string_view name = schema.fields[i].name;
-      quoted_[i].len = static_cast<uint8_t>(name.size() + 1);
-      std::memcpy(quoted_[i].text.data(), name.data(), name.size());
-      quoted_[i].text[name.size()] = '"';
+      Quoted& q = quoted_[i];
+      if (name.size() + 2 > 8 * kWords) throw std::logic_error("schema field name too long: " + std::string(name));
+      std::array<char, 8 * kWords> text{};  // name, '"', ':', zero-padded to whole words
+      std::memcpy(text.data(), name.data(), name.size());
+      text[name.size()] = '"';
+      text[name.size() + 1] = ':';
+      q.len = static_cast<uint8_t>(name.size());
+      for (size_t w = 0; w < kWords; ++w) {
+        std::memcpy(&q.word[w], text.data() + w * 8, 8);
+        q.mask[w] = mask_of(name.size() + 1, w);
+        q.colon_mask[w] = mask_of(name.size() + 2, w);
+      }
       uint32_t h = name_hash(schema.fields[i].name) & kMask;
       while (table_[h] >= 0) h = (h + 1) & kMask;
       table_[h] = static_cast<int8_t>(i);
@@ -54,20 +65,13 @@ class FieldIndex {
   // Whether the key whose text starts at `raw` (just after its opening quote,
   // inside the padded buffer) is field `slot`: its name followed by the
   // closing quote. A name holds no quote or backslash, so that is the whole key.
-  bool is(int slot, const char* raw) const {
-    const Quoted& q = quoted_[static_cast<size_t>(slot)];
-    for (size_t w = 0; w * 8 < q.len; ++w) {
-      uint64_t a, b;
-      std::memcpy(&a, raw + w * 8, 8);  // may read past the key: the buffer is padded
-      std::memcpy(&b, q.text.data() + w * 8, 8);
-      const size_t left = q.len - w * 8;
-      const uint64_t mask = left >= 8 ? ~0ull : (1ull << (left * 8)) - 1;
-      if ((a ^ b) & mask) return false;
-    }
-    return true;
+  bool is(int slot, const char* raw) const { return same(quoted_[static_cast<size_t>(slot)], &Quoted::mask, raw); }
+  // The same, with the colon right after the closing quote (compact JSON).
+  bool is_with_colon(int slot, const char* raw) const {
+    return same(quoted_[static_cast<size_t>(slot)], &Quoted::colon_mask, raw);
   }
   // Length of field `slot`'s name.
-  size_t name_size(int slot) const { return quoted_[static_cast<size_t>(slot)].len - 1u; }
+  size_t name_size(int slot) const { return quoted_[static_cast<size_t>(slot)].len; }
   int find(std::string_view key) const {
     for (uint32_t h = name_hash(key) & kMask;; h = (h + 1) & kMask) {
       const int slot = table_[h];
@@ -78,12 +82,27 @@ class FieldIndex {
 
  private:
   static constexpr uint32_t kMask = 63;
+  static constexpr size_t kWords = 5;  // names are at most 37 bytes (+ '"' + ':')
+  // The bytes of word `w` that lie within the first `n` bytes.
+  static uint64_t mask_of(size_t n, size_t w) {
+    return n >= (w + 1) * 8 ? ~0ull : n <= w * 8 ? 0 : (1ull << ((n - w * 8) * 8)) - 1;
+  }
+  // The name, '"' and ':' as words, and which of their bytes the key must match.
+  struct Quoted {
+    std::array<uint64_t, kWords> word{}, mask{}, colon_mask{};
+    uint8_t len = 0;  // of the name
+  };
+  static bool same(const Quoted& q, std::array<uint64_t, kWords> Quoted::*masks, const char* raw) {
+    const auto& m = q.*masks;
+    for (size_t w = 0; w < kWords && m[w]; ++w) {
+      uint64_t a;
+      std::memcpy(&a, raw + w * 8, 8);  // may read past the key: the buffer is padded
+      if ((a ^ q.word[w]) & m[w]) return false;
+    }
+    return true;
+  }
   const StreamSchema* schema_;
   std::array<int8_t, kMask + 1> table_{};
-  struct Quoted {
-    std::array<char, 40> text{};  // name + '"', zero-padded to whole words
-    uint8_t len = 0;
-  };
   std::array<Quoted, kMaxSlots> quoted_{};
 };
 
@@ -477,19 +496,23 @@ struct Decoder::Impl {
       if (*p != '"') return false;
       // The guessed name followed by a quote is the whole key: no need to scan it.
       const char* key = p + 1;
-      const char* key_end;
       int slot = position < guess.size() ? guess[position] : -1;
-      if (slot >= 0 && fields.is(slot, key)) {
-        key_end = key + fields.name_size(slot);
+      if (slot >= 0 && fields.is_with_colon(slot, key)) {  // `"name":`, as compact JSON writes it
+        p = skip_ws(key + fields.name_size(slot) + 2);
       } else {
-        key_end = scan_string(key, false);
-        if (!key_end) return false;
-        slot = fields.find({key, static_cast<size_t>(key_end - key)});
-        if (position < guess.size()) guess[position] = static_cast<int8_t>(slot);
+        const char* key_end;
+        if (slot >= 0 && fields.is(slot, key)) {
+          key_end = key + fields.name_size(slot);
+        } else {
+          key_end = scan_string(key, false);
+          if (!key_end) return false;
+          slot = fields.find({key, static_cast<size_t>(key_end - key)});
+          if (position < guess.size()) guess[position] = static_cast<int8_t>(slot);
+        }
+        p = skip_ws(key_end + 1);
+        if (*p != ':') return false;
+        p = skip_ws(p + 1);
       }
-      p = skip_ws(key_end + 1);
-      if (*p != ':') return false;
-      p = skip_ws(p + 1);
       p = slot < 0 ? skip_scalar(p)
                    : flat_value(schema.fields[static_cast<size_t>(slot)], p, now_ms,
                                 slot == schema.time_slot,

@@ -283,6 +283,11 @@ TEST(DecoderFastPath, AgreesWithSimdjsonOnEdgeCases) {
   const std::vector<std::string> shapes = {
       " \t\r\n{" + head.substr(1) + "\"duration_s\" : 1 } \n",
       head + R"("duration_s":1,"duration_s":2})",
+      // Keys as the position guess sees them: a space before the colon, a
+      // longer key that starts with the guessed name, a shorter one.
+      R"({"call_id" :"c","start_time" :1794996000000,"caller":"1","callee":"2","duration_s":1})",
+      R"({"call_idx":"c","call_id":"c","start_time":1794996000000,"caller_class":"x","caller":"1","callee":"2","duration_s":1})",
+      R"({"call_i":"c","call_id":"c","start_time":1794996000000,"caller":"1","calle":"2","callee":"2","duration_s":1})",
       head + R"("duration_s":1,"caller":null})",
       head + R"("duration_s":1,"city":null})",
       head + R"("duration_s":1,"x":{"a":[1,{"b":null}]}})",
