@@ -415,10 +415,12 @@ struct Expr::Program {
     Value k;         // constant
     int column = -1;  // kLookup: the table column returned
     std::vector<Value> list;
-    // A comparison, list or string test of an event field: the field's slot
+    // A comparison, list or string test of an event field (or, for a
+    // comparison, of an aggregate): the field's slot or the aggregate's index
     // is in `index` and a constant right operand in `k`, so that test() reads
     // this node only (specialise()).
-    bool field_test = false;
+    enum Operand : uint8_t { kNodes, kFieldOperand, kAggregateOperand };
+    Operand operand = kNodes;
   };
   std::string text;
   std::vector<Node> nodes;
@@ -436,7 +438,7 @@ struct Expr::Program {
   static bool test(const Node* nodes, const Program& p, int n, const EvalContext& c);
   // The value of a field or constant node in place; nullptr for other nodes.
   static const Value* ref(const Node* nodes, int n, const EvalContext& c);
-  // Marks the field tests (Node::field_test) once the program is built.
+  // Marks the tests of a field or aggregate against a constant (Node::operand) once the program is built.
   void specialise();
 };
 
@@ -446,7 +448,8 @@ void Expr::Program::specialise() {
                         n.op == Op::kGe || n.op == Op::kStartsWith || n.op == Op::kEndsWith || n.op == Op::kContains;
     if (!binary && n.op != Op::kIn && n.op != Op::kNotIn) continue;
     const Node& a = nodes[static_cast<size_t>(n.a)];
-    if (a.op != Op::kField || a.type == Type::kNull) continue;
+    const bool comparison = binary && n.op != Op::kStartsWith && n.op != Op::kEndsWith && n.op != Op::kContains;
+    if (a.type == Type::kNull || !(a.op == Op::kField || (a.op == Op::kAgg && comparison))) continue;
     if (binary) {
       const Node& b = nodes[static_cast<size_t>(n.b)];
       // `== null` tests stay on the general path, which reads absence.
@@ -454,7 +457,7 @@ void Expr::Program::specialise() {
       n.k = b.k;  // a string constant's view points into `strings`, which does not move
     }
     n.index = a.index;
-    n.field_test = true;
+    n.operand = a.op == Op::kField ? Node::kFieldOperand : Node::kAggregateOperand;
   }
 }
 
@@ -505,8 +508,14 @@ bool Expr::Program::test(const Node* nodes, const Program& p, int idx, const Eva
       return v.present && v.b;
     }
     case Op::kEq: case Op::kNe: case Op::kLt: case Op::kLe: case Op::kGt: case Op::kGe: {
-      if (n.field_test) {
-        const Value& x = c.event->at(n.index);
+      if (n.operand != Node::kNodes) {
+        Value aggregate;  // as eval() reads it: NaN is absent
+        if (n.operand == Node::kAggregateOperand) {
+          const double v = c.aggregates[n.index];
+          if (std::isnan(v)) return false;
+          aggregate = Value::of_double(v);
+        }
+        const Value& x = n.operand == Node::kFieldOperand ? c.event->at(n.index) : aggregate;
         if (!x.present) return false;
         if (n.op == Op::kEq) return equal_values(x, n.k);
         if (n.op == Op::kNe) return !equal_values(x, n.k);
@@ -527,7 +536,7 @@ bool Expr::Program::test(const Node* nodes, const Program& p, int idx, const Eva
       return n.op == Op::kLt ? r < 0 : n.op == Op::kLe ? r <= 0 : n.op == Op::kGt ? r > 0 : r >= 0;
     }
     case Op::kIn: case Op::kNotIn: {
-      const Value* x = n.field_test ? &c.event->at(n.index) : ref(nodes, n.a, c);
+      const Value* x = n.operand == Node::kFieldOperand ? &c.event->at(n.index) : ref(nodes, n.a, c);
       if (!x) break;
       if (!x->present) return false;
       bool found = false;
@@ -536,8 +545,8 @@ bool Expr::Program::test(const Node* nodes, const Program& p, int idx, const Eva
       return n.op == Op::kIn ? found : !found;
     }
     case Op::kStartsWith: case Op::kEndsWith: case Op::kContains: {
-      const Value* x = n.field_test ? &c.event->at(n.index) : ref(nodes, n.a, c);
-      const Value* y = n.field_test ? &n.k : ref(nodes, n.b, c);
+      const Value* x = n.operand == Node::kFieldOperand ? &c.event->at(n.index) : ref(nodes, n.a, c);
+      const Value* y = n.operand == Node::kFieldOperand ? &n.k : ref(nodes, n.b, c);
       if (!x || !y) break;
       if (!x->present || !y->present) return false;
       if (n.op == Op::kStartsWith) return x->s.starts_with(y->s);

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <regex>
 #include <set>
 
@@ -56,6 +57,28 @@ TEST_F(ExprTest, ComparisonsAndLogic) {
   EXPECT_TRUE(eval("duration_s % 5 == 2"));
   EXPECT_TRUE(eval("-duration_s < 0"));
   EXPECT_TRUE(eval("caller > \"1\" and caller == '17012345678'"));
+}
+
+// A comparison of a field or an aggregate with a constant is read from its own
+// node (Program::specialise); `x + 0` keeps the general path. Both must agree,
+// absent (NaN) aggregates included.
+TEST_F(ExprTest, SpecialisedComparisonsAgreeWithTheGeneralPath) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (const char* op : {"==", "!=", "<", "<=", ">", ">="}) {
+    for (const char* k : {"16", "17", "18", "17.0", "16.5"}) {
+      const std::string fast = std::string("duration_s ") + op + " " + k;
+      const std::string slow = std::string("duration_s + 0 ") + op + " " + k;
+      EXPECT_EQ(eval(fast), eval(slow)) << fast;
+      for (double agg : {nan, 2.9, 3.0, 17.0, -1.0}) {
+        const std::string afast = std::string("strangers ") + op + " " + k;
+        const std::string aslow = std::string("strangers + 0 ") + op + " " + k;
+        EXPECT_EQ(eval(afast, agg), eval(aslow, agg)) << afast << " with " << agg;
+      }
+    }
+  }
+  EXPECT_TRUE(eval("strangers >= 3", 3));
+  EXPECT_FALSE(eval("strangers >= 3", nan));
+  EXPECT_FALSE(eval("strangers != 3", nan));  // absent: every comparison is false
 }
 
 TEST_F(ExprTest, ListsAndStrings) {
