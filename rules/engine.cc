@@ -535,8 +535,11 @@ struct Engine::KeyTable {
   size_t used = 0;
   uint64_t cached_event = 0;  // Engine::event_seq_ of the last lookup, and its entry
   uint32_t cached_entry = kNone;
-  uint64_t early_hash = 0;    // the current event's key (built on arrival) and its hash
-  std::string early_key;      // reuses its storage: no allocation once grown
+  // The current event's key (built on arrival) and its hash. A key of one
+  // string field views the event's value; others are built into early_text.
+  std::string_view early_key;
+  uint64_t early_hash = 0;
+  std::string early_text;     // reuses its storage: no allocation once grown
 
   WindowKey& state(uint32_t e, int pos) { return states[e * rules.size() + static_cast<size_t>(pos)]; }
 
@@ -852,8 +855,14 @@ void Engine::on_event(const Event& e) {
   for (const auto& ktp : key_tables_) {
     KeyTable& kt = *ktp;
     if (kt.stream != e.stream) continue;
-    build_key(e, kt.slots);
-    kt.early_key.assign(key_buffer_);
+    const Value* one = kt.slots.size() == 1 ? &e.at(kt.slots[0]) : nullptr;
+    if (one && one->type == FieldType::kString) {
+      kt.early_key = one->present ? one->s : std::string_view();  // what build_key would write
+    } else {
+      build_key(e, kt.slots);
+      kt.early_text.assign(key_buffer_);
+      kt.early_key = kt.early_text;
+    }
     kt.early_hash = key_hash(kt.early_key);
     if (!kt.table.empty()) __builtin_prefetch(&kt.table[kt.early_hash & (kt.table.size() - 1)]);
   }
