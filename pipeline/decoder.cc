@@ -82,7 +82,7 @@ class FieldIndex {
 
  private:
   static constexpr uint32_t kMask = 63;
-  static constexpr size_t kWords = 5;  // names are at most 37 bytes (+ '"' + ':')
+  static constexpr size_t kWords = 5;  // names are at most 38 bytes (+ '"' + ':')
   // The bytes of word `w` that lie within the first `n` bytes.
   static uint64_t mask_of(size_t n, size_t w) {
     return n >= (w + 1) * 8 ? ~0ull : n <= w * 8 ? 0 : (1ull << ((n - w * 8) * 8)) - 1;

@@ -169,7 +169,7 @@ uint64_t value_hash(const Value& v) {
 // One event inside a sliding window: its time and id (for evidence), then
 // what each of the rule's aggregates took from it, payload()[a]: the hash for
 // count_distinct, 1/0 for count_if, the number for sum/avg/min/max. Only the
-// rule's aggregates are stored (Entry::bytes), so that a rule with one or two
+// rule's aggregates are stored (Entry::words), so that a rule with one or two
 // aggregates keeps 64- or 72-byte entries instead of room for eight.
 struct Entry {
   int64_t time;
@@ -643,7 +643,6 @@ Engine::Engine(std::shared_ptr<const RuleSet> rules, SignalSink& sink, const Rul
 }
 
 Engine::~Engine() = default;
-
 
 std::vector<std::unique_ptr<Engine::KeyTable>> Engine::make_key_tables(
     const RuleSet& set, std::vector<std::unique_ptr<RuleState>>& state) {
