@@ -498,14 +498,19 @@ Mix50 mix50() {
   return m;
 }
 
-void BM_DecodeEvaluate_Mix50(benchmark::State& state) {
+// Runs `run(mix)`, or skips the benchmark with the reason when the mix does not load.
+template <typename Run>
+void with_mix50(benchmark::State& state, Run run) {
   const Mix50 m = mix50();
-  if (!m.rules) {
-    state.SkipWithError(m.error.c_str());
-    return;
-  }
-  run_decode_evaluate(state, corpus(), m.rules, m.tables.get());
-  state.counters["rules"] = 50;
+  if (!m.rules) return state.SkipWithError(m.error.c_str());
+  run(m);
+}
+
+void BM_DecodeEvaluate_Mix50(benchmark::State& state) {
+  with_mix50(state, [&state](const Mix50& m) {
+    run_decode_evaluate(state, corpus(), m.rules, m.tables.get());
+    state.counters["rules"] = 50;
+  });
 }
 BENCHMARK(BM_DecodeEvaluate_Mix50)->Apply(fixed_iterations);
 
@@ -649,12 +654,7 @@ void BM_Worker_NoKafka_SingleFilterCount(benchmark::State& state) {
 BENCHMARK(BM_Worker_NoKafka_SingleFilterCount)->Apply(fixed_iterations);
 
 void BM_Worker_NoKafka_Mix50(benchmark::State& state) {
-  const Mix50 m = mix50();
-  if (!m.rules) {
-    state.SkipWithError(m.error.c_str());
-    return;
-  }
-  run_worker(state, corpus(), m.rules, m.tables.get());
+  with_mix50(state, [&state](const Mix50& m) { run_worker(state, corpus(), m.rules, m.tables.get()); });
 }
 BENCHMARK(BM_Worker_NoKafka_Mix50)->Apply(fixed_iterations);
 

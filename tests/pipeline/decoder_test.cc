@@ -304,18 +304,6 @@ TEST(DecoderFastPath, AgreesWithSimdjsonOnEdgeCases) {
       head + R"("duration_s":1,"start_time":"2026-11-17 10:00:00Z"})",
       head + R"("duration_s":1,"start_time":"2026-11-17T10:00:00\u005a"})",
       head + R"("duration_s":1,"sim_activated_at":"0001-01-01T00:00:00Z"})",
-      // Canonical times on one date: the fast path remembers the date's epoch day.
-      head + R"("duration_s":1,"sim_activated_at":"2026-11-17T10:00:00.250Z"})",
-      head + R"("duration_s":1,"sim_activated_at":"2026-11-17T23:59:59.999Z"})",
-      head + R"("duration_s":1,"sim_activated_at":"2026-11-17T23:59:60.000Z"})",
-      head + R"("duration_s":1,"sim_activated_at":"2026-11-17T24:00:00.000Z"})",
-      head + R"("duration_s":1,"sim_activated_at":"2026-11-17T10:60:00.000Z"})",
-      head + R"("duration_s":1,"sim_activated_at":"2026-11-17T10:00:00.000z"})",
-      head + R"("duration_s":1,"sim_activated_at":"2026-11-17T10:00:00.0000Z"})",
-      head + R"("duration_s":1,"sim_activated_at":"2026-11-17T1a:00:00.000Z"})",
-      head + R"("duration_s":1,"sim_activated_at":"2026-11-17T10:00:00.00aZ"})",
-      head + R"("duration_s":1,"sim_activated_at":"2026-11-18T00:00:00.000Z"})",
-      head + R"("duration_s":1,"sim_activated_at":"2026-02-29T00:00:00.000Z"})",
       R"({"fault_id":"f","time":1794996000000,"kind":"opened","network_id":"N"})",
       R"({"fault_id":"f","time":1794996000000,"kind":"open","network_id":"N"})",
       R"({"fault_id":"f","time":1794996000000,"kind":"opened\u0000","network_id":"N"})",
@@ -323,6 +311,21 @@ TEST(DecoderFastPath, AgreesWithSimdjsonOnEdgeCases) {
       kCall, std::string(kCall) + "{}"};
   for (const std::string& j : shapes)
     for (int s = 0; s < kStreamCount; ++s) accepted += both.check(static_cast<Stream>(s), j);
+  // Canonical times on one date: the fast path remembers the date's epoch day.
+  const std::vector<std::string> times = {
+      "2026-11-17T10:00:00.250Z",
+      "2026-11-17T23:59:59.999Z",
+      "2026-11-17T23:59:60.000Z",
+      "2026-11-17T24:00:00.000Z",
+      "2026-11-17T10:60:00.000Z",
+      "2026-11-17T10:00:00.000z",
+      "2026-11-17T10:00:00.0000Z",
+      "2026-11-17T1a:00:00.000Z",
+      "2026-11-17T10:00:00.00aZ",
+      "2026-11-18T00:00:00.000Z",
+      "2026-02-29T00:00:00.000Z"};
+  for (const std::string& t : times)
+    accepted += both.check(Stream::kCalls, head + R"("duration_s":1,"sim_activated_at":")" + t + "\"}");
   EXPECT_GT(accepted, 50);  // both paths really accept: the comparison is not only of errors
 }
 
