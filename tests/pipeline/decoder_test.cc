@@ -212,6 +212,36 @@ TEST(Rfc3339, ParsesAndFormats) {
   EXPECT_EQ(parse_rfc3339_ms("0000-01-01T00:00:00+00:01", ms), DecodeError::kImpossibleTime);
 }
 
+// The canonical 24-byte form has its own fast path: it must agree with the
+// general parser, which reads the same text with "+00:00" instead of "Z".
+TEST(Rfc3339, CanonicalFormAgreesWithTheGeneralParser) {
+  std::mt19937_64 rng(7);
+  std::vector<int64_t> times = {0, -1, kMinRfc3339Ms, kMaxRfc3339Ms, 951782400000 /* 2000-02-29 */};
+  for (int64_t year_start : {-2208988800000LL, 946684800000LL, 1704067200000LL})  // 1900, 2000, 2024
+    for (int64_t day = 0; day < 366; ++day) times.push_back(year_start + day * 86400000 - 1);
+  std::uniform_int_distribution<int64_t> any(kMinRfc3339Ms, kMaxRfc3339Ms);
+  for (int i = 0; i < 20000; ++i) times.push_back(any(rng));
+  const std::string alphabet = "0123456789-:T.Zt z/+\x80";
+  for (int64_t t : times) {
+    char buf[32];
+    const std::string text(format_rfc3339_ms(t, buf));
+    int64_t ms = 0;
+    ASSERT_EQ(parse_rfc3339_ms(text, ms), DecodeError::kOk) << text;
+    ASSERT_EQ(ms, t) << text;
+    // One byte changed (all but the final 'Z'): the same verdict and value as the general parser.
+    std::uniform_int_distribution<size_t> pos(0, 22), pick(0, alphabet.size() - 1);
+    std::string bad = text;
+    bad[pos(rng)] = alphabet[pick(rng)];
+    std::string general = bad.substr(0, 23) + "+00:00";
+    int64_t a = 0, b = 0;
+    const DecodeError ea = parse_rfc3339_ms(bad, a), eb = parse_rfc3339_ms(general, b);
+    ASSERT_EQ(ea, eb) << bad;
+    if (ea == DecodeError::kOk) {
+      ASSERT_EQ(a, b) << bad;
+    }
+  }
+}
+
 // ---- The fast path against simdjson -------------------------------------------
 //
 // DecodePath::kFast must give exactly what DecodePath::kSimdjson gives: the same
