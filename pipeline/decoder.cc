@@ -46,16 +46,16 @@ class FieldIndex {
     for (size_t i = 0; i < schema.fields.size(); ++i) {
       const std::string_view name = schema.fields[i].name;
       Quoted& q = quoted_[i];
-      if (name.size() + 2 > 8 * kWords) throw std::logic_error("schema field name too long: " + std::string(name));
-      std::array<char, 8 * kWords> text{};  // name, '"', ':', zero-padded to whole words
-      std::memcpy(text.data(), name.data(), name.size());
-      text[name.size()] = '"';
-      text[name.size() + 1] = ':';
+      if (name.size() + 2 > sizeof q.text) throw std::logic_error("schema field name too long: " + std::string(name));
+      std::memcpy(q.text.data(), name.data(), name.size());  // name, '"', ':', zero-padded
+      q.text[name.size()] = '"';
+      q.text[name.size() + 1] = ':';
       q.len = static_cast<uint8_t>(name.size());
-      for (size_t w = 0; w < kWords; ++w) {
-        std::memcpy(&q.word[w], text.data() + w * 8, 8);
-        q.mask[w] = mask_of(name.size() + 1, w);
-        q.colon_mask[w] = mask_of(name.size() + 2, w);
+      q.chunks = static_cast<uint8_t>((name.size() + 1) / 16 + 1);
+      q.colon_chunks = static_cast<uint8_t>((name.size() + 2) / 16 + 1);
+      for (size_t c = 0; c < kChunks; ++c) {
+        q.mask[c] = mask_of(name.size() + 1, c);
+        q.colon_mask[c] = mask_of(name.size() + 2, c);
       }
       uint32_t h = name_hash(schema.fields[i].name) & kMask;
       while (table_[h] >= 0) h = (h + 1) & kMask;
@@ -65,10 +65,14 @@ class FieldIndex {
   // Whether the key whose text starts at `raw` (just after its opening quote,
   // inside the padded buffer) is field `slot`: its name followed by the
   // closing quote. A name holds no quote or backslash, so that is the whole key.
-  bool is(int slot, const char* raw) const { return same(quoted_[static_cast<size_t>(slot)], &Quoted::mask, raw); }
+  bool is(int slot, const char* raw) const {
+    const Quoted& q = quoted_[static_cast<size_t>(slot)];
+    return same(q, q.mask, q.chunks, raw);
+  }
   // The same, with the colon right after the closing quote (compact JSON).
   bool is_with_colon(int slot, const char* raw) const {
-    return same(quoted_[static_cast<size_t>(slot)], &Quoted::colon_mask, raw);
+    const Quoted& q = quoted_[static_cast<size_t>(slot)];
+    return same(q, q.colon_mask, q.colon_chunks, raw);
   }
   // Length of field `slot`'s name.
   size_t name_size(int slot) const { return quoted_[static_cast<size_t>(slot)].len; }
@@ -82,23 +86,33 @@ class FieldIndex {
 
  private:
   static constexpr uint32_t kMask = 63;
-  static constexpr size_t kWords = 5;  // names are at most 38 bytes (+ '"' + ':')
-  // The bytes of word `w` that lie within the first `n` bytes.
-  static uint64_t mask_of(size_t n, size_t w) {
-    return n >= (w + 1) * 8 ? ~0ull : n <= w * 8 ? 0 : (1ull << ((n - w * 8) * 8)) - 1;
+  static constexpr size_t kChunks = 3;  // names are at most 46 bytes (+ '"' + ':')
+  // The bytes of 16-byte chunk `c` that lie within the first `n` bytes, a bit each.
+  static uint16_t mask_of(size_t n, size_t c) {
+    return n >= (c + 1) * 16 ? 0xffff : n <= c * 16 ? 0 : static_cast<uint16_t>((1u << (n - c * 16)) - 1);
   }
-  // The name, '"' and ':' as words, and which of their bytes the key must match.
+  // The name, '"' and ':', and which of their bytes the key must match.
   struct Quoted {
-    std::array<uint64_t, kWords> word{}, mask{}, colon_mask{};
+    std::array<char, 16 * kChunks> text{};
+    std::array<uint16_t, kChunks> mask{}, colon_mask{};
     uint8_t len = 0;  // of the name
+    uint8_t chunks = 0, colon_chunks = 0;  // chunks with a byte to match
   };
-  static bool same(const Quoted& q, std::array<uint64_t, kWords> Quoted::*masks, const char* raw) {
-    const auto& m = q.*masks;
-    for (size_t w = 0; w < kWords && m[w]; ++w) {
-      uint64_t a;
-      std::memcpy(&a, raw + w * 8, 8);  // may read past the key: the buffer is padded
-      if ((a ^ q.word[w]) & m[w]) return false;
-    }
+  // Bit i: raw[i] == text[i], for the 16 bytes of each.
+  static unsigned equal16(const char* raw, const char* text) {
+#if defined(__SSE2__)
+    return static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(raw)), _mm_loadu_si128(reinterpret_cast<const __m128i*>(text)))));
+#else
+    unsigned bits = 0;
+    for (int i = 0; i < 16; ++i) bits |= static_cast<unsigned>(raw[i] == text[i]) << i;
+    return bits;
+#endif
+  }
+  // May read past the key: the buffer is padded.
+  static bool same(const Quoted& q, const std::array<uint16_t, kChunks>& mask, size_t chunks, const char* raw) {
+    for (size_t c = 0; c < chunks; ++c)
+      if (~equal16(raw + 16 * c, q.text.data() + 16 * c) & mask[c]) return false;
     return true;
   }
   const StreamSchema* schema_;
@@ -236,7 +250,10 @@ inline const char* parse_double(const char* p, double& out) {
 
 // Matches a literal (`true`, `false`, `null`) ended by a delimiter.
 inline const char* literal(const char* p, std::string_view word) {
-  if (std::memcmp(p, word.data(), word.size()) != 0 || !ends_value(p[word.size()])) return nullptr;
+  uint64_t a = 0, b = 0;  // words are at most 5 bytes: compare them as one integer
+  std::memcpy(&a, p, 8);  // the buffer is padded
+  std::memcpy(&b, word.data(), word.size());
+  if ((a ^ b) & ((1ull << (8 * word.size())) - 1) || !ends_value(p[word.size()])) return nullptr;
   return p + word.size();
 }
 
@@ -392,59 +409,13 @@ struct Decoder::Impl {
     return simdjson::SUCCESS;
   }
 
-  // Times of producers look like "2026-11-27T03:20:15.480Z", and most of a
-  // field's times fall on a few dates: per stream and time field, the date of
-  // the last such time that parse_rfc3339_ms accepted is kept with its epoch
-  // day, and a time on that date is read from its fixed positions alone.
-  // Anything else (another date, an offset, a leap second, another fraction)
-  // goes through parse_rfc3339_ms.
-  struct DateCache {
-    std::array<char, 10> date{};
-    int64_t day_ms = INT64_MIN;  // INT64_MIN: none yet
+  // Per stream and time field: most of a field's times fall on a few dates.
+  std::array<std::array<CanonicalTimeReader, kMaxSlots>, kStreamCount> times{};
 
-    // The closing quote of a canonical time on the remembered date at `t`, or nullptr.
-    const char* read(const char* t, int64_t& ms) const {
-      if (day_ms == INT64_MIN || std::memcmp(t, date.data(), date.size()) != 0) return nullptr;
-      const int64_t tod = canonical_time_of_day(t);
-      if (tod < 0) return nullptr;
-      ms = day_ms + tod;
-      return t + 24;
-    }
-    // After parse_rfc3339_ms accepted [t, end) as `ms`: remember its date when canonical.
-    void remember(const char* t, const char* end, int64_t ms) {
-      if (end - t != 24) return;
-      const int64_t tod = canonical_time_of_day(t);
-      if (tod < 0) return;
-      std::memcpy(date.data(), t, date.size());
-      day_ms = ms - tod;
-    }
-  };
-  std::array<std::array<DateCache, kMaxSlots>, kStreamCount> dates{};
-
-  static bool two_digits(const char* t, int64_t& v) {
-    const unsigned a = static_cast<unsigned char>(t[0]) - '0', b = static_cast<unsigned char>(t[1]) - '0';
-    v = a * 10 + b;
-    return a < 10 && b < 10;
-  }
-  // Milliseconds into the day of a canonical time at `t`, or -1.
-  static int64_t canonical_time_of_day(const char* t) {
-    int64_t hh, mm, ss, m1, m2;
-    if (t[10] != 'T' || t[13] != ':' || t[16] != ':' || t[19] != '.' || t[23] != 'Z' || t[24] != '"' ||
-        !two_digits(t + 11, hh) || !two_digits(t + 14, mm) || !two_digits(t + 17, ss) ||
-        !two_digits(t + 20, m1) || !two_digits(t + 21, m2) || hh > 23 || mm > 59 || ss > 59)
-      return -1;
-    return ((hh * 60 + mm) * 60 + ss) * 1000 + m1 * 10 + (m2 % 10);
-  }
-
-  // Reads one scalar value of field `f` at `p` into `out`; nullptr when the
+  // Reads one non-null scalar value of field `f` at `p` into `out`; nullptr when the
   // simdjson path must decide (see "The fast path" above).
   const char* flat_value(const FieldDef& f, const char* p, int64_t now_ms, bool is_event_time,
-                         DateCache& dates_of_field, Value& out) const {
-    if (*p == 'n') {
-      p = literal(p, "null");
-      out.present = false;
-      return p;
-    }
+                         CanonicalTimeReader& times_of_field, Value& out) const {
     out.type = f.type;
     out.present = true;
     switch (f.type) {
@@ -462,13 +433,12 @@ struct Decoder::Impl {
         return literal(p, out.b ? "true" : "false");
       case FieldType::kTime: {
         if (*p == '"') {
-          const char* end = dates_of_field.read(p + 1, out.i);
-          if (!end) {
+          const char* end = p + 25;  // the closing quote of a canonical time
+          if (*end != '"' || !times_of_field.read(p + 1, out.i)) {
             end = scan_string(p + 1, false);
             if (!end ||
                 parse_rfc3339_ms({p + 1, static_cast<size_t>(end - p - 1)}, out.i) != DecodeError::kOk)
               return nullptr;
-            dates_of_field.remember(p + 1, end, out.i);
           }
           p = end + 1;
         } else {
@@ -492,6 +462,7 @@ struct Decoder::Impl {
     const char* p = skip_ws(buffer.data());
     if (*p != '{') return false;
     p = skip_ws(p + 1);
+    uint32_t seen = 0, present = 0;  // a bit per slot: read, read and not null
     for (size_t position = 0;; ++position) {
       if (*p != '"') return false;
       // The guessed name followed by a quote is the whole key: no need to scan it.
@@ -513,20 +484,37 @@ struct Decoder::Impl {
         if (*p != ':') return false;
         p = skip_ws(p + 1);
       }
-      p = slot < 0 ? skip_scalar(p)
-                   : flat_value(schema.fields[static_cast<size_t>(slot)], p, now_ms,
-                                slot == schema.time_slot,
-                                dates[static_cast<size_t>(stream)][static_cast<size_t>(slot)],
-                                out.slots[static_cast<size_t>(slot)]);
+      if (slot < 0) {
+        p = skip_scalar(p);
+      } else {
+        const uint32_t bit = 1u << slot;
+        Value& v = out.slots[static_cast<size_t>(slot)];
+        seen |= bit;
+        if (*p == 'n') {
+          p = literal(p, "null");
+          v.present = false;
+          present &= ~bit;
+        } else {
+          p = flat_value(schema.fields[static_cast<size_t>(slot)], p, now_ms, slot == schema.time_slot,
+                         times[static_cast<size_t>(stream)][static_cast<size_t>(slot)], v);
+          present |= bit;
+        }
+      }
       if (!p) return false;
+      if (*p == ',' && p[1] == '"') {  // compact JSON: the next key follows
+        ++p;
+        continue;
+      }
       p = skip_ws(p);
       if (*p == '}') break;
       if (*p != ',') return false;
       p = skip_ws(p + 1);
     }
     if (skip_ws(p + 1) != end) return false;
-    for (uint32_t m = required[static_cast<size_t>(stream)]; m; m &= m - 1)
-      if (!out.slots[static_cast<size_t>(__builtin_ctz(m))].present) return false;
+    const uint32_t required_fields = required[static_cast<size_t>(stream)];
+    if ((present & required_fields) != required_fields) return false;
+    const uint32_t all = (1u << schema.fields.size()) - 1;
+    for (uint32_t m = all & ~seen; m; m &= m - 1) out.slots[static_cast<size_t>(__builtin_ctz(m))].present = false;
     if (schema.kind_slot >= 0) {
       out.kind = schema.kind_index(out.slots[static_cast<size_t>(schema.kind_slot)].s);
       if (out.kind < 0) return false;
@@ -539,15 +527,12 @@ struct Decoder::Impl {
     if (bytes.size() > limits.max_event_bytes) return fail(DecodeError::kOversized, "message");
     std::memcpy(buffer.data(), bytes.data(), bytes.size());
     std::memset(buffer.data() + bytes.size(), 0, simdjson::SIMDJSON_PADDING);
-    const StreamSchema& schema = schema_of(stream);
     out.stream = stream;
     out.kind = -1;
+    if (path == DecodePath::kFast && flat_decode(stream, bytes.size(), now_ms, out)) return {};
+    out.kind = -1;
+    const StreamSchema& schema = schema_of(stream);
     for (size_t i = 0; i < schema.fields.size(); ++i) out.slots[i].present = false;
-    if (path == DecodePath::kFast) {
-      if (flat_decode(stream, bytes.size(), now_ms, out)) return {};
-      out.kind = -1;
-      for (size_t i = 0; i < schema.fields.size(); ++i) out.slots[i].present = false;
-    }
     return simdjson_decode(stream, bytes.size(), now_ms, out);
   }
 

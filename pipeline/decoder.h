@@ -71,6 +71,20 @@ inline constexpr int64_t kMaxRfc3339Ms = 253402300799999;
 // Returns kOk, kWrongType (not a timestamp) or kImpossibleTime (no such date/time,
 // or an instant outside kMinRfc3339Ms..kMaxRfc3339Ms once the offset is applied).
 DecodeError parse_rfc3339_ms(std::string_view text, int64_t& epoch_ms);
+// Reads the canonical form producers write, "YYYY-MM-DDTHH:MM:SS.mmmZ", as
+// parse_rfc3339_ms would: exactly the 24 bytes at `t`, which must be readable.
+// False (and `epoch_ms` untouched) for anything else, including a time that does
+// not exist or a leap second; parse_rfc3339_ms then decides. Remembers the last
+// date it read, so that times on the same date skip the calendar arithmetic.
+class CanonicalTimeReader {
+ public:
+  bool read(const char* t, int64_t& epoch_ms);
+
+ private:
+  uint64_t date_ymd_ = 0;  // "YYYY-MM-" and "DD" of day_ms_; zeros (never a date) at first
+  uint16_t date_dd_ = 0;
+  int64_t day_ms_ = 0;
+};
 // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 int64_t days_from_civil(int64_t year, unsigned month, unsigned day);
 // Formats epoch milliseconds as "YYYY-MM-DDTHH:MM:SS.mmmZ" into buf (24 bytes);

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstring>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -38,45 +39,51 @@ bool leap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
 
 constexpr int kDaysInMonth[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
 
+// Whether t[0, 24) has the layout "DDDD-DD-DDTDD:DD:DD.DDDZ" (D a digit).
+bool canonical_layout(const char* t) {
+  static constexpr char kLayout[] = "0000-00-00T00:00:00.000Z";
 #if defined(__SSE2__)
-// The canonical form producers write, "YYYY-MM-DDTHH:MM:SS.mmmZ" (24 bytes), of
-// a time that exists and is not a leap second: its epoch milliseconds, checked
-// with two 16-byte compares instead of byte by byte. False for anything else
-// (the general parser then decides); true only where it would give the same.
-bool canonical_rfc3339(const char* t, int64_t& epoch_ms) {
-  // Bytes 0..15 and 8..23: the separators where the layout has them, digits elsewhere.
-  static constexpr char kLow[] = "0000-00-00T00:00", kHigh[] = "00T00:00:00.000Z";
-  constexpr unsigned kLowSep = 1u << 4 | 1u << 7 | 1u << 10 | 1u << 13;  // of bytes 0..15
+  // Bytes 0..15 and 8..23, two 16-byte compares: separators where the layout
+  // has them, digits elsewhere.
+  constexpr unsigned kLowSep = 1u << 4 | 1u << 7 | 1u << 10 | 1u << 13;               // of bytes 0..15
   constexpr unsigned kHighSep = 1u << 2 | 1u << 5 | 1u << 8 | 1u << 11 | 1u << 15;  // of bytes 8..23
   const __m128i zero = _mm_set1_epi8('0'), nine = _mm_set1_epi8(9);
-  const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t));
-  const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t + 8));
+  auto load = [](const char* at) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(at)); };
   auto digits = [&](__m128i v) {  // bit i: byte i is '0'..'9'
     const __m128i d = _mm_sub_epi8(v, zero);
     return static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(d, nine), d)));
   };
-  auto equal = [](__m128i v, const char* pattern) {  // bit i: byte i is pattern[i]
-    return static_cast<unsigned>(
-        _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(pattern)))));
+  auto equal = [&](__m128i v, const char* pattern) {  // bit i: byte i is pattern[i]
+    return static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, load(pattern))));
   };
-  const unsigned lo_ok = (digits(lo) & ~kLowSep) | (equal(lo, kLow) & kLowSep);
-  const unsigned hi_ok = (digits(hi) & ~kHighSep) | (equal(hi, kHigh) & kHighSep);
-  if (lo_ok != 0xffff || hi_ok != 0xffff) return false;
-  auto num = [t](int at, int n) {
-    int v = 0;
-    for (int i = 0; i < n; ++i) v = v * 10 + (t[at + i] - '0');
-    return v;
-  };
-  const int year = num(0, 4), mon = num(5, 2), day = num(8, 2), hh = num(11, 2), mm = num(14, 2),
-            ss = num(17, 2);
-  if (mon < 1 || mon > 12 || day < 1 || hh > 23 || mm > 59 || ss > 59 ||
-      day > kDaysInMonth[mon - 1] + (mon == 2 && leap(year)))
-    return false;
-  const int64_t days = days_from_civil(year, static_cast<unsigned>(mon), static_cast<unsigned>(day));
-  epoch_ms = ((days * 24 + hh) * 60 + mm) * 60000LL + ss * 1000LL + num(20, 3);
+  const __m128i lo = load(t), hi = load(t + 8);
+  return ((digits(lo) & ~kLowSep) | (equal(lo, kLayout) & kLowSep)) == 0xffff &&
+         ((digits(hi) & ~kHighSep) | (equal(hi, kLayout + 8) & kHighSep)) == 0xffff;
+#else
+  for (int i = 0; i < 24; ++i)
+    if (kLayout[i] == '0' ? static_cast<unsigned char>(t[i] - '0') > 9 : t[i] != kLayout[i]) return false;
+  return true;
+#endif
+}
+
+// Two digits at t[at], known to be digits.
+inline int two(const char* t, int at) { return (t[at] - '0') * 10 + (t[at + 1] - '0'); }
+
+// Of a canonical layout: milliseconds into the day, or -1 for no such time
+// (hour 24 and up, minute 60 and up, a leap second: the general parser decides).
+inline int64_t canonical_time_of_day(const char* t) {
+  const int hh = two(t, 11), mm = two(t, 14), ss = two(t, 17);
+  if (hh > 23 || mm > 59 || ss > 59) return -1;
+  return ((hh * 60 + mm) * 60 + ss) * 1000LL + two(t, 20) * 10 + (t[22] - '0');
+}
+
+// Of a canonical layout: the epoch day of its date; false for no such date.
+bool canonical_day(const char* t, int64_t& days) {
+  const int year = two(t, 0) * 100 + two(t, 2), mon = two(t, 5), day = two(t, 8);
+  if (mon < 1 || mon > 12 || day < 1 || day > kDaysInMonth[mon - 1] + (mon == 2 && leap(year))) return false;
+  days = days_from_civil(year, static_cast<unsigned>(mon), static_cast<unsigned>(day));
   return true;
 }
-#endif
 
 }  // namespace
 
@@ -90,9 +97,13 @@ int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
 }
 
 DecodeError parse_rfc3339_ms(std::string_view s, int64_t& epoch_ms) {
-#if defined(__SSE2__)
-  if (s.size() == 24 && canonical_rfc3339(s.data(), epoch_ms)) return DecodeError::kOk;
-#endif
+  if (s.size() == 24) {  // the form producers write: two compares, no byte-by-byte checks
+    int64_t days, tod;
+    if (canonical_layout(s.data()) && (tod = canonical_time_of_day(s.data())) >= 0 && canonical_day(s.data(), days)) {
+      epoch_ms = days * 86400000 + tod;
+      return DecodeError::kOk;
+    }
+  }
   int year, mon, day, hh, mm, ss;
   if (!digits(s, 0, 4, year) || s.size() < 19 || s[4] != '-' || !digits(s, 5, 2, mon) ||
       s[7] != '-' || !digits(s, 8, 2, day) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
@@ -136,6 +147,25 @@ DecodeError parse_rfc3339_ms(std::string_view s, int64_t& epoch_ms) {
   epoch_ms = ((days * 24 + hh) * 60 + mm) * 60000LL + ss * 1000LL + ms - offset_min * 60000LL;
   if (epoch_ms < kMinRfc3339Ms || epoch_ms > kMaxRfc3339Ms) return DecodeError::kImpossibleTime;
   return DecodeError::kOk;
+}
+
+bool CanonicalTimeReader::read(const char* t, int64_t& epoch_ms) {
+  if (!canonical_layout(t)) return false;
+  const int64_t tod = canonical_time_of_day(t);
+  if (tod < 0) return false;
+  uint64_t ymd;  // "YYYY-MM-" and "DD": the date in two loads
+  uint16_t dd;
+  std::memcpy(&ymd, t, 8);
+  std::memcpy(&dd, t + 8, 2);
+  if (ymd != date_ymd_ || dd != date_dd_) {
+    int64_t days;
+    if (!canonical_day(t, days)) return false;
+    date_ymd_ = ymd;
+    date_dd_ = dd;
+    day_ms_ = days * 86400000;
+  }
+  epoch_ms = day_ms_ + tod;
+  return true;
 }
 
 std::string_view format_rfc3339_ms(int64_t epoch_ms, char (&buf)[32]) {

@@ -146,7 +146,9 @@ TEST_P(BadInputTest, GivesTheRightReason) {
   const auto& c = GetParam();
   const auto r = d.decode(c.stream, c.json, kNow, e);
   EXPECT_EQ(reason_code(r.error), reason_code(c.want)) << c.json;
-  if (c.detail) EXPECT_EQ(r.detail, c.detail);
+  if (c.detail) {
+    EXPECT_EQ(r.detail, c.detail);
+  }
   // The decoder recovers: a good message right after decodes.
   EXPECT_TRUE(d.decode(Stream::kCalls, kCall, kNow, e).ok());
 }
