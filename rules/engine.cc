@@ -41,17 +41,32 @@ uint64_t key_hash(std::string_view s) {
   return h ^ (h >> 29);
 }
 
-// Multiset of 64-bit hashes with counts: open addressing with linear probing
-// and backward-shift deletion. Grows by doubling; never shrinks, so a key's
-// steady state does not allocate.
+// Multiset of 64-bit hashes with counts. Up to kInline distinct hashes live
+// in the counter itself, so the usual key (a caller with a handful of callees)
+// costs no pointer to follow. Beyond that, and from then on: open addressing
+// with linear probing and backward-shift deletion, grown by doubling and never
+// shrunk, so a key's steady state does not allocate.
 class DistinctCounter {
  public:
+  static constexpr uint32_t kInline = 3;
   size_t size() const { return size_; }
   void clear() {
-    std::fill_n(slots_.get(), cap_, Slot{});
+    if (cap_) std::fill_n(slots_.get(), cap_, Slot{});
     size_ = 0;
   }
   void add(uint64_t h) {
+    if (!cap_) {
+      for (uint32_t i = 0; i < size_; ++i)
+        if (inline_hash_[i] == h) {
+          ++inline_count_[i];
+          return;
+        }
+      if (size_ < kInline) {
+        inline_hash_[size_] = h;
+        inline_count_[size_++] = 1;
+        return;
+      }
+    }
     if ((size_ + 1) * 4 > cap_ * 3) grow();
     size_t i = h & mask();
     while (slots_[i].count && slots_[i].hash != h) i = (i + 1) & mask();
@@ -59,7 +74,18 @@ class DistinctCounter {
     ++slots_[i].count;
   }
   void remove(uint64_t h) {
-    if (!cap_) return;
+    if (!cap_) {
+      for (uint32_t i = 0; i < size_; ++i)
+        if (inline_hash_[i] == h) {
+          if (--inline_count_[i] == 0) {  // the last one takes its place
+            --size_;
+            inline_hash_[i] = inline_hash_[size_];
+            inline_count_[i] = inline_count_[size_];
+          }
+          return;
+        }
+      return;
+    }
     size_t i = h & mask();
     while (slots_[i].count && slots_[i].hash != h) i = (i + 1) & mask();
     if (!slots_[i].count || --slots_[i].count) return;
@@ -77,20 +103,35 @@ class DistinctCounter {
  private:
   struct Slot { uint64_t hash = 0; uint32_t count = 0; };
   size_t mask() const { return cap_ - 1; }
+  // Moves every hash into a table twice as large (the first: from inline).
   void grow() {
     std::unique_ptr<Slot[]> old = std::move(slots_);
-    const uint32_t old_cap = cap_;
+    const uint32_t old_cap = cap_, old_size = size_;
     cap_ = cap_ == 0 ? 16 : cap_ * 2;
     slots_ = std::make_unique<Slot[]>(cap_);
     size_ = 0;
-    for (uint32_t i = 0; i < old_cap; ++i)
-      for (uint32_t c = 0; c < old[i].count; ++c) add(old[i].hash);
+    if (old_cap == 0) {
+      for (uint32_t i = 0; i < old_size; ++i) insert(inline_hash_[i], inline_count_[i]);
+    } else {
+      for (uint32_t i = 0; i < old_cap; ++i)
+        if (old[i].count) insert(old[i].hash, old[i].count);
+    }
   }
-  // 16 bytes, so that a window key holds its first counter inline.
-  std::unique_ptr<Slot[]> slots_;
-  uint32_t cap_ = 0;  // a power of two
+  // Into the table: `h` is not there yet, and there is room.
+  void insert(uint64_t h, uint32_t count) {
+    size_t i = h & mask();
+    while (slots_[i].count) i = (i + 1) & mask();
+    slots_[i] = {h, count};
+    ++size_;
+  }
+  // 56 bytes: a window key holds its first counter in one cache line.
+  std::array<uint64_t, kInline> inline_hash_{};  // while cap_ == 0
+  std::array<uint32_t, kInline> inline_count_{};
+  uint32_t cap_ = 0;  // of slots_, a power of two; 0: inline
   uint32_t size_ = 0;
+  std::unique_ptr<Slot[]> slots_;
 };
+static_assert(sizeof(DistinctCounter) == 56);
 
 // Distinct counting in bounded memory: HyperLogLog with 512 registers
 // (standard error about 4.6%). A sliding window keeps one sketch per eighth of
@@ -297,7 +338,9 @@ struct alignas(64) WindowKey {
   }
 };
 
-static_assert(offsetof(WindowKey, acc) == 64 && offsetof(WindowKey, d0) == 128, "WindowKey's lines as documented");
+static_assert(offsetof(WindowKey, acc) == 64 && offsetof(WindowKey, d0) == 128 && offsetof(WindowKey, more) < 192 &&
+                  sizeof(WindowKey) == 256,
+              "WindowKey's lines as documented");
 
 // The cache lines of a rule's WindowKey that an event reads or writes: bit i for line i.
 uint8_t hot_lines(const Rule& r) {

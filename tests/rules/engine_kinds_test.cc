@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -172,6 +174,43 @@ TEST(SlidingWindow, TwoDistinctCountsInOneRuleAreKeptApart) {
   ASSERT_EQ(h.rec.got.size(), 2u);
   EXPECT_EQ(h.rec.got[1].values[0], 1);
   EXPECT_EQ(h.rec.got[1].values[1], 3);
+}
+
+// count_distinct keeps a key's first few values in the key's state and moves
+// them to a table when there are more: checked against a brute-force count of
+// a sliding window over random calls. Rule d<v> fires when a caller's distinct
+// callees become exactly v (a sliding rule fires when its condition turns true).
+TEST(SlidingWindow, DistinctCountMatchesABruteForceCountAsSetsGrowAndShrink) {
+  std::string rules = "rules:\n";
+  for (int v = 1; v <= 6; ++v)
+    rules += "  - {id: d" + std::to_string(v) + ", stream: calls, window: {group_by: [caller], size: 1m}, " +
+             "aggregates: {people: count_distinct(callee)}, having: people == " + std::to_string(v) +
+             ", alert: {severity: low}}\n";
+  Harness h(rules);
+  std::mt19937 rng(11);
+  std::map<std::string, std::vector<std::pair<int64_t, std::string>>> window;  // per caller: (time, callee)
+  std::map<std::pair<std::string, int>, bool> hit;                             // (caller, v): condition held
+  std::vector<std::pair<std::string, std::string>> want;                       // (rule, caller)
+  int64_t t = 0;
+  for (int i = 0; i < 3000; ++i) {
+    t += static_cast<int64_t>(rng() % 12);
+    const std::string caller = std::to_string(rng() % 3), callee = "p" + std::to_string(rng() % 8);
+    auto& w = window[caller];
+    std::erase_if(w, [&](const auto& e) { return e.first <= t - 60; });
+    w.emplace_back(t, callee);
+    std::set<std::string> people;
+    for (const auto& e : w) people.insert(e.second);
+    for (int v = 1; v <= 6; ++v) {
+      const bool now = static_cast<int>(people.size()) == v;
+      if (now && !hit[{caller, v}]) want.emplace_back("d" + std::to_string(v), caller);
+      hit[{caller, v}] = now;
+    }
+    h.call("c" + std::to_string(i), caller, callee, 5, t);
+  }
+  std::vector<std::pair<std::string, std::string>> got;
+  for (const Fired& f : h.rec.got) got.emplace_back(f.rule, f.key.at(0));
+  EXPECT_GT(want.size(), 500u);
+  EXPECT_EQ(got, want);
 }
 
 const char* kSequence = R"(rules:
