@@ -578,6 +578,7 @@ struct Engine::KeyTable {
   size_t used = 0;
   uint64_t cached_event = 0;  // Engine::event_seq_ of the last lookup, and its entry
   uint32_t cached_entry = kNone;
+  uint32_t guessed_entry = kNone;  // of the current event: prefetched by on_event
   // The current event's key (built on arrival) and its hash. A key of one
   // string field views the event's value; others are built into early_text.
   std::string_view early_key;
@@ -585,6 +586,23 @@ struct Engine::KeyTable {
   std::string early_text;     // reuses its storage: no allocation once grown
 
   WindowKey& state(uint32_t e, int pos) { return states[e * rules.size() + static_cast<size_t>(pos)]; }
+
+  // Starts loading the lines of entry `e`'s states that the table's rules use
+  // (hot_lines), so that their cache misses overlap instead of queueing.
+  void prefetch_states(uint32_t e) {
+    for (size_t r = 0; r < rules.size(); ++r) {
+      const char* k = reinterpret_cast<const char*>(&state(e, static_cast<int>(r)));
+      for (uint8_t m = lines[r]; m; m &= m - 1) __builtin_prefetch(k + 64 * __builtin_ctz(m), 1);
+    }
+    asm volatile("");  // GCC deletes calls to functions that only prefetch
+  }
+  // The entry in the early key's home slot if its hash is the key's: usually
+  // the key's entry, but only a guess (another key, or none), for prefetching.
+  uint32_t guess_early_entry() const {
+    if (table.empty()) return kNone;
+    const Slot& s = table[early_hash & (table.size() - 1)];
+    return s.hash == early_hash ? s.entry : kNone;
+  }
 
   uint32_t find(std::string_view key, uint64_t h) const {
     if (table.empty()) return kNone;
@@ -683,6 +701,7 @@ Engine::Engine(std::shared_ptr<const RuleSet> rules, SignalSink& sink, const Rul
   }
   for (size_t i = 0; i < rules_->rules.size(); ++i) state_.push_back(std::make_unique<RuleState>());
   key_tables_ = make_key_tables(*rules_, state_);
+  guess_at_ = guess_points(*rules_);
 }
 
 Engine::~Engine() = default;
@@ -708,6 +727,19 @@ std::vector<std::unique_ptr<Engine::KeyTable>> Engine::make_key_tables(
     tables[t]->lines.push_back(hot_lines(r));
   }
   return tables;
+}
+
+Engine::GuessPoints Engine::guess_points(const RuleSet& set) {
+  GuessPoints at;
+  for (size_t s = 0; s < at.size(); ++s)
+    for (const std::vector<Trigger>& triggers : set.index[s]) {
+      size_t first = triggers.size();
+      for (size_t i = 0; i < triggers.size() && first == triggers.size(); ++i)
+        if (triggers[i].role == Trigger::kMain && set.rules[static_cast<size_t>(triggers[i].rule)].kind == RuleKind::kWindow)
+          first = i;
+      at[s].push_back(first == triggers.size() ? SIZE_MAX : first / 2);
+    }
+  return at;
 }
 
 void Engine::replace_rules(std::shared_ptr<const RuleSet> next) {
@@ -756,6 +788,7 @@ void Engine::replace_rules(std::shared_ptr<const RuleSet> next) {
   counters_ = std::move(counters);
   state_ = std::move(state);
   key_tables_ = std::move(tables);
+  guess_at_ = guess_points(*rules_);
 }
 
 EngineSnapshot Engine::snapshot() const {
@@ -906,9 +939,22 @@ void Engine::on_event(const Event& e) {
       kt.early_key = kt.early_text;
     }
     kt.early_hash = key_hash(kt.early_key);
+    kt.guessed_entry = KeyTable::kNone;
     if (!kt.table.empty()) __builtin_prefetch(&kt.table[kt.early_hash & (kt.table.size() - 1)]);
   }
-  for (const Trigger& t : set.rules_for(e.stream, e.kind)) {
+  const std::vector<Trigger>& triggers = set.rules_for(e.stream, e.kind);
+  const size_t guess_at = guess_at_[static_cast<size_t>(e.stream)][static_cast<size_t>(e.kind + 1)];
+  for (size_t ti = 0; ti < triggers.size(); ++ti) {
+    if (ti == guess_at) {
+      // Halfway to the first window rule: the probe slots have arrived, so
+      // guess each key's entry from its slot and start loading its states.
+      for (const auto& ktp : key_tables_) {
+        KeyTable& kt = *ktp;
+        if (kt.stream != e.stream || (kt.guessed_entry = kt.guess_early_entry()) == KeyTable::kNone) continue;
+        kt.prefetch_states(kt.guessed_entry);
+      }
+    }
+    const Trigger& t = triggers[ti];
     const Rule& rule = set.rules[static_cast<size_t>(t.rule)];
     RuleCounters& c = counters_[static_cast<size_t>(t.rule)];
     switch (t.role) {
@@ -986,12 +1032,9 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
     if (entry == KeyTable::kNone) entry = kt.insert(kt.early_key, kt.early_hash);
     kt.cached_event = event_seq_;
     kt.cached_entry = entry;
-    // The table's other rules will read this key's state for the same event:
-    // start those cache misses now, so they overlap instead of queueing.
-    for (size_t r = 0; r < kt.rules.size(); ++r) {
-      const char* k = reinterpret_cast<const char*>(&kt.state(entry, static_cast<int>(r)));
-      for (uint8_t m = kt.lines[r]; m; m &= m - 1) __builtin_prefetch(k + 64 * __builtin_ctz(m), 1);
-    }
+    // The table's other rules read this key's state for the same event (if
+    // on_event guessed this entry, the lines are on their way already).
+    if (entry != kt.guessed_entry) kt.prefetch_states(entry);
   }
   WindowKey& k = kt.state(entry, rs.key_pos);
   if (!k.live) {

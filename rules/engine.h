@@ -122,6 +122,11 @@ class Engine final : public EventHandler {
   // rule's key_table and key_pos in `state`.
   static std::vector<std::unique_ptr<KeyTable>> make_key_tables(
       const RuleSet& set, std::vector<std::unique_ptr<RuleState>>& state);
+  // Per stream and kind (as RuleSet::index): the trigger before which on_event
+  // guesses each window key's entry and prefetches its states, halfway to the
+  // first window rule (SIZE_MAX: no window rule).
+  using GuessPoints = std::array<std::vector<size_t>, kStreamCount>;
+  static GuessPoints guess_points(const RuleSet& set);
   void fire(const Fire& f);
   size_t build_key(const Event& e, const std::vector<int>& slots);
   // Views the `fields` values of a stored key (joined by '\x1f') in key_parts_; returns how many.
@@ -152,6 +157,7 @@ class Engine final : public EventHandler {
   mutable std::mutex snapshot_mu_;  // guards the pointers handed to snapshot()
   std::vector<std::unique_ptr<RuleState>> state_;
   std::vector<std::unique_ptr<KeyTable>> key_tables_;
+  GuessPoints guess_at_;
   uint64_t event_seq_ = 0;  // events seen: a key table's lookup is reused within one event
   EngineOptions options_;
   std::string key_buffer_;
