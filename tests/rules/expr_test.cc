@@ -81,6 +81,24 @@ TEST_F(ExprTest, SpecialisedComparisonsAgreeWithTheGeneralPath) {
   EXPECT_FALSE(eval("strangers != 3", nan));  // absent: every comparison is false
 }
 
+// `and` and `or` evaluate their cheaper operand first (Program::specialise):
+// whichever order the rule writes, and with absent fields read as false, the
+// result is the two-valued one.
+TEST_F(ExprTest, AndOrAgreeWhicheverOperandIsCheaper) {
+  const char* cheap[] = {"answered", "not answered", "origin == \"x\"" /* absent */, "duration_s > 10", "duration_s > 20"};
+  const char* dear[] = {"hour_of_day(start_time) < 12", "hour_of_day(start_time) >= 12", "matches(display_number, \"^95\")",
+                        "matches(callee, \"^95\")", "hour_of_day(sim_activated_at) < 25" /* absent */};
+  for (const char* c : cheap)
+    for (const char* d : dear) {
+      const bool x = eval(c), y = eval(d);
+      for (const auto& [op, want] : {std::pair{" and ", x && y}, std::pair{" or ", x || y}}) {
+        EXPECT_EQ(eval(std::string(d) + op + c), want) << d << op << c;
+        EXPECT_EQ(eval(std::string(c) + op + d), want) << c << op << d;
+        EXPECT_EQ(eval(std::string("not (") + d + op + c + ")"), !want) << d << op << c;
+      }
+    }
+}
+
 TEST_F(ExprTest, ListsAndStrings) {
   EXPECT_TRUE(eval(R"(caller_class in ["virtual_170", "international"])"));
   EXPECT_FALSE(eval(R"(caller_class not in ["virtual_170"])"));
