@@ -737,7 +737,10 @@ Engine::GuessPoints Engine::guess_points(const RuleSet& set) {
       for (size_t i = 0; i < triggers.size() && first == triggers.size(); ++i)
         if (triggers[i].role == Trigger::kMain && set.rules[static_cast<size_t>(triggers[i].rule)].kind == RuleKind::kWindow)
           first = i;
-      at[s].push_back(first == triggers.size() ? SIZE_MAX : first / 2);
+      // Reading a probe slot stalls until it arrives: worth it only with
+      // enough filters before the window rule for the slot to have come and
+      // for the states' misses to overlap (never with a window rule first).
+      at[s].push_back(first == triggers.size() || first < kGuessAfter * 2 ? SIZE_MAX : first / 2);
     }
   return at;
 }

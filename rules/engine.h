@@ -124,8 +124,10 @@ class Engine final : public EventHandler {
       const RuleSet& set, std::vector<std::unique_ptr<RuleState>>& state);
   // Per stream and kind (as RuleSet::index): the trigger before which on_event
   // guesses each window key's entry and prefetches its states, halfway to the
-  // first window rule (SIZE_MAX: no window rule).
+  // first window rule (SIZE_MAX: no guess; the first window rule comes before
+  // 2 * kGuessAfter triggers, or there is none).
   using GuessPoints = std::array<std::vector<size_t>, kStreamCount>;
+  static constexpr size_t kGuessAfter = 4;
   static GuessPoints guess_points(const RuleSet& set);
   void fire(const Fire& f);
   size_t build_key(const Event& e, const std::vector<int>& slots);
