@@ -1,7 +1,6 @@
 #include "pipeline/worker.h"
 
 #include <algorithm>
-#include <chrono>
 #include <climits>
 
 namespace tocsin {
@@ -13,15 +12,12 @@ Worker::Worker(EventSource& source, OutputSink& out, EventHandler& handler, cons
 
 namespace {
 
-uint64_t ns_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count();
-  return ns > 0 ? static_cast<uint64_t>(ns) : 0;
-}
+uint64_t ns_between(uint64_t a_ns, uint64_t b_ns) { return b_ns > a_ns ? b_ns - a_ns : 0; }
 
 }  // namespace
 
 void Worker::process(const RawMessage& m) {
-  batch_steady_ = std::chrono::steady_clock::now();
+  batch_steady_ = stage_now_ns();
   batch_wall_ms_ = clock_.now_ms();
   handle_timed(m, batch_steady_);
 }
@@ -29,7 +25,7 @@ void Worker::process(const RawMessage& m) {
 Worker::Instant Worker::handle_timed(const RawMessage& m, Instant started) {
   stats_.produce_ns_in_event = 0;
   const bool processed = handle(m, started);
-  const Instant done = std::chrono::steady_clock::now();
+  const Instant done = stage_now_ns();
   if (processed) {
     stats_.observe_latency_ns(ns_between(started, done));
     const uint64_t evaluated = ns_between(decoded_at_, done);
@@ -43,7 +39,7 @@ bool Worker::handle(const RawMessage& m, Instant started) {
   const int s = static_cast<int>(m.stream);
   bump(stats_.consumed[s]);
   const DecodeResult r = decoder_.decode(m.stream, m.payload, batch_wall_ms_, event_);
-  decoded_at_ = std::chrono::steady_clock::now();
+  decoded_at_ = stage_now_ns();
   stats_.observe_stage_ns(Stage::kDecode, ns_between(started, decoded_at_));
   if (!r.ok()) {
     bump(stats_.failed[s][static_cast<int>(r.error)]);
@@ -74,10 +70,10 @@ bool Worker::handle(const RawMessage& m, Instant started) {
 
 size_t Worker::run_once(int poll_timeout_ms) {
   const auto batch = source_.poll(poll_timeout_ms);
-  // One wall-clock read per batch; two steady-clock reads per event (decoded,
-  // done), each event's latency running from the previous event's end.
+  // One wall-clock read per batch; two stage_now_ns() reads per event
+  // (decoded, done), each event's latency running from the previous event's end.
   batch_wall_ms_ = clock_.now_ms();
-  batch_steady_ = std::chrono::steady_clock::now();
+  batch_steady_ = stage_now_ns();
   Instant prev = batch_steady_;
   for (size_t i = 0; i < batch.size(); ++i) {
     // Start loading the next message (up to 512 bytes) while this one is
@@ -99,9 +95,9 @@ void Worker::run(const std::atomic<bool>& stop, int poll_timeout_ms) {
 
 template <class F>
 void TimedOutputSink::timed(F&& produce) {
-  const auto started = std::chrono::steady_clock::now();
+  const auto started = stage_now_ns();
   produce();
-  const uint64_t ns = ns_between(started, std::chrono::steady_clock::now());
+  const uint64_t ns = ns_between(started, stage_now_ns());
   stats_.observe_stage_ns(Stage::kProduce, ns);
   stats_.produce_ns_in_event += ns;
 }
