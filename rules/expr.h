@@ -88,6 +88,9 @@ class Expr {
   Type type() const;
   // Evaluates a boolean expression; null counts as false.
   bool test(const EvalContext& ctx) const;
+  // test()'s answer from the general evaluator, which test() must always
+  // agree with; slower: for tests.
+  bool test_reference(const EvalContext& ctx) const;
   // Evaluates a numeric expression as double (null -> NaN).
   double number(const EvalContext& ctx) const;
   const std::string& text() const;
@@ -97,8 +100,7 @@ class Expr {
  private:
   explicit Expr(std::unique_ptr<Program> p);
   std::unique_ptr<Program> program_;  // immutable once compiled
-  const void* nodes_;                 // program_->nodes.data(), read by test() directly
-  int root_;
+  const void* steps_;                 // program_->steps.data(), read by test() directly
 };
 
 // Parses a duration such as "30s", "15m", "1h30m", "2d", "500ms" (one or more
