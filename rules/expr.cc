@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <deque>
+#include <limits>
 #include <regex>
 
 #include "rules/tables.h"
@@ -451,9 +452,30 @@ struct Expr::Program {
       Values list;  // kStrIn, kStrNotIn: present strings only
     } k{};
   };
+  // number() of the shapes scores use most, without eval(): an aggregate, a
+  // numeric field or constant (op kConst), or a double-typed + - * / % of two
+  // of them. NaN stands for absent, as number() returns it.
+  struct Arithmetic {
+    struct Operand {
+      enum Source : uint8_t { kNone, kConstant, kField, kAggregate } source = kNone;
+      int32_t index = 0;
+      double k = 0;
+      double of(const EvalContext& c) const {
+        if (source == kConstant) return k;
+        if (source == kAggregate) return c.aggregates[index];
+        const Value& v = c.event->at(index);
+        return v.present ? as_double(v) : std::numeric_limits<double>::quiet_NaN();
+      }
+    };
+    bool fast = false;
+    Op op = Op::kConst;
+    Operand x, y;
+    double run(const EvalContext& c) const;
+  };
   std::string text;
   std::vector<Node> nodes;
   std::vector<Step> steps;
+  Arithmetic arithmetic;
   std::deque<std::string> strings;  // storage for string constants (stable addresses)
   std::deque<Nfa> nfas;
   int root = -1;
@@ -472,7 +494,7 @@ struct Expr::Program {
   // Marks the tests of a field or aggregate against a constant (Node::operand)
   // and puts the cheaper operand of each `and`/`or` first, once the program is built.
   void specialise();
-  // Compiles `steps` from the nodes (after specialise()).
+  // Compiles `steps` and `arithmetic` from the nodes (after specialise()).
   void build_steps();
 
  private:
@@ -480,6 +502,7 @@ struct Expr::Program {
   // `f` (step indices in emission order, or kTrue / kFalse); returns its entry.
   int32_t emit(int n, int32_t t, int32_t f);
   Step leaf(int n) const;
+  Arithmetic::Operand operand(int n) const;
 };
 
 namespace {
@@ -537,6 +560,45 @@ void Expr::Program::build_steps() {
   for (Step& s : steps) {
     if (s.on_true >= 0) s.on_true = last - s.on_true;
     if (s.on_false >= 0) s.on_false = last - s.on_false;
+  }
+  const Node& r = nodes[static_cast<size_t>(root)];
+  arithmetic = Arithmetic{};
+  if (r.op == Op::kAgg || r.op == Op::kField || r.op == Op::kConst) {
+    arithmetic.x = operand(root);
+    arithmetic.fast = arithmetic.x.source != Arithmetic::Operand::kNone;
+  } else if (r.type == Type::kDouble &&
+             (r.op == Op::kAdd || r.op == Op::kSub || r.op == Op::kMul || r.op == Op::kDiv || r.op == Op::kMod)) {
+    arithmetic.op = r.op;
+    arithmetic.x = operand(r.a);
+    arithmetic.y = operand(r.b);
+    arithmetic.fast = arithmetic.x.source != Arithmetic::Operand::kNone && arithmetic.y.source != Arithmetic::Operand::kNone;
+  }
+}
+
+Expr::Program::Arithmetic::Operand Expr::Program::operand(int n) const {
+  const Node& node = nodes[static_cast<size_t>(n)];
+  Arithmetic::Operand o;
+  o.index = node.index;
+  if (node.op == Op::kAgg) o.source = Arithmetic::Operand::kAggregate;
+  else if (node.op == Op::kField && is_numeric(node.type)) o.source = Arithmetic::Operand::kField;
+  else if (node.op == Op::kConst && is_numeric(node.type) && node.k.present) {
+    o.source = Arithmetic::Operand::kConstant;
+    o.k = as_double(node.k);
+  }
+  return o;
+}
+
+double Expr::Program::Arithmetic::run(const EvalContext& c) const {
+  const double a = x.of(c);
+  if (op == Op::kConst) return a;
+  const double b = y.of(c);
+  if (std::isnan(a) || std::isnan(b)) return std::numeric_limits<double>::quiet_NaN();
+  switch (op) {
+    case Op::kAdd: return a + b;
+    case Op::kSub: return a - b;
+    case Op::kMul: return a * b;
+    case Op::kDiv: return b == 0 ? std::numeric_limits<double>::quiet_NaN() : a / b;
+    default: return b == 0 ? std::numeric_limits<double>::quiet_NaN() : std::fmod(a, b);
   }
 }
 
@@ -1395,12 +1457,10 @@ bool Expr::test(const EvalContext& ctx) const {
   return Program::run(static_cast<const Program::Step*>(steps_), *program_, ctx);
 }
 
-bool Expr::test_reference(const EvalContext& ctx) const {
-  const Value v = program_->eval(program_->root, ctx);
-  return v.present && v.b;
-}
+Value Expr::evaluate(const EvalContext& ctx) const { return program_->eval(program_->root, ctx); }
 
 double Expr::number(const EvalContext& ctx) const {
+  if (program_->arithmetic.fast) return program_->arithmetic.run(ctx);
   const Value v = program_->eval(program_->root, ctx);
   if (!v.present) return std::nan("");
   return as_double(v);

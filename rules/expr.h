@@ -88,9 +88,9 @@ class Expr {
   Type type() const;
   // Evaluates a boolean expression; null counts as false.
   bool test(const EvalContext& ctx) const;
-  // test()'s answer from the general evaluator, which test() must always
-  // agree with; slower: for tests.
-  bool test_reference(const EvalContext& ctx) const;
+  // The value by the general evaluator, which test() (present and true) and
+  // number() (NaN: absent) must always agree with; slower: for tests.
+  Value evaluate(const EvalContext& ctx) const;
   // Evaluates a numeric expression as double (null -> NaN).
   double number(const EvalContext& ctx) const;
   const std::string& text() const;
