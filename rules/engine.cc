@@ -946,6 +946,7 @@ void Engine::on_event(const Event& e) {
     if (!kt.table.empty()) __builtin_prefetch(&kt.table[kt.early_hash & (kt.table.size() - 1)]);
   }
   const std::vector<Trigger>& triggers = set.rules_for(e.stream, e.kind);
+  const EvalContext ctx{&e, nullptr, nullptr, tables_.get()};
   const size_t guess_at = guess_at_[static_cast<size_t>(e.stream)][static_cast<size_t>(e.kind + 1)];
   for (size_t ti = 0; ti < triggers.size(); ++ti) {
     if (ti == guess_at) {
@@ -963,7 +964,7 @@ void Engine::on_event(const Event& e) {
     switch (t.role) {
       case Trigger::kMain:
         bump(c.evaluations);
-        if (rule.match.where && !rule.match.where->test(EvalContext{&e, nullptr, nullptr, tables_.get()})) break;
+        if (rule.match.where && !rule.match.where->test(ctx)) break;
         bump(c.matches);
         if (rule.kind == RuleKind::kWindow) on_window(t.rule, rule, e, c);
         else if (rule.kind == RuleKind::kSequence) on_main(t.rule, rule, e, c);
