@@ -279,6 +279,9 @@ struct alignas(64) WindowKey {
   uint8_t first_id_len = 0;
   uint8_t distinct0 = kNoDistinct;  // the aggregate whose counter is `d0`
   static constexpr uint8_t kNoDistinct = 0xff;
+  // Sliding min/max: bit a set when an event that may have been aggregate a's
+  // extreme left the window, so acc[a] must be recomputed from the ring.
+  uint8_t stale = 0;
   uint64_t count = 0;
   int64_t newest = INT64_MIN;  // newest event time of the key
   int64_t start = INT64_MIN;   // tumbling bucket start / session start
@@ -334,6 +337,7 @@ struct alignas(64) WindowKey {
       acc[a] = 0;
     }
     count = 0;
+    stale = 0;
     firing = false;
   }
 };
@@ -508,6 +512,7 @@ void WindowKey::renew(const Rule& rule) {
   }
   acc.fill(0);
   count = 0;
+  stale = 0;
   start = newest = INT64_MIN;
   first_time = 0;
   first_id_len = 0;
@@ -1060,6 +1065,12 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
             case AggregateKind::kCountDistinct: k.distinct(a).remove(old[a]); break;
             case AggregateKind::kCountIf: k.acc[a] -= static_cast<double>(old[a]); break;
             case AggregateKind::kSum: case AggregateKind::kAvg: k.acc[a] -= bits_double(old[a]); break;
+            case AggregateKind::kMin:  // was it the extreme? (not strictly inside it)
+              if (!(bits_double(old[a]) > k.acc[a])) k.stale |= static_cast<uint8_t>(1u << a);
+              break;
+            case AggregateKind::kMax:
+              if (!(bits_double(old[a]) < k.acc[a])) k.stale |= static_cast<uint8_t>(1u << a);
+              break;
             default: break;
           }
         }
@@ -1163,15 +1174,19 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
         break;
       }
       case AggregateKind::kMin: case AggregateKind::kMax: {
-        if (rule.window_type != WindowType::kSliding) { values[a] = k.acc[a]; break; }
-        // Sliding: scan the window (it is small next to the event rate it replaces).
-        const bool is_min = rule.aggregates[a].kind == AggregateKind::kMin;
-        double m = bits_double(k.ring.at(0).payload()[a]);
-        for (size_t i = 1; i < k.ring.size(); ++i) {
-          const double x = bits_double(k.ring.at(i).payload()[a]);
-          m = is_min ? std::min(m, x) : std::max(m, x);
+        // acc[a] follows the events added; in a sliding window, rescan once the
+        // extreme may have left it (rare: most departures are not the extreme).
+        if (k.stale >> a & 1) {
+          const bool is_min = rule.aggregates[a].kind == AggregateKind::kMin;
+          double m = bits_double(k.ring.at(0).payload()[a]);
+          for (size_t i = 1; i < k.ring.size(); ++i) {
+            const double x = bits_double(k.ring.at(i).payload()[a]);
+            m = is_min ? std::min(m, x) : std::max(m, x);
+          }
+          k.acc[a] = m;
+          k.stale &= static_cast<uint8_t>(~(1u << a));
         }
-        values[a] = m;
+        values[a] = k.acc[a];
         break;
       }
       case AggregateKind::kBaseline: break;  // below, from the other aggregates

@@ -213,6 +213,45 @@ TEST(SlidingWindow, DistinctCountMatchesABruteForceCountAsSetsGrowAndShrink) {
   EXPECT_EQ(got, want);
 }
 
+// Sliding min and max keep the extreme as events arrive and rescan the window
+// only when an event that may have been the extreme leaves it: checked
+// against a brute-force scan over random calls. Rule hi<v> (lo<v>) fires when
+// a caller's longest (shortest) call in the last minute becomes exactly v s.
+TEST(SlidingWindow, MinAndMaxMatchABruteForceScanAsExtremesLeave) {
+  std::string rules = "rules:\n";
+  for (int v = 1; v <= 8; ++v)
+    for (const char* agg : {"max", "min"})
+      rules += std::string("  - {id: ") + (agg[1] == 'a' ? "hi" : "lo") + std::to_string(v) +
+               ", stream: calls, window: {group_by: [caller], size: 1m}, aggregates: {x: " + agg +
+               "(duration_s)}, having: x == " + std::to_string(v) + ", alert: {severity: low}}\n";
+  Harness h(rules);
+  std::mt19937 rng(5);
+  std::map<std::string, std::vector<std::pair<int64_t, int>>> window;  // per caller: (time, duration)
+  std::map<std::pair<std::string, std::string>, bool> hit;            // (caller, rule): condition held
+  std::vector<std::pair<std::string, std::string>> want;              // (rule, caller)
+  int64_t t = 0;
+  for (int i = 0; i < 3000; ++i) {
+    t += static_cast<int64_t>(rng() % 12);
+    const std::string caller = std::to_string(rng() % 3);
+    const int duration = 1 + static_cast<int>(rng() % 8);
+    auto& w = window[caller];
+    std::erase_if(w, [&](const auto& e) { return e.first <= t - 60; });
+    w.emplace_back(t, duration);
+    int hi = 0, lo = 100;
+    for (const auto& e : w) hi = std::max(hi, e.second), lo = std::min(lo, e.second);
+    for (int v = 1; v <= 8; ++v)
+      for (const auto& [rule, now] : {std::pair{"hi" + std::to_string(v), hi == v}, std::pair{"lo" + std::to_string(v), lo == v}}) {
+        if (now && !hit[{caller, rule}]) want.emplace_back(rule, caller);
+        hit[{caller, rule}] = now;
+      }
+    h.call("c" + std::to_string(i), caller, "p", duration, t);
+  }
+  std::vector<std::pair<std::string, std::string>> got;
+  for (const Fired& f : h.rec.got) got.emplace_back(f.rule, f.key.at(0));
+  EXPECT_GT(want.size(), 500u);
+  EXPECT_EQ(got, want);
+}
+
 const char* kSequence = R"(rules:
   - id: victim_long_call
     sequence:
