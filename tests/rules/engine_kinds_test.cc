@@ -394,7 +394,9 @@ TEST(Absence, ClocksSurviveSnapshotAndRestore) {
   for (const auto& f : b.rec.got) ++by[f.key[0] + "/" + f.deadline];
   EXPECT_EQ(by, (std::map<std::string, int>{{"T1/resolve", 1}, {"T2/contact", 1}, {"T2/resolve", 1}}));
   for (const auto& f : b.rec.got)
-    if (f.key[0] == "T1") EXPECT_EQ(f.title, "ticket T1 (water.outage) missed its resolve deadline");
+    if (f.key[0] == "T1") {
+      EXPECT_EQ(f.title, "ticket T1 (water.outage) missed its resolve deadline");
+    }
 }
 
 TEST(Absence, ExtendedDeadlinesSurviveSnapshotAndRestore) {
