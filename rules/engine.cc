@@ -418,13 +418,174 @@ bool unpack_event(std::string_view packed, Stream stream, int64_t time_ms, Event
   return true;
 }
 
+// Keys to dense entry numbers, by open addressing (linear probing,
+// backward-shift deletion). Entry numbers are recycled, never freed, so that
+// a caller's values per entry keep their storage for the next key: key churn
+// does not allocate once the pool has grown. Keys up to kInline bytes are also
+// kept in the slot, so that a lookup touches one cache line, not the entry too.
+class KeyIndex {
+ public:
+  static constexpr uint32_t kNone = UINT32_MAX;
+  uint32_t find(std::string_view key, uint64_t h) const {
+    if (table_.empty()) return kNone;
+    const size_t mask = table_.size() - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+      const Slot& s = table_[i];
+      if (s.entry == kNone) return kNone;
+      if (s.hash == h && same(s, key)) return s.entry;
+    }
+  }
+  // `key` must not be present. The entry may be a new one: entries() grows by one.
+  uint32_t insert(std::string_view key, uint64_t h) {
+    if ((used_ + 1) * 2 > table_.size()) rehash(std::max<size_t>(16, table_.size() * 2));
+    uint32_t e;
+    if (!free_.empty()) {
+      e = free_.back();
+      free_.pop_back();
+    } else {
+      e = static_cast<uint32_t>(entries_.size());
+      entries_.emplace_back();
+    }
+    Entry& en = entries_[e];
+    en.key.assign(key);
+    en.hash = h;
+    en.used = true;
+    place(e);
+    ++used_;
+    return e;
+  }
+  // Drops entry `e` and recycles its number.
+  void erase(uint32_t e) {
+    const size_t mask = table_.size() - 1;
+    size_t i = entries_[e].hash & mask;
+    while (table_[i].entry != e) i = (i + 1) & mask;
+    table_[i].entry = kNone;
+    for (size_t j = (i + 1) & mask; table_[j].entry != kNone; j = (j + 1) & mask) {
+      const size_t home = table_[j].hash & mask;
+      if (((j - home) & mask) >= ((j - i) & mask)) {
+        table_[i] = table_[j];
+        table_[j].entry = kNone;
+        i = j;
+      }
+    }
+    entries_[e].used = false;
+    free_.push_back(e);
+    --used_;
+  }
+  size_t size() const { return used_; }
+  size_t entries() const { return entries_.size(); }  // numbers in use or free
+  bool used(uint32_t e) const { return entries_[e].used; }
+  std::string_view key(uint32_t e) const { return entries_[e].key; }
+  uint64_t hash(uint32_t e) const { return entries_[e].hash; }
+  // Starts loading the slot a lookup of hash `h` reads first.
+  void prefetch(uint64_t h) const {
+    if (!table_.empty()) __builtin_prefetch(&table_[h & (table_.size() - 1)]);
+  }
+  // The entry in the home slot of hash `h` if its hash is `h`: usually the
+  // key's entry, but only a guess (another key, or none), for prefetching.
+  uint32_t guess(uint64_t h) const {
+    if (table_.empty()) return kNone;
+    const Slot& s = table_[h & (table_.size() - 1)];
+    return s.hash == h ? s.entry : kNone;
+  }
+
+ private:
+  static constexpr size_t kInline = 19;
+  struct Entry {
+    std::string key;
+    uint64_t hash = 0;
+    bool used = false;  // false: on the free list
+  };
+  struct Slot {
+    uint64_t hash = 0;
+    uint32_t entry = kNone;
+    uint8_t len = 0;  // key length when <= kInline, else kInline + 1
+    char key[kInline];
+  };
+  bool same(const Slot& s, std::string_view k) const {
+    if (s.len > kInline) return entries_[s.entry].key == k;
+    if (s.len != k.size()) return false;
+    for (size_t i = 0; i < s.len; ++i)
+      if (s.key[i] != k[i]) return false;
+    return true;
+  }
+  void place(uint32_t e) {
+    const size_t mask = table_.size() - 1;
+    const std::string& k = entries_[e].key;
+    size_t i = entries_[e].hash & mask;
+    while (table_[i].entry != kNone) i = (i + 1) & mask;
+    Slot& s = table_[i];
+    s.hash = entries_[e].hash;
+    s.entry = e;
+    s.len = static_cast<uint8_t>(std::min(k.size(), kInline + 1));
+    if (k.size() <= kInline) std::memcpy(s.key, k.data(), k.size());
+  }
+  void rehash(size_t n) {
+    table_.assign(n, Slot{});
+    for (uint32_t e = 0; e < entries_.size(); ++e)
+      if (entries_[e].used) place(e);
+  }
+  std::vector<Entry> entries_;
+  std::vector<Slot> table_;  // power of two, at most half full
+  std::vector<uint32_t> free_;
+  size_t used_ = 0;
+};
+
 struct SequenceFirst {
   int64_t time = 0;
   std::string packed;  // the slots `then` and the alert need
 };
 
+// The pending `first` steps of one key, oldest first: firsts[0, pending).
+// The elements past `pending` are storage kept for later steps, so that
+// steps come and go without allocating once grown.
 struct SequenceKey {
-  std::vector<SequenceFirst> pending;  // oldest first
+  std::vector<SequenceFirst> firsts;
+  size_t pending = 0;
+  SequenceFirst& push() {
+    if (pending == firsts.size()) firsts.emplace_back();
+    return firsts[pending++];
+  }
+  void drop(size_t i) {  // keeps the order of the others
+    std::rotate(firsts.begin() + static_cast<ptrdiff_t>(i), firsts.begin() + static_cast<ptrdiff_t>(i) + 1,
+                firsts.begin() + static_cast<ptrdiff_t>(pending));
+    --pending;
+  }
+};
+
+// A sequence rule's keys (KeyIndex) and their pending steps.
+class SequenceMap {
+ public:
+  SequenceKey* find(std::string_view key) {
+    const uint32_t e = index_.find(key, key_hash(key));
+    return e == KeyIndex::kNone ? nullptr : &values_[e];
+  }
+  SequenceKey& find_or_insert(std::string_view key) {
+    const uint64_t h = key_hash(key);
+    uint32_t e = index_.find(key, h);
+    if (e != KeyIndex::kNone) return values_[e];
+    e = index_.insert(key, h);
+    if (e >= values_.size()) values_.resize(e + 1);
+    values_[e].pending = 0;
+    return values_[e];
+  }
+  void erase(const SequenceKey& k) { index_.erase(static_cast<uint32_t>(&k - values_.data())); }
+  size_t size() const { return index_.size(); }
+  bool empty() const { return index_.size() == 0; }
+  template <typename F>  // f(key, const SequenceKey&) for each key
+  void for_each(F f) const {
+    for (uint32_t e = 0; e < index_.entries(); ++e)
+      if (index_.used(e)) f(index_.key(e), values_[e]);
+  }
+  template <typename Drop>  // drops the keys `drop(SequenceKey&)` says
+  void erase_if(Drop drop) {
+    for (uint32_t e = 0; e < index_.entries(); ++e)
+      if (index_.used(e) && drop(values_[e])) index_.erase(e);
+  }
+
+ private:
+  KeyIndex index_;
+  std::vector<SequenceKey> values_;  // by entry
 };
 
 // A running set of clocks started by one `start` event.
@@ -535,52 +696,26 @@ struct Engine::RuleState {
   int key_table = -1;  // window rules: index into key_tables_ and the rule's position in it
   int key_pos = -1;
   size_t window_keys = 0;  // live window keys of the rule
-  KeyMap<SequenceKey> sequences;
+  SequenceMap sequences;
   KeyMap<Clocks> clocks;
   TimerQueue timers;
   int64_t newest = INT64_MIN;  // newest event time seen by the rule (its watermark)
 };
 
 // The window keys of one (stream, group_by), shared by every window rule with
-// that key: one lookup per event, whatever the number of rules. Open
-// addressing (linear probing, backward-shift deletion) over entries that are
-// recycled, never freed, with their per-rule state: key churn does not
-// allocate once the pool has grown. Rule position r's state for entry e is
+// that key: one lookup per event, whatever the number of rules. Entries are
+// recycled with their per-rule state (KeyIndex): key churn does not allocate
+// once the pool has grown. Rule position r's state for entry e is
 // states[e * rules.size() + r].
 struct Engine::KeyTable {
-  static constexpr uint32_t kNone = UINT32_MAX;
-  struct Entry {
-    std::string key;
-    uint64_t hash = 0;
-    uint32_t live = 0;    // rules with a live state for the key
-    bool used = false;    // false: on the free list
-  };
-  // Keys up to kInline bytes are also kept in the slot, so that a lookup
-  // touches one cache line, not the entry too.
-  static constexpr size_t kInline = 19;
-  struct Slot {
-    uint64_t hash = 0;
-    uint32_t entry = kNone;
-    uint8_t len = 0;  // key length when <= kInline, else kInline + 1
-    char key[kInline];
-    bool same(std::string_view k, const std::vector<Entry>& entries) const {
-      if (len > kInline) return entries[entry].key == k;
-      if (len != k.size()) return false;
-      for (size_t i = 0; i < len; ++i)
-        if (key[i] != k[i]) return false;
-      return true;
-    }
-  };
-
+  static constexpr uint32_t kNone = KeyIndex::kNone;
   Stream stream = Stream::kCalls;
   std::vector<int> slots;  // group_by
   std::vector<int> rules;  // rule indices, by position
   std::vector<uint8_t> lines;  // by position: hot_lines() of the rule
-  std::vector<Entry> entries;
+  KeyIndex index;
+  std::vector<uint32_t> live;  // by entry: rules with a live state for the key
   std::vector<WindowKey> states;
-  std::vector<uint32_t> free;
-  std::vector<Slot> table;  // power of two, at most half full
-  size_t used = 0;
   uint64_t cached_event = 0;  // Engine::event_seq_ of the last lookup, and its entry
   uint32_t cached_entry = kNone;
   uint32_t guessed_entry = kNone;  // of the current event: prefetched by on_event
@@ -601,81 +736,23 @@ struct Engine::KeyTable {
     }
     asm volatile("");  // GCC deletes calls to functions that only prefetch
   }
-  // The entry in the early key's home slot if its hash is the key's: usually
-  // the key's entry, but only a guess (another key, or none), for prefetching.
-  uint32_t guess_early_entry() const {
-    if (table.empty()) return kNone;
-    const Slot& s = table[early_hash & (table.size() - 1)];
-    return s.hash == early_hash ? s.entry : kNone;
-  }
 
-  uint32_t find(std::string_view key, uint64_t h) const {
-    if (table.empty()) return kNone;
-    const size_t mask = table.size() - 1;
-    for (size_t i = h & mask;; i = (i + 1) & mask) {
-      const Slot& s = table[i];
-      if (s.entry == kNone) return kNone;
-      if (s.hash == h && s.same(key, entries)) return s.entry;
-    }
-  }
+  uint32_t find(std::string_view key, uint64_t h) const { return index.find(key, h); }
   // `key` must not be present.
   uint32_t insert(std::string_view key, uint64_t h) {
-    if ((used + 1) * 2 > table.size()) rehash(std::max<size_t>(16, table.size() * 2));
-    uint32_t e;
-    if (!free.empty()) {
-      e = free.back();
-      free.pop_back();
-    } else {
-      e = static_cast<uint32_t>(entries.size());
-      entries.emplace_back();
-      states.resize(states.size() + rules.size());
+    const uint32_t e = index.insert(key, h);
+    if (e >= live.size()) {
+      live.resize(e + 1);
+      states.resize(live.size() * rules.size());
     }
-    Entry& en = entries[e];
-    en.key.assign(key);
-    en.hash = h;
-    en.live = 0;
-    en.used = true;
-    place(h, e);
-    ++used;
+    live[e] = 0;
     return e;
   }
   // Drops entry `e` (every rule's state must be dead) and recycles it.
   void erase(uint32_t e) {
-    const size_t mask = table.size() - 1;
-    size_t i = entries[e].hash & mask;
-    while (table[i].entry != e) i = (i + 1) & mask;
-    table[i].entry = kNone;
-    for (size_t j = (i + 1) & mask; table[j].entry != kNone; j = (j + 1) & mask) {
-      const size_t home = table[j].hash & mask;
-      if (((j - home) & mask) >= ((j - i) & mask)) {
-        table[i] = table[j];
-        table[j].entry = kNone;
-        i = j;
-      }
-    }
-    entries[e].used = false;
-    free.push_back(e);
-    --used;
+    index.erase(e);
     cached_entry = kNone;
     cached_event = 0;
-  }
-
- private:
-  void place(uint64_t h, uint32_t e) {
-    const size_t mask = table.size() - 1;
-    size_t i = h & mask;
-    while (table[i].entry != kNone) i = (i + 1) & mask;
-    Slot& s = table[i];
-    const std::string& k = entries[e].key;
-    s.hash = h;
-    s.entry = e;
-    s.len = static_cast<uint8_t>(std::min(k.size(), kInline + 1));
-    if (k.size() <= kInline) std::memcpy(s.key, k.data(), k.size());
-  }
-  void rehash(size_t n) {
-    table.assign(n, Slot{});
-    for (uint32_t e = 0; e < entries.size(); ++e)
-      if (entries[e].used) place(entries[e].hash, e);
   }
 };
 
@@ -781,14 +858,16 @@ void Engine::replace_rules(std::shared_ptr<const RuleSet> next) {
     if (ot < 0 || state[i]->key_table < 0) continue;
     KeyTable& src = *key_tables_[static_cast<size_t>(ot)];
     KeyTable& dst = *tables[static_cast<size_t>(state[i]->key_table)];
-    for (uint32_t e = 0; e < src.entries.size(); ++e) {
+    for (uint32_t e = 0; e < src.index.entries(); ++e) {
+      if (!src.index.used(e)) continue;
       WindowKey& k = src.state(e, opos);
-      if (!src.entries[e].used || !k.live) continue;
-      const KeyTable::Entry& en = src.entries[e];
-      uint32_t d = dst.find(en.key, en.hash);
-      if (d == KeyTable::kNone) d = dst.insert(en.key, en.hash);
+      if (!k.live) continue;
+      const std::string_view key = src.index.key(e);
+      const uint64_t h = src.index.hash(e);
+      uint32_t d = dst.find(key, h);
+      if (d == KeyTable::kNone) d = dst.insert(key, h);
       dst.state(d, state[i]->key_pos) = std::move(k);
-      ++dst.entries[d].live;
+      ++dst.live[d];
     }
   }
   std::lock_guard lock(snapshot_mu_);
@@ -948,7 +1027,7 @@ void Engine::on_event(const Event& e) {
     }
     kt.early_hash = key_hash(kt.early_key);
     kt.guessed_entry = KeyTable::kNone;
-    if (!kt.table.empty()) __builtin_prefetch(&kt.table[kt.early_hash & (kt.table.size() - 1)]);
+    kt.index.prefetch(kt.early_hash);
   }
   const std::vector<Trigger>& triggers = set.rules_for(e.stream, e.kind);
   const EvalContext ctx{&e, nullptr, nullptr, tables_.get()};
@@ -959,7 +1038,7 @@ void Engine::on_event(const Event& e) {
       // guess each key's entry from its slot and start loading its states.
       for (const auto& ktp : key_tables_) {
         KeyTable& kt = *ktp;
-        if (kt.stream != e.stream || (kt.guessed_entry = kt.guess_early_entry()) == KeyTable::kNone) continue;
+        if (kt.stream != e.stream || (kt.guessed_entry = kt.index.guess(kt.early_hash)) == KeyTable::kNone) continue;
         kt.prefetch_states(kt.guessed_entry);
       }
     }
@@ -989,19 +1068,16 @@ void Engine::on_main(int ri, const Rule& rule, const Event& e, RuleCounters& c) 
   if (rule.kind == RuleKind::kSequence) {
     build_key(e, rule.match.key);
     RuleState& rs = *state_[static_cast<size_t>(ri)];
-    auto it = rs.sequences.find(std::string_view(key_buffer_));
-    if (it == rs.sequences.end()) {
-      it = rs.sequences.emplace(key_buffer_, SequenceKey{}).first;
-      c.keys.store(static_cast<int64_t>(rs.sequences.size()), std::memory_order_relaxed);
-    }
-    auto& pending = it->second.pending;
+    const size_t keys = rs.sequences.size();
+    SequenceKey& sk = rs.sequences.find_or_insert(key_buffer_);
+    if (rs.sequences.size() != keys) c.keys.store(static_cast<int64_t>(rs.sequences.size()), std::memory_order_relaxed);
     // Drop what can no longer be followed within the time, then the oldest if full.
-    while (!pending.empty() && pending.front().time < e.time_ms - rule.within_ms) pending.erase(pending.begin());
-    if (pending.size() >= options_.max_pending_per_key) {
-      pending.erase(pending.begin());
+    while (sk.pending > 0 && sk.firsts[0].time < e.time_ms - rule.within_ms) sk.drop(0);
+    if (sk.pending >= options_.max_pending_per_key) {
+      sk.drop(0);
       bump(c.dropped);
     }
-    SequenceFirst& f = pending.emplace_back();
+    SequenceFirst& f = sk.push();
     f.time = e.time_ms;
     pack_event(e, rule.prior_slots | kept_slots(rule, rule.match.stream), f.packed);
     return;
@@ -1048,7 +1124,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
   WindowKey& k = kt.state(entry, rs.key_pos);
   if (!k.live) {
     k.renew(rule);
-    ++kt.entries[entry].live;
+    ++kt.live[entry];
     c.keys.store(static_cast<int64_t>(++rs.window_keys), std::memory_order_relaxed);
   }
   const size_t naggs = rule.aggregates.size();
@@ -1233,11 +1309,10 @@ void Engine::on_then(int ri, const Rule& rule, const Event& e, RuleCounters& c) 
   RuleState& rs = *state_[static_cast<size_t>(ri)];
   if (rs.sequences.empty()) return;
   const size_t nkey = build_key(e, rule.then.key);
-  const auto it = rs.sequences.find(std::string_view(key_buffer_));
-  if (it == rs.sequences.end()) return;
-  auto& pending = it->second.pending;
-  for (size_t i = 0; i < pending.size(); ++i) {
-    const SequenceFirst& first = pending[i];
+  SequenceKey* sk = rs.sequences.find(key_buffer_);
+  if (!sk) return;
+  for (size_t i = 0; i < sk->pending; ++i) {
+    const SequenceFirst& first = sk->firsts[i];
     if (first.time > e.time_ms || e.time_ms - first.time > rule.within_ms) continue;
     unpack_event(first.packed, rule.match.stream, first.time, scratch_);
     std::array<double, kMaxValues> values{};
@@ -1256,11 +1331,11 @@ void Engine::on_then(int ri, const Rule& rule, const Event& e, RuleCounters& c) 
     f.count = 2;
     f.level = level;
     fire(f);
-    pending.erase(pending.begin() + static_cast<ptrdiff_t>(i));  // one match per first event
+    sk->drop(i);  // one match per first event
     break;
   }
-  if (pending.empty()) {
-    rs.sequences.erase(it);
+  if (sk->pending == 0) {
+    rs.sequences.erase(*sk);
     c.keys.store(static_cast<int64_t>(rs.sequences.size()), std::memory_order_relaxed);
   }
 }
@@ -1452,17 +1527,16 @@ void Engine::on_tick(int64_t now_ms) {
     if (kt->rules.size() > horizon_small.size()) horizon = (horizon_large.resize(kt->rules.size()), horizon_large.data());
     for (size_t r = 0; r < kt->rules.size(); ++r)
       horizon[r] = newest_event_ms_ - rules_->rules[static_cast<size_t>(kt->rules[r])].retention_ms();
-    for (uint32_t e = 0; e < kt->entries.size(); ++e) {
-      KeyTable::Entry& en = kt->entries[e];
-      if (!en.used) continue;
+    for (uint32_t e = 0; e < kt->index.entries(); ++e) {
+      if (!kt->index.used(e)) continue;
       for (size_t r = 0; r < kt->rules.size(); ++r) {
         WindowKey& k = kt->state(e, static_cast<int>(r));
         if (!k.live || k.newest > horizon[r]) continue;
         k.live = false;
-        --en.live;
+        --kt->live[e];
         --state_[static_cast<size_t>(kt->rules[r])]->window_keys;
       }
-      if (en.live == 0) kt->erase(e);
+      if (kt->live[e] == 0) kt->erase(e);
     }
     for (int ri : kt->rules)
       counters_[static_cast<size_t>(ri)].keys.store(static_cast<int64_t>(state_[static_cast<size_t>(ri)]->window_keys),
@@ -1482,8 +1556,7 @@ void Engine::on_tick(int64_t now_ms) {
     }
     if (rule.kind == RuleKind::kSequence) {
       const int64_t horizon = newest_event_ms_ - rule.within_ms;
-      for (auto it = rs.sequences.begin(); it != rs.sequences.end();)
-        it = it->second.pending.back().time < horizon ? rs.sequences.erase(it) : std::next(it);
+      rs.sequences.erase_if([horizon](const SequenceKey& sk) { return sk.firsts[sk.pending - 1].time < horizon; });
       counters_[ri].keys.store(static_cast<int64_t>(rs.sequences.size()), std::memory_order_relaxed);
     }
   }
@@ -1578,16 +1651,17 @@ void Engine::snapshot_state(StateStore& store) const {
       }
     } else if (rule.kind == RuleKind::kSequence) {
       const std::string ns = "sequence/" + rule.id;
-      for (const auto& [key, sk] : rs.sequences) {
+      rs.sequences.for_each([&](std::string_view key, const SequenceKey& sk) {
         value.clear();
-        for (const SequenceFirst& f : sk.pending) {
+        for (size_t i = 0; i < sk.pending; ++i) {
+          const SequenceFirst& f = sk.firsts[i];
           const uint32_t n = static_cast<uint32_t>(f.packed.size());
           value.append(reinterpret_cast<const char*>(&f.time), 8);
           value.append(reinterpret_cast<const char*>(&n), 4);
           value += f.packed;
         }
         store.put(ns, key, value);
-      }
+      });
     }
   }
 }
@@ -1629,19 +1703,21 @@ void Engine::restore_state(const StateStore& store) {
       counters_[ri].timers.store(static_cast<int64_t>(rs.timers.size()), std::memory_order_relaxed);
     } else if (rule.kind == RuleKind::kSequence) {
       store.scan("sequence/" + rule.id, [&](std::string_view key, std::string_view v) {
-        SequenceKey& sk = rs.sequences[std::string(key)];
+        SequenceKey& sk = rs.sequences.find_or_insert(key);
         size_t i = 0;
         while (i + 12 <= v.size()) {
-          SequenceFirst f;
+          int64_t time;
           uint32_t n;
-          std::memcpy(&f.time, v.data() + i, 8);
+          std::memcpy(&time, v.data() + i, 8);
           std::memcpy(&n, v.data() + i + 8, 4);
           i += 12;
           if (i + n > v.size()) break;
-          f.packed = std::string(v.substr(i, n));
+          SequenceFirst& f = sk.push();
+          f.time = time;
+          f.packed.assign(v.substr(i, n));
           i += n;
-          sk.pending.push_back(std::move(f));
         }
+        if (sk.pending == 0) rs.sequences.erase(sk);
       });
       counters_[ri].keys.store(static_cast<int64_t>(rs.sequences.size()), std::memory_order_relaxed);
     }

@@ -1,12 +1,14 @@
-// Table lookups on the hot path must not allocate: this executable replaces
-// the global operator new with a counting one (its own binary, so no other
-// test is affected) and evaluates in_table() / lookup() against a snapshot.
+// The hot path must not allocate: this executable replaces the global
+// operator new with a counting one (its own binary, so no other test is
+// affected) and evaluates in_table() / lookup() against a snapshot, matches(),
+// and sequence steps that come and go on a bounded set of keys.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <cstdlib>
 #include <new>
 
+#include "rules/engine.h"
 #include "rules/tables.h"
 
 namespace {
@@ -95,6 +97,65 @@ TEST(Matches, DoesNotAllocate) {
     }
   EXPECT_EQ(g_allocs.load() - before, 0u);
   EXPECT_EQ(hits, 300);
+}
+
+class CountingSink final : public SignalSink {
+ public:
+  void on_signal(const Signal&) override { ++signals; }
+  uint64_t signals = 0;
+};
+
+// Once a sequence rule's keys and steps have been seen, later `first` steps
+// reuse the storage of finished ones: a key's entry, its list of steps and
+// each step's packed event.
+TEST(Sequences, StepsComeAndGoWithoutAllocating) {
+  const auto loaded = load_rules({{"seq.yaml", R"(rules:
+  - id: seq
+    sequence:
+      within: 2h
+      first: {stream: calls, where: 'caller_class == "virtual_170"', key: [callee]}
+      then: {stream: calls, where: 'duration_s > 600', key: [caller]}
+    alert: {severity: critical, title: "{caller} after {callee}"}
+)"}});
+  ASSERT_TRUE(loaded.ok());
+  CountingSink sink;
+  Engine engine(loaded.rules, sink);
+  const StreamSchema& calls = schema_of(Stream::kCalls);
+  const auto slot = [&calls](std::string_view f) { return static_cast<size_t>(calls.slot_of(f)); };
+  std::vector<std::string> victims;
+  for (int v = 0; v < 50; ++v) victims.push_back("1390000" + std::to_string(1000 + v));
+  const std::string fraudster = "17012345678", id = "call-with-an-id-longer-than-sso";
+  Event first, then;
+  for (Event* e : {&first, &then}) {
+    e->stream = Stream::kCalls;
+    e->slots[slot("call_id")] = Value::of_string(id);
+    e->slots[slot("answered")] = Value::of_bool(true);
+  }
+  first.slots[slot("caller")] = Value::of_string(fraudster);
+  first.slots[slot("caller_class")] = Value::of_string("virtual_170");
+  first.slots[slot("duration_s")] = Value::of_int(40);
+  then.slots[slot("duration_s")] = Value::of_int(900);
+  then.slots[slot("callee")] = Value::of_string("13700000000");
+  int64_t t = 1'795'000'000'000;
+  const auto round = [&] {
+    for (const std::string& v : victims) {
+      first.time_ms = t;
+      first.slots[slot("start_time")] = Value::of_time(t);
+      first.slots[slot("callee")] = Value::of_string(v);
+      engine.on_event(first);
+      then.time_ms = t + 60'000;
+      then.slots[slot("start_time")] = Value::of_time(t + 60'000);
+      then.slots[slot("caller")] = Value::of_string(v);
+      engine.on_event(then);
+      t += 1000;
+    }
+  };
+  round();
+  round();
+  const uint64_t signals = sink.signals, before = g_allocs.load();
+  for (int i = 0; i < 10; ++i) round();
+  EXPECT_EQ(g_allocs.load() - before, 0u);
+  EXPECT_EQ(sink.signals - signals, 10 * victims.size()) << "every pair matched";
 }
 
 }  // namespace
