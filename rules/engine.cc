@@ -1,12 +1,12 @@
 #include "rules/engine.h"
 
 #include <algorithm>
+#include <deque>
 #include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstring>
 #include <queue>
-#include <unordered_map>
 
 #include "pipeline/json_writer.h"
 
@@ -553,31 +553,40 @@ struct SequenceKey {
   }
 };
 
-// A sequence rule's keys (KeyIndex) and their pending steps.
-class SequenceMap {
+// Values by key (KeyIndex), addressed by entry number. A new key gets a
+// recycled value as its last key left it, storage included: the caller resets
+// what matters. Values live in a deque, so that pointers to them stay valid.
+template <typename V>
+class KeyedValues {
  public:
-  SequenceKey* find(std::string_view key) {
-    const uint32_t e = index_.find(key, key_hash(key));
-    return e == KeyIndex::kNone ? nullptr : &values_[e];
-  }
-  SequenceKey& find_or_insert(std::string_view key) {
+  static constexpr uint32_t kNone = KeyIndex::kNone;
+  uint32_t find(std::string_view key) const { return index_.find(key, key_hash(key)); }
+  uint32_t find_or_insert(std::string_view key, bool& inserted) {
     const uint64_t h = key_hash(key);
     uint32_t e = index_.find(key, h);
-    if (e != KeyIndex::kNone) return values_[e];
+    inserted = e == kNone;
+    if (!inserted) return e;
     e = index_.insert(key, h);
     if (e >= values_.size()) values_.resize(e + 1);
-    values_[e].pending = 0;
-    return values_[e];
+    return e;
   }
-  void erase(const SequenceKey& k) { index_.erase(static_cast<uint32_t>(&k - values_.data())); }
+  V& operator[](uint32_t e) { return values_[e]; }
+  const V& operator[](uint32_t e) const { return values_[e]; }
+  std::string_view key(uint32_t e) const { return index_.key(e); }  // valid until the next insert
+  void erase(uint32_t e) { index_.erase(e); }
   size_t size() const { return index_.size(); }
   bool empty() const { return index_.size() == 0; }
-  template <typename F>  // f(key, const SequenceKey&) for each key
+  template <typename F>  // f(key, value) for each key
   void for_each(F f) const {
     for (uint32_t e = 0; e < index_.entries(); ++e)
       if (index_.used(e)) f(index_.key(e), values_[e]);
   }
-  template <typename Drop>  // drops the keys `drop(SequenceKey&)` says
+  template <typename F>
+  void for_each(F f) {
+    for (uint32_t e = 0; e < index_.entries(); ++e)
+      if (index_.used(e)) f(index_.key(e), values_[e]);
+  }
+  template <typename Drop>  // drops the keys whose value `drop(value)` says
   void erase_if(Drop drop) {
     for (uint32_t e = 0; e < index_.entries(); ++e)
       if (index_.used(e) && drop(values_[e])) index_.erase(e);
@@ -585,7 +594,7 @@ class SequenceMap {
 
  private:
   KeyIndex index_;
-  std::vector<SequenceKey> values_;  // by entry
+  std::deque<V> values_;  // by entry
 };
 
 // A running set of clocks started by one `start` event.
@@ -597,7 +606,7 @@ struct Clocks {
   int64_t fired_at = 0;     // when the last deadline fired
   uint32_t refs = 0;        // timers in the queue that point here
   std::string packed;       // the start event's slots the alert needs
-  const std::string* key = nullptr;
+  uint32_t entry = 0;       // its entry in the rule's clocks (KeyedValues)
   // Deadlines moved by `extend` (deadline index, due time); null while none is.
   std::unique_ptr<std::vector<std::pair<uint8_t, int64_t>>> moved;
 };
@@ -635,13 +644,6 @@ void arm(const RuleSet& set, const Rule& rule, Clocks& k, Timers& timers) {
   }
 }
 
-struct StringHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const { return hash_bytes(s); }
-};
-
-template <typename V>
-using KeyMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
 
 bool counts_distinct(const Rule& r, AggregateKind kind) {
   for (const auto& a : r.aggregates)
@@ -696,8 +698,8 @@ struct Engine::RuleState {
   int key_table = -1;  // window rules: index into key_tables_ and the rule's position in it
   int key_pos = -1;
   size_t window_keys = 0;  // live window keys of the rule
-  SequenceMap sequences;
-  KeyMap<Clocks> clocks;
+  KeyedValues<SequenceKey> sequences;
+  KeyedValues<Clocks> clocks;
   TimerQueue timers;
   int64_t newest = INT64_MIN;  // newest event time seen by the rule (its watermark)
 };
@@ -1068,9 +1070,12 @@ void Engine::on_main(int ri, const Rule& rule, const Event& e, RuleCounters& c) 
   if (rule.kind == RuleKind::kSequence) {
     build_key(e, rule.match.key);
     RuleState& rs = *state_[static_cast<size_t>(ri)];
-    const size_t keys = rs.sequences.size();
-    SequenceKey& sk = rs.sequences.find_or_insert(key_buffer_);
-    if (rs.sequences.size() != keys) c.keys.store(static_cast<int64_t>(rs.sequences.size()), std::memory_order_relaxed);
+    bool inserted;
+    SequenceKey& sk = rs.sequences[rs.sequences.find_or_insert(key_buffer_, inserted)];
+    if (inserted) {
+      sk.pending = 0;
+      c.keys.store(static_cast<int64_t>(rs.sequences.size()), std::memory_order_relaxed);
+    }
     // Drop what can no longer be followed within the time, then the oldest if full.
     while (sk.pending > 0 && sk.firsts[0].time < e.time_ms - rule.within_ms) sk.drop(0);
     if (sk.pending >= options_.max_pending_per_key) {
@@ -1309,10 +1314,11 @@ void Engine::on_then(int ri, const Rule& rule, const Event& e, RuleCounters& c) 
   RuleState& rs = *state_[static_cast<size_t>(ri)];
   if (rs.sequences.empty()) return;
   const size_t nkey = build_key(e, rule.then.key);
-  SequenceKey* sk = rs.sequences.find(key_buffer_);
-  if (!sk) return;
-  for (size_t i = 0; i < sk->pending; ++i) {
-    const SequenceFirst& first = sk->firsts[i];
+  const uint32_t entry = rs.sequences.find(key_buffer_);
+  if (entry == KeyIndex::kNone) return;
+  SequenceKey& sk = rs.sequences[entry];
+  for (size_t i = 0; i < sk.pending; ++i) {
+    const SequenceFirst& first = sk.firsts[i];
     if (first.time > e.time_ms || e.time_ms - first.time > rule.within_ms) continue;
     unpack_event(first.packed, rule.match.stream, first.time, scratch_);
     std::array<double, kMaxValues> values{};
@@ -1331,11 +1337,11 @@ void Engine::on_then(int ri, const Rule& rule, const Event& e, RuleCounters& c) 
     f.count = 2;
     f.level = level;
     fire(f);
-    sk->drop(i);  // one match per first event
+    sk.drop(i);  // one match per first event
     break;
   }
-  if (sk->pending == 0) {
-    rs.sequences.erase(*sk);
+  if (sk.pending == 0) {
+    rs.sequences.erase(entry);
     c.keys.store(static_cast<int64_t>(rs.sequences.size()), std::memory_order_relaxed);
   }
 }
@@ -1343,10 +1349,11 @@ void Engine::on_then(int ri, const Rule& rule, const Event& e, RuleCounters& c) 
 void Engine::on_start(int ri, const Rule& rule, const Event& e, RuleCounters& c) {
   RuleState& rs = *state_[static_cast<size_t>(ri)];
   build_key(e, rule.match.key);
-  auto [it, inserted] = rs.clocks.try_emplace(key_buffer_);
-  Clocks& k = it->second;
-  if (inserted) {
-    k.key = &it->first;
+  bool inserted;
+  const uint32_t entry = rs.clocks.find_or_insert(key_buffer_, inserted);
+  Clocks& k = rs.clocks[entry];
+  if (inserted) {  // a recycled Clocks: no timer points to it (refs == 0), its generation goes on
+    k.entry = entry;
     c.keys.store(static_cast<int64_t>(rs.clocks.size()), std::memory_order_relaxed);
   }
   // A new start restarts every clock of the key (e.g. a returned ticket).
@@ -1366,9 +1373,9 @@ void Engine::on_extend(int ri, const Rule& rule, int deadline, const Event& e) {
   const Deadline& d = rule.deadlines[static_cast<size_t>(deadline)];
   if (d.extend->where && !d.extend->where->test(EvalContext{&e, nullptr, nullptr, tables_.get()})) return;
   build_key(e, d.extend->key);
-  const auto it = rs.clocks.find(std::string_view(key_buffer_));
-  if (it == rs.clocks.end() || e.time_ms < it->second.start) return;
-  Clocks& k = it->second;
+  const uint32_t entry = rs.clocks.find(key_buffer_);
+  if (entry == KeyIndex::kNone || e.time_ms < rs.clocks[entry].start) return;
+  Clocks& k = rs.clocks[entry];
   if (!(k.pending >> deadline & 1)) return;  // met or already fired: nothing to move
   int64_t due;
   if (d.extend_to >= 0) {
@@ -1393,15 +1400,15 @@ void Engine::on_until(int ri, const Rule& rule, int deadline, const Event& e) {
   const Deadline& d = rule.deadlines[static_cast<size_t>(deadline)];
   if (d.until.where && !d.until.where->test(EvalContext{&e, nullptr, nullptr, tables_.get()})) return;
   build_key(e, d.until.key);
-  const auto it = rs.clocks.find(std::string_view(key_buffer_));
-  if (it == rs.clocks.end() || e.time_ms < it->second.start) return;
-  Clocks& k = it->second;
+  const uint32_t entry = rs.clocks.find(key_buffer_);
+  if (entry == KeyIndex::kNone || e.time_ms < rs.clocks[entry].start) return;
+  Clocks& k = rs.clocks[entry];
   const uint32_t bit = 1u << deadline;
   if (k.fired & bit) {  // met after its alert: the alert is over (if still within resolve_within)
-    if (e.time_ms <= k.fired_at + rule.resolve_within_ms) resolve_fired(rule, k, bit, e);
+    if (e.time_ms <= k.fired_at + rule.resolve_within_ms) resolve_fired(rule, k, rs.clocks.key(entry), bit, e);
     else k.fired &= ~bit;
     if (!k.pending && !k.fired && !k.refs) {
-      rs.clocks.erase(it);
+      rs.clocks.erase(entry);
       counters_[static_cast<size_t>(ri)].keys.store(static_cast<int64_t>(rs.clocks.size()), std::memory_order_relaxed);
     }
     return;
@@ -1410,11 +1417,11 @@ void Engine::on_until(int ri, const Rule& rule, int deadline, const Event& e) {
 }
 
 template <typename K>
-void Engine::resolve_fired(const Rule& rule, K& k, uint32_t bits, const Event& e) {
+void Engine::resolve_fired(const Rule& rule, K& k, std::string_view key, uint32_t bits, const Event& e) {
   for (size_t d = 0; d < rule.deadlines.size() && d < 32; ++d) {
     if (!(k.fired & bits & (1u << d))) continue;
     k.fired &= ~(1u << d);
-    const size_t nkey = split_key(*k.key, rule.match.key.size());
+    const size_t nkey = split_key(key, rule.match.key.size());
     // The message repeats the alert as it fired (title, context from the start event).
     unpack_event(k.packed, rule.match.stream, k.start, scratch_);
     std::array<double, kMaxValues> values{};
@@ -1438,15 +1445,16 @@ void Engine::on_cancel(int ri, const Rule& rule, const Event& e) {
   if (rs.clocks.empty()) return;
   if (rule.cancel->where && !rule.cancel->where->test(EvalContext{&e, nullptr, nullptr, tables_.get()})) return;
   build_key(e, rule.cancel->key);
-  const auto it = rs.clocks.find(std::string_view(key_buffer_));
-  if (it == rs.clocks.end() || e.time_ms < it->second.start) return;
-  Clocks& k = it->second;
+  const uint32_t entry = rs.clocks.find(key_buffer_);
+  if (entry == KeyIndex::kNone || e.time_ms < rs.clocks[entry].start) return;
+  Clocks& k = rs.clocks[entry];
   k.pending = 0;
   ++k.generation;
-  if (k.fired && e.time_ms <= k.fired_at + rule.resolve_within_ms) resolve_fired(rule, k, k.fired, e);  // a cancelled ticket ends its escalations too
+  if (k.fired && e.time_ms <= k.fired_at + rule.resolve_within_ms)  // a cancelled ticket ends its escalations too
+    resolve_fired(rule, k, rs.clocks.key(entry), k.fired, e);
   k.fired = 0;
   if (!k.refs) {
-    rs.clocks.erase(it);
+    rs.clocks.erase(entry);
     counters_[static_cast<size_t>(ri)].keys.store(static_cast<int64_t>(rs.clocks.size()), std::memory_order_relaxed);
   }
 }
@@ -1472,7 +1480,7 @@ void Engine::fire_timers(int64_t now_ms) {
         }
         const Deadline& d = rule.deadlines[t.deadline];
         unpack_event(k.packed, rule.match.stream, k.start, scratch_);
-        const size_t nkey = split_key(*k.key, rule.match.key.size());
+        const size_t nkey = split_key(rs.clocks.key(k.entry), rule.match.key.size());
         std::array<double, kMaxValues> values{};
         std::string_view level;
         if (rule.score) level = score(rule, EvalContext{&scratch_, values.data(), nullptr, tables_.get()}, values.data());
@@ -1490,7 +1498,7 @@ void Engine::fire_timers(int64_t now_ms) {
         f.severity = d.severity;
         fire(f);
       }
-      if (k.refs == 0 && k.pending == 0 && k.fired == 0) rs.clocks.erase(rs.clocks.find(std::string_view(*k.key)));
+      if (k.refs == 0 && k.pending == 0 && k.fired == 0) rs.clocks.erase(k.entry);
     }
     c.timers.store(static_cast<int64_t>(rs.timers.size()), std::memory_order_relaxed);
     c.keys.store(static_cast<int64_t>(rs.clocks.size()), std::memory_order_relaxed);
@@ -1548,10 +1556,9 @@ void Engine::on_tick(int64_t now_ms) {
     if (rule.kind == RuleKind::kAbsence && rule.resolve_within_ms > 0) {
       // Clocks kept only to resolve fired deadlines, past resolve_within.
       const int64_t now = options_.timers_follow_event_time ? newest_event_ms_ : now_ms;
-      for (auto it = rs.clocks.begin(); it != rs.clocks.end();) {
-        const Clocks& k = it->second;
-        it = !k.pending && !k.refs && k.fired && k.fired_at + rule.resolve_within_ms < now ? rs.clocks.erase(it) : std::next(it);
-      }
+      rs.clocks.erase_if([&](const Clocks& k) {
+        return !k.pending && !k.refs && k.fired && k.fired_at + rule.resolve_within_ms < now;
+      });
       counters_[ri].keys.store(static_cast<int64_t>(rs.clocks.size()), std::memory_order_relaxed);
     }
     if (rule.kind == RuleKind::kSequence) {
@@ -1599,7 +1606,7 @@ void Engine::publish_clocks(int64_t now_ms) {
     e.rule = rule.id;
     e.alert_type = rule.alert_type;
     const StreamSchema& schema = schema_of(rule.match.stream);
-    const size_t nkey = split_key(*k.key, rule.match.key.size());
+    const size_t nkey = split_key(state_[p.rule]->clocks.key(k.entry), rule.match.key.size());
     for (size_t g = 0; g < nkey; ++g)
       e.key.emplace_back(std::string(schema.fields[static_cast<size_t>(rule.match.key[g])].name), std::string(key_parts_[g]));
     e.deadline = d.name;
@@ -1629,8 +1636,8 @@ void Engine::snapshot_state(StateStore& store) const {
     const RuleState& rs = *state_[ri];
     if (rule.kind == RuleKind::kAbsence) {
       const std::string ns = "absence/" + rule.id;
-      for (const auto& [key, k] : rs.clocks) {
-        if (!k.pending && !k.fired) continue;
+      rs.clocks.for_each([&](std::string_view key, const Clocks& k) {
+        if (!k.pending && !k.fired) return;
         if (k.fired) {
           value.assign(reinterpret_cast<const char*>(&k.fired), 4);
           value.append(reinterpret_cast<const char*>(&k.fired_at), 8);
@@ -1648,7 +1655,7 @@ void Engine::snapshot_state(StateStore& store) const {
           }
           store.put("absence-moved/" + rule.id, key, value);
         }
-      }
+      });
     } else if (rule.kind == RuleKind::kSequence) {
       const std::string ns = "sequence/" + rule.id;
       rs.sequences.for_each([&](std::string_view key, const SequenceKey& sk) {
@@ -1673,37 +1680,45 @@ void Engine::restore_state(const StateStore& store) {
     if (rule.kind == RuleKind::kAbsence) {
       store.scan("absence/" + rule.id, [&](std::string_view key, std::string_view v) {
         if (v.size() < 12) return;
-        auto [it, inserted] = rs.clocks.try_emplace(std::string(key));
-        Clocks& k = it->second;
-        k.key = &it->first;
+        bool inserted;
+        const uint32_t entry = rs.clocks.find_or_insert(key, inserted);
+        Clocks& k = rs.clocks[entry];
+        if (inserted) {
+          k.entry = entry;
+          k.fired = 0;
+          k.moved.reset();
+        }
         std::memcpy(&k.start, v.data(), 8);
         std::memcpy(&k.pending, v.data() + 8, 4);
-        k.packed = std::string(v.substr(12));
+        k.packed.assign(v.substr(12));
         ++k.generation;
       });
       store.scan("absence-moved/" + rule.id, [&](std::string_view key, std::string_view v) {
-        const auto it = rs.clocks.find(key);
-        if (it == rs.clocks.end()) return;
+        const uint32_t entry = rs.clocks.find(key);
+        if (entry == KeyIndex::kNone) return;
         auto moved = std::make_unique<std::vector<std::pair<uint8_t, int64_t>>>();
         for (size_t i = 0; i + 9 <= v.size(); i += 9) {
           int64_t due;
           std::memcpy(&due, v.data() + i + 1, 8);
           moved->emplace_back(static_cast<uint8_t>(v[i]), due);
         }
-        it->second.moved = std::move(moved);
+        rs.clocks[entry].moved = std::move(moved);
       });
       store.scan("absence-fired/" + rule.id, [&](std::string_view key, std::string_view v) {
-        const auto it = rs.clocks.find(key);
-        if (it == rs.clocks.end() || v.size() < 12) return;
-        std::memcpy(&it->second.fired, v.data(), 4);
-        std::memcpy(&it->second.fired_at, v.data() + 4, 8);
+        const uint32_t entry = rs.clocks.find(key);
+        if (entry == KeyIndex::kNone || v.size() < 12) return;
+        std::memcpy(&rs.clocks[entry].fired, v.data(), 4);
+        std::memcpy(&rs.clocks[entry].fired_at, v.data() + 4, 8);
       });
-      for (auto& [key, k] : rs.clocks) arm(*rules_, rule, k, rs.timers);
+      rs.clocks.for_each([&](std::string_view, Clocks& k) { arm(*rules_, rule, k, rs.timers); });
       counters_[ri].keys.store(static_cast<int64_t>(rs.clocks.size()), std::memory_order_relaxed);
       counters_[ri].timers.store(static_cast<int64_t>(rs.timers.size()), std::memory_order_relaxed);
     } else if (rule.kind == RuleKind::kSequence) {
       store.scan("sequence/" + rule.id, [&](std::string_view key, std::string_view v) {
-        SequenceKey& sk = rs.sequences.find_or_insert(key);
+        bool inserted;
+        const uint32_t entry = rs.sequences.find_or_insert(key, inserted);
+        SequenceKey& sk = rs.sequences[entry];
+        if (inserted) sk.pending = 0;
         size_t i = 0;
         while (i + 12 <= v.size()) {
           int64_t time;
@@ -1717,7 +1732,7 @@ void Engine::restore_state(const StateStore& store) {
           f.packed.assign(v.substr(i, n));
           i += n;
         }
-        if (sk.pending == 0) rs.sequences.erase(sk);
+        if (sk.pending == 0) rs.sequences.erase(entry);
       });
       counters_[ri].keys.store(static_cast<int64_t>(rs.sequences.size()), std::memory_order_relaxed);
     }

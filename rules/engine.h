@@ -139,9 +139,9 @@ class Engine final : public EventHandler {
   void on_start(int ri, const Rule& rule, const Event& e, RuleCounters& c);
   void on_until(int ri, const Rule& rule, int deadline, const Event& e);
   void on_cancel(int ri, const Rule& rule, const Event& e);
-  // Signals `resolved` for the fired deadlines of clocks `k` in `bits` (K: the engine's clocks).
+  // Signals `resolved` for the fired deadlines of clocks `k` (of `key`) in `bits` (K: the engine's clocks).
   template <typename K>
-  void resolve_fired(const Rule& rule, K& k, uint32_t bits, const Event& e);
+  void resolve_fired(const Rule& rule, K& k, std::string_view key, uint32_t bits, const Event& e);
   void on_extend(int ri, const Rule& rule, int deadline, const Event& e);
   void fire_timers(int64_t now_ms);
   void publish_clocks(int64_t now_ms);

@@ -1,7 +1,8 @@
 // The hot path must not allocate: this executable replaces the global
 // operator new with a counting one (its own binary, so no other test is
 // affected) and evaluates in_table() / lookup() against a snapshot, matches(),
-// and sequence steps that come and go on a bounded set of keys.
+// sequence steps that come and go on a bounded set of keys, and absence
+// clocks that start, are met or fire, and end.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -156,6 +157,65 @@ TEST(Sequences, StepsComeAndGoWithoutAllocating) {
   for (int i = 0; i < 10; ++i) round();
   EXPECT_EQ(g_allocs.load() - before, 0u);
   EXPECT_EQ(sink.signals - signals, 10 * victims.size()) << "every pair matched";
+}
+
+// Absence clocks of ever new tickets (a hotline's usual traffic) reuse the
+// entries and storage of ended ones once as many have run at once: a key, its
+// packed start event, its timers' room in the queue.
+TEST(AbsenceClocks, StartMeetFireAndEndWithoutAllocating) {
+  const auto loaded = load_rules({{"sla.yaml", R"(rules:
+  - id: contact
+    stream: complaints
+    absence:
+      key: [ticket_id]
+      start: {on: [signed]}
+      deadlines: [{name: contact, after: 1h, until: {on: [contacted]}}]
+    alert: {severity: high, title: "ticket {ticket_id} missed its contact deadline"}
+)"}});
+  ASSERT_TRUE(loaded.ok());
+  CountingSink sink;
+  Engine engine(loaded.rules, sink);
+  const StreamSchema& complaints = schema_of(Stream::kComplaints);
+  const auto slot = [&complaints](std::string_view f) { return static_cast<size_t>(complaints.slot_of(f)); };
+  Event signed_, contacted;
+  for (auto [e, status] : {std::pair{&signed_, "signed"}, std::pair{&contacted, "contacted"}}) {
+    e->stream = Stream::kComplaints;
+    e->kind = complaints.kind_index(status);
+    e->slots[slot("status")] = Value::of_string(status);
+  }
+  std::vector<std::string> ids(100);
+  int64_t t = 1'795'000'000'000;
+  int round_no = 0;
+  const auto round = [&] {  // 100 new tickets; every other one is contacted in time
+    for (size_t i = 0; i < ids.size(); ++i) {
+      ids[i] = "T-" + std::to_string(100000 + round_no) + "-" + std::to_string(1000 + i);  // short: no allocation
+      signed_.time_ms = t;
+      signed_.slots[slot("time")] = Value::of_time(t);
+      signed_.slots[slot("ticket_id")] = Value::of_string(ids[i]);
+      engine.on_event(signed_);
+      if (i % 2 == 0) {
+        contacted.time_ms = t + 60'000;
+        contacted.slots[slot("time")] = Value::of_time(t + 60'000);
+        contacted.slots[slot("ticket_id")] = Value::of_string(ids[i]);
+        engine.on_event(contacted);
+      }
+      t += 1000;
+    }
+    t += 2 * 3'600'000;
+    engine.on_tick(t);  // every deadline of the round is due: the met ones end, the others fire and end
+    ++round_no;
+  };
+  round();
+  round();
+  const uint64_t signals = sink.signals;
+  uint64_t allocs = 0;
+  for (int i = 0; i < 10; ++i) {
+    const uint64_t before = g_allocs.load();
+    round();
+    allocs += g_allocs.load() - before;
+  }
+  EXPECT_EQ(allocs, 0u);
+  EXPECT_EQ(sink.signals - signals, 10 * ids.size() / 2) << "the tickets not contacted fired";
 }
 
 }  // namespace
