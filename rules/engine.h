@@ -3,8 +3,10 @@
 // worker's events and keeps the per-key window state of its partitions.
 //
 // Not thread-safe: one Engine per worker. Counters are single-writer atomics
-// that the metrics scrape may read from any thread. In steady state (no new
-// keys, windows at their usual size) evaluation does not allocate.
+// that the metrics scrape may read from any thread. In steady state (no more
+// keys at once than before, windows at their usual size) evaluation does not
+// allocate: a new window key, sequence key or absence clock reuses the
+// storage of an ended one.
 #include <memory>
 #include <mutex>
 #include <span>

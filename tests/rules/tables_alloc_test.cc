@@ -106,23 +106,35 @@ class CountingSink final : public SignalSink {
   uint64_t signals = 0;
 };
 
+// An engine over the rules in `yaml` that counts its signals.
+struct CountingEngine {
+  explicit CountingEngine(const char* yaml) {
+    const auto loaded = load_rules({{"t.yaml", yaml}});
+    EXPECT_TRUE(loaded.ok()) << (loaded.ok() ? "" : format_text(loaded.diagnostics.front()));
+    if (loaded.ok()) engine = std::make_unique<Engine>(loaded.rules, sink);
+  }
+  CountingSink sink;
+  std::unique_ptr<Engine> engine;
+};
+
+size_t slot_of(Stream s, std::string_view field) { return static_cast<size_t>(schema_of(s).slot_of(field)); }
+
 // Once a sequence rule's keys and steps have been seen, later `first` steps
 // reuse the storage of finished ones: a key's entry, its list of steps and
 // each step's packed event.
 TEST(Sequences, StepsComeAndGoWithoutAllocating) {
-  const auto loaded = load_rules({{"seq.yaml", R"(rules:
+  CountingEngine counted(R"(rules:
   - id: seq
     sequence:
       within: 2h
       first: {stream: calls, where: 'caller_class == "virtual_170"', key: [callee]}
       then: {stream: calls, where: 'duration_s > 600', key: [caller]}
     alert: {severity: critical, title: "{caller} after {callee}"}
-)"}});
-  ASSERT_TRUE(loaded.ok());
-  CountingSink sink;
-  Engine engine(loaded.rules, sink);
-  const StreamSchema& calls = schema_of(Stream::kCalls);
-  const auto slot = [&calls](std::string_view f) { return static_cast<size_t>(calls.slot_of(f)); };
+)");
+  ASSERT_TRUE(counted.engine);
+  Engine& engine = *counted.engine;
+  const CountingSink& sink = counted.sink;
+  const auto slot = [](std::string_view f) { return slot_of(Stream::kCalls, f); };
   std::vector<std::string> victims;
   for (int v = 0; v < 50; ++v) victims.push_back("1390000" + std::to_string(1000 + v));
   const std::string fraudster = "17012345678", id = "call-with-an-id-longer-than-sso";
@@ -163,7 +175,7 @@ TEST(Sequences, StepsComeAndGoWithoutAllocating) {
 // entries and storage of ended ones once as many have run at once: a key, its
 // packed start event, its timers' room in the queue.
 TEST(AbsenceClocks, StartMeetFireAndEndWithoutAllocating) {
-  const auto loaded = load_rules({{"sla.yaml", R"(rules:
+  CountingEngine counted(R"(rules:
   - id: contact
     stream: complaints
     absence:
@@ -171,12 +183,12 @@ TEST(AbsenceClocks, StartMeetFireAndEndWithoutAllocating) {
       start: {on: [signed]}
       deadlines: [{name: contact, after: 1h, until: {on: [contacted]}}]
     alert: {severity: high, title: "ticket {ticket_id} missed its contact deadline"}
-)"}});
-  ASSERT_TRUE(loaded.ok());
-  CountingSink sink;
-  Engine engine(loaded.rules, sink);
+)");
+  ASSERT_TRUE(counted.engine);
+  Engine& engine = *counted.engine;
+  const CountingSink& sink = counted.sink;
   const StreamSchema& complaints = schema_of(Stream::kComplaints);
-  const auto slot = [&complaints](std::string_view f) { return static_cast<size_t>(complaints.slot_of(f)); };
+  const auto slot = [](std::string_view f) { return slot_of(Stream::kComplaints, f); };
   Event signed_, contacted;
   for (auto [e, status] : {std::pair{&signed_, "signed"}, std::pair{&contacted, "contacted"}}) {
     e->stream = Stream::kComplaints;
