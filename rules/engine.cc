@@ -914,6 +914,15 @@ size_t Engine::build_key(const Event& e, const std::vector<int>& slots) {
   return slots.size();
 }
 
+std::string_view Engine::key_of(const Event& e, const std::vector<int>& slots) {
+  if (slots.size() == 1) {
+    const Value& v = e.at(slots[0]);
+    if (v.type == FieldType::kString) return v.present ? v.s : std::string_view();
+  }
+  build_key(e, slots);
+  return key_buffer_;
+}
+
 std::string_view Engine::score(const Rule& rule, const EvalContext& ctx, double* values) {
   const Score& sc = *rule.score;
   const size_t first = rule.aggregates.size();
@@ -1019,12 +1028,9 @@ void Engine::on_event(const Event& e) {
   for (const auto& ktp : key_tables_) {
     KeyTable& kt = *ktp;
     if (kt.stream != e.stream) continue;
-    const Value* one = kt.slots.size() == 1 ? &e.at(kt.slots[0]) : nullptr;
-    if (one && one->type == FieldType::kString) {
-      kt.early_key = one->present ? one->s : std::string_view();  // what build_key would write
-    } else {
-      build_key(e, kt.slots);
-      kt.early_text.assign(key_buffer_);
+    kt.early_key = key_of(e, kt.slots);
+    if (kt.early_key.data() == key_buffer_.data()) {  // built: keep it past the next build
+      kt.early_text.assign(kt.early_key);
       kt.early_key = kt.early_text;
     }
     kt.early_hash = key_hash(kt.early_key);
@@ -1068,10 +1074,9 @@ void Engine::on_event(const Event& e) {
 // Per-event rules fire here; sequence rules file their `first` step.
 void Engine::on_main(int ri, const Rule& rule, const Event& e, RuleCounters& c) {
   if (rule.kind == RuleKind::kSequence) {
-    build_key(e, rule.match.key);
     RuleState& rs = *state_[static_cast<size_t>(ri)];
     bool inserted;
-    SequenceKey& sk = rs.sequences[rs.sequences.find_or_insert(key_buffer_, inserted)];
+    SequenceKey& sk = rs.sequences[rs.sequences.find_or_insert(key_of(e, rule.match.key), inserted)];
     if (inserted) {
       sk.pending = 0;
       c.keys.store(static_cast<int64_t>(rs.sequences.size()), std::memory_order_relaxed);
@@ -1313,8 +1318,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
 void Engine::on_then(int ri, const Rule& rule, const Event& e, RuleCounters& c) {
   RuleState& rs = *state_[static_cast<size_t>(ri)];
   if (rs.sequences.empty()) return;
-  const size_t nkey = build_key(e, rule.then.key);
-  const uint32_t entry = rs.sequences.find(key_buffer_);
+  const uint32_t entry = rs.sequences.find(key_of(e, rule.then.key));
   if (entry == KeyIndex::kNone) return;
   SequenceKey& sk = rs.sequences[entry];
   for (size_t i = 0; i < sk.pending; ++i) {
@@ -1327,7 +1331,7 @@ void Engine::on_then(int ri, const Rule& rule, const Event& e, RuleCounters& c) 
     std::string_view level;
     if (rule.score) level = score(rule, ctx, values.data());
     bump(c.signals);
-    Fire f{&rule, &e, nkey};
+    Fire f{&rule, &e, build_key(e, rule.then.key)};
     f.start = first.time;
     f.end = e.time_ms;
     f.instance = first.time;
@@ -1348,9 +1352,8 @@ void Engine::on_then(int ri, const Rule& rule, const Event& e, RuleCounters& c) 
 
 void Engine::on_start(int ri, const Rule& rule, const Event& e, RuleCounters& c) {
   RuleState& rs = *state_[static_cast<size_t>(ri)];
-  build_key(e, rule.match.key);
   bool inserted;
-  const uint32_t entry = rs.clocks.find_or_insert(key_buffer_, inserted);
+  const uint32_t entry = rs.clocks.find_or_insert(key_of(e, rule.match.key), inserted);
   Clocks& k = rs.clocks[entry];
   if (inserted) {  // a recycled Clocks: no timer points to it (refs == 0), its generation goes on
     k.entry = entry;
@@ -1372,8 +1375,7 @@ void Engine::on_extend(int ri, const Rule& rule, int deadline, const Event& e) {
   if (rs.clocks.empty()) return;
   const Deadline& d = rule.deadlines[static_cast<size_t>(deadline)];
   if (d.extend->where && !d.extend->where->test(EvalContext{&e, nullptr, nullptr, tables_.get()})) return;
-  build_key(e, d.extend->key);
-  const uint32_t entry = rs.clocks.find(key_buffer_);
+  const uint32_t entry = rs.clocks.find(key_of(e, d.extend->key));
   if (entry == KeyIndex::kNone || e.time_ms < rs.clocks[entry].start) return;
   Clocks& k = rs.clocks[entry];
   if (!(k.pending >> deadline & 1)) return;  // met or already fired: nothing to move
@@ -1399,8 +1401,7 @@ void Engine::on_until(int ri, const Rule& rule, int deadline, const Event& e) {
   if (rs.clocks.empty()) return;
   const Deadline& d = rule.deadlines[static_cast<size_t>(deadline)];
   if (d.until.where && !d.until.where->test(EvalContext{&e, nullptr, nullptr, tables_.get()})) return;
-  build_key(e, d.until.key);
-  const uint32_t entry = rs.clocks.find(key_buffer_);
+  const uint32_t entry = rs.clocks.find(key_of(e, d.until.key));
   if (entry == KeyIndex::kNone || e.time_ms < rs.clocks[entry].start) return;
   Clocks& k = rs.clocks[entry];
   const uint32_t bit = 1u << deadline;
@@ -1444,8 +1445,7 @@ void Engine::on_cancel(int ri, const Rule& rule, const Event& e) {
   RuleState& rs = *state_[static_cast<size_t>(ri)];
   if (rs.clocks.empty()) return;
   if (rule.cancel->where && !rule.cancel->where->test(EvalContext{&e, nullptr, nullptr, tables_.get()})) return;
-  build_key(e, rule.cancel->key);
-  const uint32_t entry = rs.clocks.find(key_buffer_);
+  const uint32_t entry = rs.clocks.find(key_of(e, rule.cancel->key));
   if (entry == KeyIndex::kNone || e.time_ms < rs.clocks[entry].start) return;
   Clocks& k = rs.clocks[entry];
   k.pending = 0;

@@ -133,6 +133,9 @@ class Engine final : public EventHandler {
   static GuessPoints guess_points(const RuleSet& set);
   void fire(const Fire& f);
   size_t build_key(const Event& e, const std::vector<int>& slots);
+  // The key build_key would write, without copying when it is one string
+  // field (a view of the event's value); else built into key_buffer_.
+  std::string_view key_of(const Event& e, const std::vector<int>& slots);
   // Views the `fields` values of a stored key (joined by '\x1f') in key_parts_; returns how many.
   size_t split_key(std::string_view key, size_t fields);
   void on_main(int ri, const Rule& rule, const Event& e, RuleCounters& c);
