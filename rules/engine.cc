@@ -559,12 +559,11 @@ struct SequenceKey {
 template <typename V>
 class KeyedValues {
  public:
-  static constexpr uint32_t kNone = KeyIndex::kNone;
-  uint32_t find(std::string_view key) const { return index_.find(key, key_hash(key)); }
+  uint32_t find(std::string_view key) const { return index_.find(key, key_hash(key)); }  // or KeyIndex::kNone
   uint32_t find_or_insert(std::string_view key, bool& inserted) {
     const uint64_t h = key_hash(key);
     uint32_t e = index_.find(key, h);
-    inserted = e == kNone;
+    inserted = e == KeyIndex::kNone;
     if (!inserted) return e;
     e = index_.insert(key, h);
     if (e >= values_.size()) values_.resize(e + 1);

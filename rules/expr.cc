@@ -417,12 +417,6 @@ struct Expr::Program {
     Value k;         // constant
     int column = -1;  // kLookup: the table column returned
     std::vector<Value> list;
-    // A comparison, list or string test of an event field (or, for a
-    // comparison, of an aggregate): the field's slot or the aggregate's index
-    // is in `index` and a constant right operand in `k`, so that test() reads
-    // this node only (specialise()).
-    enum Operand : uint8_t { kNodes, kFieldOperand, kAggregateOperand };
-    Operand operand = kNodes;
   };
   // The program as a condition, compiled to jumping code (the short-circuit
   // code compilers emit for boolean expressions): `and`, `or` and `not` become
@@ -441,7 +435,7 @@ struct Expr::Program {
     static constexpr int32_t kTrue = -1, kFalse = -2;
     uint8_t kernel = kGeneric;
     int32_t on_true = kTrue, on_false = kFalse;  // the next step, or kTrue / kFalse
-    int32_t index = 0;  // the field slot or aggregate index; kGeneric: the node
+    int32_t index = 0;  // the field slot or aggregate index the kernel reads
     int32_t node = 0;   // the node, for the general path
     struct Chars { const char* p; size_t n; };
     struct Values { const Value* p; size_t n; };
@@ -491,8 +485,7 @@ struct Expr::Program {
   static bool run(const Step* steps, const Program& p, const EvalContext& c);
   // The value of a field or constant node in place; nullptr for other nodes.
   static const Value* ref(const Node* nodes, int n, const EvalContext& c);
-  // Marks the tests of a field or aggregate against a constant (Node::operand)
-  // and puts the cheaper operand of each `and`/`or` first, once the program is built.
+  // Puts the cheaper operand of each `and`/`or` first, once the program is built.
   void specialise();
   // Compiles `steps` and `arithmetic` from the nodes (after specialise()).
   void build_steps();
@@ -531,22 +524,6 @@ void Expr::Program::specialise() {
     Node& n = nodes[i];
     cost[i] = node_cost(n.op, n.list.size(), of(n.a) + of(n.b));
     if ((n.op == Op::kAnd || n.op == Op::kOr) && of(n.b) < of(n.a)) std::swap(n.a, n.b);
-  }
-  for (Node& n : nodes) {
-    const bool binary = n.op == Op::kEq || n.op == Op::kNe || n.op == Op::kLt || n.op == Op::kLe || n.op == Op::kGt ||
-                        n.op == Op::kGe || n.op == Op::kStartsWith || n.op == Op::kEndsWith || n.op == Op::kContains;
-    if (!binary && n.op != Op::kIn && n.op != Op::kNotIn) continue;
-    const Node& a = nodes[static_cast<size_t>(n.a)];
-    const bool comparison = binary && n.op != Op::kStartsWith && n.op != Op::kEndsWith && n.op != Op::kContains;
-    if (a.type == Type::kNull || !(a.op == Op::kField || (a.op == Op::kAgg && comparison))) continue;
-    if (binary) {
-      const Node& b = nodes[static_cast<size_t>(n.b)];
-      // `== null` tests stay on the general path, which reads absence.
-      if (b.op != Op::kConst || b.type == Type::kNull || !b.k.present) continue;
-      n.k = b.k;  // a string constant's view points into `strings`, which does not move
-    }
-    n.index = a.index;
-    n.operand = a.op == Op::kField ? Node::kFieldOperand : Node::kAggregateOperand;
   }
 }
 
@@ -623,7 +600,7 @@ int32_t Expr::Program::emit(int n, int32_t t, int32_t f) {
 
 Expr::Program::Step Expr::Program::leaf(int n) const {
   Step s;
-  s.index = s.node = n;  // kGeneric unless a kernel fits below
+  s.node = n;  // kGeneric unless a kernel fits below
   const Node& node = nodes[static_cast<size_t>(n)];
   const auto numeric = [](FieldType t) { return t == FieldType::kInt || t == FieldType::kTime || t == FieldType::kDouble; };
   if (node.op == Op::kField && node.type == Type::kBool) {
@@ -631,35 +608,40 @@ Expr::Program::Step Expr::Program::leaf(int n) const {
     s.index = node.index;
     return s;
   }
-  if (node.operand == Node::kNodes) return s;
-  const Type field = nodes[static_cast<size_t>(node.a)].type;
+  if (node.a < 0) return s;
+  const Node& a = nodes[static_cast<size_t>(node.a)];
+  // The constant right operand, if any (`== null` tests stay on the general path, which reads absence).
+  const Node* b = node.b >= 0 ? &nodes[static_cast<size_t>(node.b)] : nullptr;
+  const Value* k = b && b->op == Op::kConst && b->type != Type::kNull && b->k.present ? &b->k : nullptr;
   const bool comparison = node.op >= Op::kEq && node.op <= Op::kGe;
   const auto cmp = static_cast<uint8_t>(static_cast<int>(node.op) - static_cast<int>(Op::kEq));
-  if (comparison && node.operand == Node::kAggregateOperand && numeric(node.k.type)) {
+  if (comparison && k && a.op == Op::kAgg && numeric(k->type)) {
     s.kernel = static_cast<uint8_t>(Step::kAggregate + cmp);
-    s.k.d = as_double(node.k);
-  } else if (comparison && (field == Type::kInt || field == Type::kTime) &&
-             (node.k.type == FieldType::kInt || node.k.type == FieldType::kTime)) {
+    s.k.d = as_double(*k);
+  } else if (a.op != Op::kField) {
+    return s;
+  } else if (comparison && k && (a.type == Type::kInt || a.type == Type::kTime) &&
+             (k->type == FieldType::kInt || k->type == FieldType::kTime)) {
     s.kernel = static_cast<uint8_t>(Step::kInt + cmp);
-    s.k.i = node.k.i;
-  } else if (comparison && is_numeric(field) && numeric(node.k.type)) {
+    s.k.i = k->i;
+  } else if (comparison && k && is_numeric(a.type) && numeric(k->type)) {
     s.kernel = static_cast<uint8_t>(Step::kDouble + cmp);
-    s.k.d = as_double(node.k);
-  } else if ((node.op == Op::kEq || node.op == Op::kNe) && field == Type::kString && node.k.type == FieldType::kString) {
+    s.k.d = as_double(*k);
+  } else if ((node.op == Op::kEq || node.op == Op::kNe) && k && a.type == Type::kString && k->type == FieldType::kString) {
     s.kernel = node.op == Op::kEq ? Step::kStrEq : Step::kStrNe;
-    s.k.str = {node.k.s.data(), node.k.s.size()};
-  } else if ((node.op == Op::kIn || node.op == Op::kNotIn) && field == Type::kString &&
+    s.k.str = {k->s.data(), k->s.size()};  // views `strings`, which does not move
+  } else if ((node.op == Op::kIn || node.op == Op::kNotIn) && a.type == Type::kString &&
              std::all_of(node.list.begin(), node.list.end(),
                          [](const Value& v) { return v.present && v.type == FieldType::kString; })) {
     s.kernel = node.op == Op::kIn ? Step::kStrIn : Step::kStrNotIn;
     s.k.list = {node.list.data(), node.list.size()};
-  } else if (node.op == Op::kStartsWith || node.op == Op::kEndsWith || node.op == Op::kContains) {
+  } else if ((node.op == Op::kStartsWith || node.op == Op::kEndsWith || node.op == Op::kContains) && k) {
     s.kernel = node.op == Op::kStartsWith ? Step::kStartsWith : node.op == Op::kEndsWith ? Step::kEndsWith : Step::kContains;
-    s.k.str = {node.k.s.data(), node.k.s.size()};
+    s.k.str = {k->s.data(), k->s.size()};
   } else {
     return s;
   }
-  s.index = node.index;
+  s.index = a.index;
   return s;
 }
 
@@ -782,20 +764,6 @@ bool Expr::Program::test(const Node* nodes, const Program& p, int idx, const Eva
   const Node& n = nodes[static_cast<size_t>(idx)];
   switch (n.op) {
     case Op::kEq: case Op::kNe: case Op::kLt: case Op::kLe: case Op::kGt: case Op::kGe: {
-      if (n.operand != Node::kNodes) {
-        Value aggregate;  // as eval() reads it: NaN is absent
-        if (n.operand == Node::kAggregateOperand) {
-          const double v = c.aggregates[n.index];
-          if (std::isnan(v)) return false;
-          aggregate = Value::of_double(v);
-        }
-        const Value& x = n.operand == Node::kFieldOperand ? c.event->at(n.index) : aggregate;
-        if (!x.present) return false;
-        if (n.op == Op::kEq) return equal_values(x, n.k);
-        if (n.op == Op::kNe) return !equal_values(x, n.k);
-        const int r = compare_values(x, n.k);
-        return n.op == Op::kLt ? r < 0 : n.op == Op::kLe ? r <= 0 : n.op == Op::kGt ? r > 0 : r >= 0;
-      }
       const Value* x = ref(nodes, n.a, c);
       const Value* y = ref(nodes, n.b, c);
       if (!x || !y) break;
@@ -810,7 +778,7 @@ bool Expr::Program::test(const Node* nodes, const Program& p, int idx, const Eva
       return n.op == Op::kLt ? r < 0 : n.op == Op::kLe ? r <= 0 : n.op == Op::kGt ? r > 0 : r >= 0;
     }
     case Op::kIn: case Op::kNotIn: {
-      const Value* x = n.operand == Node::kFieldOperand ? &c.event->at(n.index) : ref(nodes, n.a, c);
+      const Value* x = ref(nodes, n.a, c);
       if (!x) break;
       if (!x->present) return false;
       bool found = false;
@@ -819,8 +787,8 @@ bool Expr::Program::test(const Node* nodes, const Program& p, int idx, const Eva
       return n.op == Op::kIn ? found : !found;
     }
     case Op::kStartsWith: case Op::kEndsWith: case Op::kContains: {
-      const Value* x = n.operand == Node::kFieldOperand ? &c.event->at(n.index) : ref(nodes, n.a, c);
-      const Value* y = n.operand == Node::kFieldOperand ? &n.k : ref(nodes, n.b, c);
+      const Value* x = ref(nodes, n.a, c);
+      const Value* y = ref(nodes, n.b, c);
       if (!x || !y) break;
       if (!x->present || !y->present) return false;
       if (n.op == Op::kStartsWith) return x->s.starts_with(y->s);

@@ -61,8 +61,8 @@ TEST_F(ExprTest, ComparisonsAndLogic) {
   EXPECT_TRUE(eval("caller > \"1\" and caller == '17012345678'"));
 }
 
-// A comparison of a field or an aggregate with a constant is read from its own
-// node (Program::specialise); `x + 0` keeps the general path. Both must agree,
+// A comparison of a field or an aggregate with a constant is one step of its own
+// (Program::leaf); `x + 0` keeps the general path. Both must agree,
 // absent (NaN) aggregates included.
 TEST_F(ExprTest, SpecialisedComparisonsAgreeWithTheGeneralPath) {
   const double nan = std::numeric_limits<double>::quiet_NaN();
