@@ -223,46 +223,50 @@ struct Entry {
 static_assert(sizeof(Entry) % 8 == 0);
 
 // A FIFO ring of entries of one size (set_aggregates) that reuses its
-// storage; 24 bytes, so that it fits the first cache line of a WindowKey with
-// the fields every event reads.
+// storage. Its fields take 18 bytes: a WindowKey keeps its flags in the rest
+// of the ring's 24, so that the fields every event reads fit the first cache
+// line with two accumulators.
 class EntryRing {
  public:
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
   // Entries for `naggs` aggregates; drops the storage if that changes the size.
   void set_aggregates(size_t naggs) {
-    const auto w = static_cast<uint32_t>(Entry::words(naggs));
+    const auto w = static_cast<uint8_t>(Entry::words(naggs));
     if (w == words_) return;
     buf_.reset();
-    cap_ = head_ = size_ = 0;
+    log2_cap_ = 0;
+    head_ = size_ = 0;
     words_ = w;
   }
   Entry& front() { return entry(head_); }
-  const Entry& at(size_t i) const { return entry((head_ + static_cast<uint32_t>(i)) & (cap_ - 1)); }
+  const Entry& at(size_t i) const { return entry((head_ + static_cast<uint32_t>(i)) & mask()); }
   Entry& push() {
-    if (size_ == cap_) grow();
+    if (!buf_ || size_ == cap()) grow();
     ++size_;
-    return entry((head_ + size_ - 1) & (cap_ - 1));
+    return entry((head_ + size_ - 1) & mask());
   }
-  void pop() { head_ = (head_ + 1) & (cap_ - 1); --size_; }
+  void pop() { head_ = (head_ + 1) & mask(); --size_; }
   void clear() { head_ = size_ = 0; }  // keeps the storage
 
  private:
+  uint32_t cap() const { return buf_ ? uint32_t{1} << log2_cap_ : 0; }
+  uint32_t mask() const { return (uint32_t{1} << log2_cap_) - 1; }
   Entry& entry(uint32_t i) const { return *reinterpret_cast<Entry*>(buf_.get() + size_t{i} * words_); }
   void grow() {
-    const uint32_t cap = cap_ == 0 ? 2 : cap_ * 2;
-    std::unique_ptr<uint64_t[]> b(new uint64_t[size_t{cap} * words_]);
+    const uint8_t log2_cap = buf_ ? static_cast<uint8_t>(log2_cap_ + 1) : 1;
+    std::unique_ptr<uint64_t[]> b(new uint64_t[(size_t{1} << log2_cap) * words_]);
     for (uint32_t i = 0; i < size_; ++i)
-      std::memcpy(b.get() + size_t{i} * words_, &entry((head_ + i) & (cap_ - 1)), size_t{words_} * 8);
+      std::memcpy(b.get() + size_t{i} * words_, &entry((head_ + i) & mask()), size_t{words_} * 8);
     buf_ = std::move(b);
-    cap_ = cap;
+    log2_cap_ = log2_cap;
     head_ = 0;
   }
-  std::unique_ptr<uint64_t[]> buf_;
-  uint32_t cap_ = 0;  // a power of two
+  std::unique_ptr<uint64_t[]> buf_;  // 2^log2_cap_ entries, or none
   uint32_t head_ = 0;
   uint32_t size_ = 0;
-  uint32_t words_ = static_cast<uint32_t>(Entry::words(kMaxAggregates));  // per entry
+  uint8_t log2_cap_ = 0;
+  uint8_t words_ = static_cast<uint8_t>(Entry::words(kMaxAggregates));  // per entry
 };
 static_assert(sizeof(EntryRing) == 24);
 
@@ -270,10 +274,13 @@ static_assert(sizeof(EntryRing) == 24);
 // KeyTable): distinct counters exist only for the aggregates that need them.
 //
 // Laid out by use: the first cache line holds what every event reads and
-// writes, the second the running sums, the third the distinct counter, the
-// rest what only some rules or a firing touch. An event thus costs one to
-// three cache lines per rule (Engine::KeyTable::lines says which).
+// writes and the first two accumulators, the second the other accumulators,
+// the third the distinct counters, the fourth what only some rules or a
+// firing touch. An event thus costs one to three cache lines per rule
+// (hot_lines() says which).
 struct alignas(64) WindowKey {
+  // Sliding windows only. The flags below sit in the ring's tail padding.
+  [[no_unique_address]] EntryRing ring;
   bool live = false;  // false: a recycled slot, as if the key did not exist
   bool firing = false;
   uint8_t first_id_len = 0;
@@ -284,12 +291,12 @@ struct alignas(64) WindowKey {
   uint8_t stale = 0;
   uint64_t count = 0;
   int64_t newest = INT64_MIN;  // newest event time of the key
-  int64_t start = INT64_MIN;   // tumbling bucket start / session start
-  int64_t ring_front = 0;      // time of ring.front(), read without touching the ring
-  EntryRing ring;              // sliding windows only
+  // Tumbling: the bucket's start; session: the session's start; sliding: the
+  // time of ring.front(), read without touching the ring.
+  int64_t start = INT64_MIN;
   std::array<double, kMaxAggregates> acc{};  // sum, count_if count, min or max
   // count_distinct: the first such aggregate's counter inline, any other's in `more`.
-  DistinctCounter d0;
+  alignas(64) DistinctCounter d0;
   std::unique_ptr<DistinctCounter[]> more;                     // per aggregate
   std::unique_ptr<std::unique_ptr<ApproxDistinct>[]> approx;   // per aggregate, created on first use
   int64_t first_time = 0;      // tumbling and session: the first event
@@ -342,16 +349,20 @@ struct alignas(64) WindowKey {
   }
 };
 
-static_assert(offsetof(WindowKey, acc) == 64 && offsetof(WindowKey, d0) == 128 && offsetof(WindowKey, more) < 192 &&
-                  sizeof(WindowKey) == 256,
+static_assert(offsetof(WindowKey, acc) == 48 && offsetof(WindowKey, d0) == 128 && offsetof(WindowKey, more) < 192 &&
+                  offsetof(WindowKey, approx) == 192 && sizeof(WindowKey) == 256,
               "WindowKey's lines as documented");
 
 // The cache lines of a rule's WindowKey that an event reads or writes: bit i for line i.
 uint8_t hot_lines(const Rule& r) {
   uint8_t lines = 1;
-  for (const Aggregate& a : r.aggregates) {
-    if (a.kind == AggregateKind::kCountDistinct) lines |= 4;
-    else if (a.kind != AggregateKind::kCount && a.kind != AggregateKind::kRate) lines |= 2;
+  for (size_t a = 0; a < r.aggregates.size(); ++a) {
+    switch (r.aggregates[a].kind) {
+      case AggregateKind::kCount: case AggregateKind::kRate: break;
+      case AggregateKind::kCountDistinct: lines |= 4; break;
+      case AggregateKind::kApproxDistinct: case AggregateKind::kBaseline: lines |= 8; break;
+      default: lines |= offsetof(WindowKey, acc) + 8 * (a + 1) <= 64 ? 1 : 2;  // acc[a]
+    }
   }
   return lines;
 }
@@ -1143,7 +1154,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
   switch (rule.window_type) {
     case WindowType::kSliding: {
       const int64_t horizon = std::max(k.newest, e.time_ms) - size;
-      while (!k.ring.empty() && k.ring_front <= horizon) {
+      while (!k.ring.empty() && k.start <= horizon) {  // start: the time of the ring's front
         const uint64_t* old = k.ring.front().payload();
         for (size_t a = 0; a < naggs; ++a) {
           switch (rule.aggregates[a].kind) {
@@ -1161,7 +1172,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
         }
         k.ring.pop();
         --k.count;
-        if (!k.ring.empty()) k.ring_front = k.ring.front().time;
+        if (!k.ring.empty()) k.start = k.ring.front().time;
       }
       break;
     }
@@ -1228,7 +1239,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
   if (rule.window_type == WindowType::kSliding) {
     Entry& entry = k.ring.push();
     entry.time = e.time_ms;
-    if (k.ring.size() == 1) k.ring_front = e.time_ms;
+    if (k.ring.size() == 1) k.start = e.time_ms;
     entry.id_len = static_cast<uint8_t>(std::min(id.size(), entry.id.size()));
     std::memcpy(entry.id.data(), id.data(), entry.id_len);
     std::copy(payload, payload + naggs, entry.payload());
@@ -1517,13 +1528,19 @@ void Engine::on_tick(int64_t now_ms) {
   if (options_.clock_board && options_.clock_board->wanted(options_.worker_index, now_ms)) publish_clocks(now_ms);
   // Drop keys whose window or sequence time lies behind the rule's watermark,
   // so memory follows the live key set: at most every 10 s, and only once at
-  // least as many events as live keys have arrived, so that the sweep (a
-  // cache miss per key) costs at most about one key visit per event even when
-  // time moves fast (replays).
+  // least as many events have arrived as the sweep visits states, so that the
+  // sweep (a cache line per state) costs at most about one visit per event
+  // even when time moves fast (replays). It visits every rule's state of
+  // every key table entry, live or not, and every sequence key.
   if (now_ms - last_sweep_ms_ < 10'000) return;
-  size_t live = 0;
-  for (const auto& rs : state_) live += rs->window_keys + rs->sequences.size();
-  if (events_since_sweep_ < live) return;
+  size_t visits = 0;
+  for (const auto& kt : key_tables_) visits += kt->index.entries() * kt->rules.size();
+  for (size_t ri = 0; ri < state_.size(); ++ri) {
+    const Rule& rule = rules_->rules[ri];
+    visits += state_[ri]->sequences.size();
+    if (rule.kind == RuleKind::kAbsence && rule.resolve_within_ms > 0) visits += state_[ri]->clocks.size();
+  }
+  if (events_since_sweep_ < visits) return;
   last_sweep_ms_ = now_ms;
   events_since_sweep_ = 0;
   for (auto& kt : key_tables_) {

@@ -129,6 +129,37 @@ TEST_F(EngineTest, IdleKeysAreSwept) {
   EXPECT_EQ(engine->counters()[0].keys.load(), 1);
 }
 
+// The sweep reads a cache line per state it visits: every rule's state of
+// every key, live or not. It waits for as many events as that, so that it
+// costs at most about one line per event.
+TEST(EngineSweep, WaitsForAsManyEventsAsStatesItVisits) {
+  auto r = load_rules({{"t.yaml", R"(rules:
+  - {id: all, stream: calls, window: {group_by: [caller], size: 1h}, aggregates: {n: count()}, having: n >= 1000, alert: {severity: low}}
+  - {id: long, stream: calls, where: duration_s > 1000, window: {group_by: [caller], size: 1h}, aggregates: {n: count()}, having: n >= 1000, alert: {severity: low}}
+)"}});
+  ASSERT_TRUE(r.ok()) << format_text(r.diagnostics[0]);
+  Recorder rec;
+  Engine engine(r.rules, rec);
+  Decoder dec;
+  Event ev;
+  constexpr int64_t kT0 = 1790000000000;
+  int seq = 0;
+  auto call = [&](const std::string& caller, int64_t t_s) {
+    const std::string j = R"({"call_id":"s)" + std::to_string(seq++) + R"(","start_time":)" + std::to_string(kT0 + t_s * 1000) +
+                          R"(,"caller":")" + caller + R"(","callee":"1","duration_s":5,"answered":true})";
+    ASSERT_TRUE(dec.decode(Stream::kCalls, j, kT0 + 86400000, ev).ok()) << j;
+    engine.on_event(ev);
+  };
+  for (int i = 0; i < 10; ++i) call("1380000000" + std::to_string(i), i);
+  call("13900000000", 4 * 3600);  // the first ten are idle now
+  // 11 events, 11 live keys, but 22 states to visit (`long` has one per key, never live).
+  engine.on_tick(kT0 + 4 * 3600 * 1000 + 20000);
+  EXPECT_EQ(engine.counters()[0].keys.load(), 11) << "swept before as many events as states visited";
+  for (int i = 0; i < 11; ++i) call("13900000000", 4 * 3600 + 1 + i);
+  engine.on_tick(kT0 + 4 * 3600 * 1000 + 40000);
+  EXPECT_EQ(engine.counters()[0].keys.load(), 1) << "not swept after 22 events";
+}
+
 // A hot key (a busy cell, a call centre's trunk number) can hold far more events
 // in its sliding window than the ring's first sizes: 70 000 in one hour here.
 TEST(EngineHotKey, SlidingWindowHoldsMoreThan65536EventsOfOneKey) {
