@@ -1531,10 +1531,10 @@ void Engine::on_tick(int64_t now_ms) {
   // least as many events have arrived as the sweep visits states, so that the
   // sweep (a cache line per state) costs at most about one visit per event
   // even when time moves fast (replays). It visits every rule's state of
-  // every key table entry, live or not, and every sequence key.
+  // every key in a key table, live or not, and every sequence key.
   if (now_ms - last_sweep_ms_ < 10'000) return;
   size_t visits = 0;
-  for (const auto& kt : key_tables_) visits += kt->index.entries() * kt->rules.size();
+  for (const auto& kt : key_tables_) visits += kt->index.size() * kt->rules.size();
   for (size_t ri = 0; ri < state_.size(); ++ri) {
     const Rule& rule = rules_->rules[ri];
     visits += state_[ri]->sequences.size();
