@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -129,64 +130,65 @@ TEST_F(EngineTest, IdleKeysAreSwept) {
   EXPECT_EQ(engine->counters()[0].keys.load(), 1);
 }
 
+// An engine over its own rules, fed calls of caller `caller`, for tests that
+// need other rules than the fixture's.
+struct OwnRules {
+  static constexpr int64_t kT0 = 1790000000000;
+  Recorder rec;
+  std::unique_ptr<Engine> engine;
+  Decoder dec;
+  Event ev;
+  int seq = 0;
+  explicit OwnRules(const char* yaml) {
+    auto r = load_rules({{"t.yaml", yaml}});
+    EXPECT_TRUE(r.ok()) << format_text(r.diagnostics[0]);
+    if (r.ok()) engine = std::make_unique<Engine>(r.rules, rec);
+  }
+  void call(const std::string& caller, int64_t t_ms, int duration_s) {
+    const std::string j = R"({"call_id":"h)" + std::to_string(seq++) + R"(","start_time":)" + std::to_string(kT0 + t_ms) +
+                          R"(,"caller":")" + caller + R"(","callee":"1","duration_s":)" + std::to_string(duration_s) +
+                          R"(,"answered":true})";
+    ASSERT_TRUE(dec.decode(Stream::kCalls, j, kT0 + 86400000, ev).ok()) << j;
+    engine->on_event(ev);
+  }
+};
+
 // The sweep reads a cache line per state it visits: every rule's state of
 // every key, live or not. It waits for as many events as that, so that it
 // costs at most about one line per event.
 TEST(EngineSweep, WaitsForAsManyEventsAsStatesItVisits) {
-  auto r = load_rules({{"t.yaml", R"(rules:
+  OwnRules h(R"(rules:
   - {id: all, stream: calls, window: {group_by: [caller], size: 1h}, aggregates: {n: count()}, having: n >= 1000, alert: {severity: low}}
   - {id: long, stream: calls, where: duration_s > 1000, window: {group_by: [caller], size: 1h}, aggregates: {n: count()}, having: n >= 1000, alert: {severity: low}}
-)"}});
-  ASSERT_TRUE(r.ok()) << format_text(r.diagnostics[0]);
-  Recorder rec;
-  Engine engine(r.rules, rec);
-  Decoder dec;
-  Event ev;
-  constexpr int64_t kT0 = 1790000000000;
-  int seq = 0;
-  auto call = [&](const std::string& caller, int64_t t_s) {
-    const std::string j = R"({"call_id":"s)" + std::to_string(seq++) + R"(","start_time":)" + std::to_string(kT0 + t_s * 1000) +
-                          R"(,"caller":")" + caller + R"(","callee":"1","duration_s":5,"answered":true})";
-    ASSERT_TRUE(dec.decode(Stream::kCalls, j, kT0 + 86400000, ev).ok()) << j;
-    engine.on_event(ev);
-  };
-  for (int i = 0; i < 10; ++i) call("1380000000" + std::to_string(i), i);
-  call("13900000000", 4 * 3600);  // the first ten are idle now
+)");
+  ASSERT_TRUE(h.engine);
+  for (int i = 0; i < 10; ++i) h.call("1380000000" + std::to_string(i), i * 1000, 5);
+  h.call("13900000000", 4 * 3600 * 1000, 5);  // the first ten are idle now
   // 11 events, 11 live keys, but 22 states to visit (`long` has one per key, never live).
-  engine.on_tick(kT0 + 4 * 3600 * 1000 + 20000);
-  EXPECT_EQ(engine.counters()[0].keys.load(), 11) << "swept before as many events as states visited";
-  for (int i = 0; i < 11; ++i) call("13900000000", 4 * 3600 + 1 + i);
-  engine.on_tick(kT0 + 4 * 3600 * 1000 + 40000);
-  EXPECT_EQ(engine.counters()[0].keys.load(), 1) << "not swept after 22 events";
+  h.engine->on_tick(h.kT0 + 4 * 3600 * 1000 + 20000);
+  EXPECT_EQ(h.engine->counters()[0].keys.load(), 11) << "swept before as many events as states visited";
+  for (int i = 0; i < 11; ++i) h.call("13900000000", (4 * 3600 + 1 + i) * 1000, 5);
+  h.engine->on_tick(h.kT0 + 4 * 3600 * 1000 + 40000);
+  EXPECT_EQ(h.engine->counters()[0].keys.load(), 1) << "not swept after 22 events";
 }
 
 // A hot key (a busy cell, a call centre's trunk number) can hold far more events
 // in its sliding window than the ring's first sizes: 70 000 in one hour here.
 TEST(EngineHotKey, SlidingWindowHoldsMoreThan65536EventsOfOneKey) {
-  auto r = load_rules({{"t.yaml", R"(rules:
+  OwnRules h(R"(rules:
   - id: busy
     stream: calls
     window: {group_by: [caller], size: 1h}
     aggregates: {n: count(), talk: sum(duration_s)}
     having: n >= 70000
     alert: {severity: low}
-)"}});
-  ASSERT_TRUE(r.ok()) << format_text(r.diagnostics[0]);
-  Recorder rec;
-  Engine engine(r.rules, rec);
-  Decoder dec;
-  Event ev;
-  constexpr int64_t kT0 = 1790000000000;
-  for (int i = 0; i < 70000; ++i) {
-    const std::string j = R"({"call_id":"h)" + std::to_string(i) + R"(","start_time":)" + std::to_string(kT0 + i * 50) +
-                          R"(,"caller":"95588","callee":"1","duration_s":2,"answered":true})";
-    ASSERT_TRUE(dec.decode(Stream::kCalls, j, kT0 + 86400000, ev).ok());
-    engine.on_event(ev);
-  }
-  ASSERT_EQ(rec.got.size(), 1u);
-  EXPECT_EQ(rec.got[0].count, 70000u);
-  EXPECT_EQ(rec.got[0].aggs[1], 140000.0);
-  EXPECT_EQ(rec.got[0].first_id, "h0");
+)");
+  ASSERT_TRUE(h.engine);
+  for (int i = 0; i < 70000; ++i) h.call("95588", i * 50, 2);
+  ASSERT_EQ(h.rec.got.size(), 1u);
+  EXPECT_EQ(h.rec.got[0].count, 70000u);
+  EXPECT_EQ(h.rec.got[0].aggs[1], 140000.0);
+  EXPECT_EQ(h.rec.got[0].first_id, "h0");
 }
 
 TEST_F(EngineTest, PerEventRulesMatchOnlyTheirKind) {
