@@ -349,7 +349,8 @@ struct alignas(64) WindowKey {
   }
 };
 
-static_assert(offsetof(WindowKey, acc) == 48 && offsetof(WindowKey, d0) == 128 && offsetof(WindowKey, more) < 192 &&
+constexpr size_t kAccOffset = 48;  // of WindowKey::acc: acc[0] and acc[1] are in the first line
+static_assert(offsetof(WindowKey, acc) == kAccOffset && offsetof(WindowKey, d0) == 128 && offsetof(WindowKey, more) < 192 &&
                   offsetof(WindowKey, approx) == 192 && sizeof(WindowKey) == 256,
               "WindowKey's lines as documented");
 
@@ -361,7 +362,7 @@ uint8_t hot_lines(const Rule& r) {
       case AggregateKind::kCount: case AggregateKind::kRate: break;
       case AggregateKind::kCountDistinct: lines |= 4; break;
       case AggregateKind::kApproxDistinct: case AggregateKind::kBaseline: lines |= 8; break;
-      default: lines |= offsetof(WindowKey, acc) + 8 * (a + 1) <= 64 ? 1 : 2;  // acc[a]
+      default: lines |= kAccOffset + 8 * (a + 1) <= 64 ? 1 : 2;  // acc[a]
     }
   }
   return lines;

@@ -330,7 +330,9 @@ TEST(Generator, StreamSharesMatchOptions) {
     EXPECT_NEAR(counts[1] / double(kN), faults, 0.02);
     EXPECT_NEAR(counts[2] / double(kN), complaints, 0.02);
     EXPECT_NEAR(counts[3] / double(kN), profiles, 0.005);
-    if (profiles == 0) EXPECT_EQ(counts[3], 0);
+    if (profiles == 0) {
+      EXPECT_EQ(counts[3], 0);
+    }
   }
 }
 
