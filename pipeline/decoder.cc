@@ -37,6 +37,19 @@ bool same_text(std::string_view a, std::string_view b) {
   return true;
 }
 
+// Bit i: raw[i] == text[i], for the 16 bytes of each.
+inline unsigned equal16(const char* raw, const char* text) {
+#if defined(__SSE2__)
+  const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(raw));
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(text));
+  return static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(a, b)));
+#else
+  unsigned bits = 0;
+  for (int i = 0; i < 16; ++i) bits |= static_cast<unsigned>(raw[i] == text[i]) << i;
+  return bits;
+#endif
+}
+
 // Open-addressing table from field name to slot, built once per schema, so a
 // key lookup costs one hash and one compare.
 class FieldIndex {
@@ -98,17 +111,6 @@ class FieldIndex {
     uint8_t len = 0;  // of the name
     uint8_t chunks = 0, colon_chunks = 0;  // chunks with a byte to match
   };
-  // Bit i: raw[i] == text[i], for the 16 bytes of each.
-  static unsigned equal16(const char* raw, const char* text) {
-#if defined(__SSE2__)
-    return static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(raw)), _mm_loadu_si128(reinterpret_cast<const __m128i*>(text)))));
-#else
-    unsigned bits = 0;
-    for (int i = 0; i < 16; ++i) bits |= static_cast<unsigned>(raw[i] == text[i]) << i;
-    return bits;
-#endif
-  }
   // May read past the key: the buffer is padded.
   static bool same(const Quoted& q, const std::array<uint16_t, kChunks>& mask, size_t chunks, const char* raw) {
     for (size_t c = 0; c < chunks; ++c)
@@ -166,41 +168,63 @@ inline bool is_digit(char c) { return static_cast<unsigned char>(c - '0') < 10; 
 // What may follow a value inside an object.
 inline bool ends_value(char c) { return c == ',' || c == '}' || is_ws(c); }
 
-// The text of a string starting at `p` (just after its opening quote), up to
-// its closing quote; nullptr on an escape, a control byte or invalid UTF-8.
-// Reads 16 bytes at a time: the buffer is padded with zeros, which stop it.
-inline const char* scan_string(const char* p, bool allow_non_ascii) {
-  const char* const start = p;
-  bool non_ascii = false;
-#if defined(__SSE2__)
-  const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'),
-                control = _mm_set1_epi8(0x1f);
-  for (;; p += 16) {
-    const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    const unsigned high = static_cast<unsigned>(_mm_movemask_epi8(w));  // non-ASCII bytes
-    const unsigned stop = static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(
-        _mm_or_si128(_mm_cmpeq_epi8(w, quote), _mm_cmpeq_epi8(w, backslash)),
-        _mm_cmpeq_epi8(_mm_min_epu8(w, control), w))));  // <= 0x1f: a control byte
-    if (stop == 0) {
-      non_ascii |= high != 0;
-      continue;
-    }
-    non_ascii |= (high & ((stop & -stop) - 1)) != 0;
-    p += __builtin_ctz(stop);
-    if (*p != '"') return nullptr;
-    break;
-  }
-#else
-  for (;; ++p) {
-    const unsigned char c = static_cast<unsigned char>(*p);
+// The rest of scan_string() from `q`, its first non-ASCII byte: byte by byte,
+// then the whole string's UTF-8 is checked. Rare: producers write ASCII ids.
+[[gnu::noinline, gnu::cold]] const char* scan_non_ascii_string(const char* start, const char* q,
+                                                              bool allow_non_ascii) {
+  if (!allow_non_ascii) return nullptr;
+  for (;; ++q) {
+    const unsigned char c = static_cast<unsigned char>(*q);
     if (c == '"') break;
     if (c == '\\' || c < 0x20) return nullptr;
-    non_ascii |= c >= 0x80;
+  }
+  return simdjson::validate_utf8(start, static_cast<size_t>(q - start)) ? q : nullptr;
+}
+
+// The bytes scan_string() compares with, 16 of each. Filled at run time and
+// passed by reference, so that GCC reads them as operands of the compares:
+// as constants it rebuilt them with broadcasts at every inlined scan (calls
+// in the decoders' loops clobber the vector registers), 8 instructions each.
+struct StopBytes {
+  alignas(16) char quote[16];
+  alignas(16) char backslash[16];
+  alignas(16) char space[16];  // bytes below it, as signed bytes: control or non-ASCII
+  StopBytes() {
+    std::memset(quote, '"', 16);
+    std::memset(backslash, '\\', 16);
+    std::memset(space, ' ', 16);
+  }
+};
+
+// The text of a string starting at `p` (just after its opening quote), up to
+// its closing quote; nullptr on an escape, a control byte or invalid UTF-8, and
+// on any non-ASCII byte unless `allow_non_ascii`.
+// Reads 16 bytes at a time: the buffer is padded with zeros, which stop it.
+inline const char* scan_string(const char* p, bool allow_non_ascii, const StopBytes& stops) {
+#if defined(__SSE2__)
+  const __m128i quote = _mm_load_si128(reinterpret_cast<const __m128i*>(stops.quote)),
+                backslash = _mm_load_si128(reinterpret_cast<const __m128i*>(stops.backslash)),
+                space = _mm_load_si128(reinterpret_cast<const __m128i*>(stops.space));
+  for (const char* q = p;; q += 16) {
+    const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+    // Below ' ' as signed bytes: a control byte or a non-ASCII one.
+    const unsigned stop = static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(
+        _mm_or_si128(_mm_cmpeq_epi8(w, quote), _mm_cmpeq_epi8(w, backslash)), _mm_cmplt_epi8(w, space))));
+    if (stop == 0) continue;
+    q += __builtin_ctz(stop);
+    if (*q == '"') return q;
+    if (static_cast<unsigned char>(*q) < 0x80) return nullptr;  // an escape or a control byte
+    return scan_non_ascii_string(p, q, allow_non_ascii);
+  }
+#else
+  (void)stops;
+  for (const char* q = p;; ++q) {
+    const unsigned char c = static_cast<unsigned char>(*q);
+    if (c == '"') return q;
+    if (c == '\\' || c < 0x20) return nullptr;
+    if (c >= 0x80) return scan_non_ascii_string(p, q, allow_non_ascii);
   }
 #endif
-  if (non_ascii && !allow_non_ascii) return nullptr;
-  if (non_ascii && !simdjson::validate_utf8(start, static_cast<size_t>(p - start))) return nullptr;
-  return p;
 }
 
 // -?(0|[1-9][0-9]{0,17}) ended by a delimiter: always fits an int64.
@@ -258,10 +282,10 @@ inline const char* literal(const char* p, std::string_view word) {
 }
 
 // Any scalar of a field the schema does not have: checked, then skipped.
-inline const char* skip_scalar(const char* p) {
+inline const char* skip_scalar(const char* p, const StopBytes& stops) {
   switch (*p) {
     case '"': {
-      const char* end = scan_string(p + 1, true);
+      const char* end = scan_string(p + 1, true, stops);
       return end ? end + 1 : nullptr;
     }
     case 't': return literal(p, "true");
@@ -273,6 +297,103 @@ inline const char* skip_scalar(const char* p) {
     }
   }
 }
+
+// ---- The shape path: the learnt key orders of compact messages --------------
+//
+// A producer writes the messages of a stream with their keys in one order, as
+// compact JSON, leaving out optional fields it has no value for. Once a message
+// has decoded on the flat path, its key order is kept as a shape: per
+// position, the bytes that must come before the value, `{"name":` for the
+// first field and `,"name":` after. The next message is read against it: one
+// masked 16-byte compare (two for long names) checks the delimiter, the whole
+// key and the colon at once, with no key scan, slot lookup or whitespace test;
+// a key that does not match is a field the message lacks, and the next step is
+// tried. Anything else (a key out of order or unknown, whitespace, a value the
+// flat path would not read) gives up and the flat path decides, so the shape
+// path too only has to be right where it accepts.
+
+// Whether the keys `a` come in the same order, and with the same first key, in
+// `b`: then a shape learnt from `b` reads a message with keys `a`.
+bool first_and_in_order(const int8_t* a, size_t na, const int8_t* b, size_t nb) {
+  if (na == 0 || nb == 0 || a[0] != b[0]) return false;  // the first key is never skipped
+  size_t k = 0;
+  for (size_t i = 0; i < na; ++i) {
+    while (k < nb && b[k] != a[i]) ++k;
+    if (k++ == nb) return false;
+  }
+  return true;
+}
+
+struct Shape {
+  struct Step {
+    std::array<char, 32> key{};  // the delimiter, `"name":`, zero-padded
+    uint32_t mask = 0;           // a bit per byte of `key` that must match
+    uint32_t bit = 0;            // 1 << slot
+    uint8_t len = 0;             // bytes in `key`
+    int8_t slot = -1;
+    FieldType type = FieldType::kString;  // the field's
+  };
+  std::array<Step, kMaxSlots> steps{};
+  std::array<int8_t, kMaxSlots> order{};  // steps[i].slot
+  size_t size = 0;                        // steps in use; 0: none
+
+  // Makes `keys` (a slot per position) the shape. False, and no shape, when
+  // the shape path cannot read it: an unknown or repeated key, or a name
+  // longer than 28 bytes.
+  bool learn(const StreamSchema& schema, const int8_t* keys, size_t n) {
+    size = 0;
+    if (n == 0 || n > steps.size()) return false;
+    uint32_t slots = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const int slot = keys[i];
+      if (slot < 0 || (slots >> slot & 1)) return false;
+      const std::string_view name = schema.fields[static_cast<size_t>(slot)].name;
+      if (name.size() + 4 > steps[i].key.size()) return false;
+      slots |= 1u << slot;
+      Step& step = steps[i];
+      step.key.fill(0);
+      step.key[0] = i == 0 ? '{' : ',';
+      step.key[1] = '"';
+      std::memcpy(step.key.data() + 2, name.data(), name.size());
+      step.key[name.size() + 2] = '"';
+      step.key[name.size() + 3] = ':';
+      step.len = static_cast<uint8_t>(name.size() + 4);
+      step.mask = step.len == 32 ? ~0u : (1u << step.len) - 1;
+      step.slot = static_cast<int8_t>(slot);
+      step.bit = 1u << slot;
+      step.type = schema.fields[static_cast<size_t>(slot)].type;
+      order[i] = static_cast<int8_t>(slot);
+    }
+    size = n;
+    return true;
+  }
+  // Whether the bytes at `p` (padded) are `step`'s delimiter and key.
+  static bool at_key(const Step& step, const char* p) {
+    if (~equal16(p, step.key.data()) & step.mask & 0xffff) return false;
+    return step.mask >> 16 == 0 || (~equal16(p + 16, step.key.data() + 16) & step.mask >> 16) == 0;
+  }
+};
+
+// A stream's shapes: a few, for producers that write more than one order.
+struct Shapes {
+  static constexpr size_t kCount = 4;
+  std::array<Shape, kCount> shape{};
+  size_t last = 0;  // the shape that read the last message: tried first
+  size_t next = 0;  // the shape a new order replaces (round robin)
+
+  // Called after the flat path read a message with keys `keys` (a slot per position).
+  void learn(const StreamSchema& schema, const int8_t* keys, size_t n) {
+    size_t widen = kCount;
+    for (size_t i = 0; i < kCount; ++i) {
+      const Shape& s = shape[i];
+      // A shape that covers the keys failed on something else (a value, whitespace).
+      if (first_and_in_order(keys, n, s.order.data(), s.size)) return;
+      if (widen == kCount && first_and_in_order(s.order.data(), s.size, keys, n)) widen = i;
+    }
+    const size_t i = widen < kCount ? widen : next++ % kCount;
+    if (shape[i].learn(schema, keys, n)) last = i;
+  }
+};
 }  // namespace
 
 std::string_view reason_code(DecodeError e) { return kReasons[static_cast<int>(e)]; }
@@ -411,17 +532,87 @@ struct Decoder::Impl {
 
   // Per stream and time field: most of a field's times fall on a few dates.
   std::array<std::array<CanonicalTimeReader, kMaxSlots>, kStreamCount> times{};
+  std::array<Shapes, kStreamCount> shapes{};
+  StopBytes stops;
+  DecodePathCounts counts;
+
+  // The shape path over buffer[0, size): true when `out` is the decoded event
+  // (see "The shape path" above).
+  bool shape_decode(Stream stream, size_t size, int64_t now_ms, Event& out) {
+    Shapes& shapes_of_stream = shapes[static_cast<size_t>(stream)];
+    const size_t last = shapes_of_stream.last;
+    if (read_shape(stream, shapes_of_stream.shape[last], size, now_ms, out)) return true;
+    for (size_t i = 0; i < Shapes::kCount; ++i)
+      if (i != last && read_shape(stream, shapes_of_stream.shape[i], size, now_ms, out)) {
+        shapes_of_stream.last = i;
+        return true;
+      }
+    return false;
+  }
+
+  bool read_shape(Stream stream, const Shape& shape, size_t size, int64_t now_ms, Event& out) {
+    const Shape::Step* step = shape.steps.data();
+    const Shape::Step* const last_step = step + shape.size;
+    const char* p = buffer.data();
+    if (shape.size == 0 || !Shape::at_key(*step, p)) return false;  // the first key is never skipped
+    const size_t s = static_cast<size_t>(stream);
+    const StreamSchema& schema = schema_of(stream);
+    uint32_t seen = 0, nulls = 0;  // a bit per slot
+    for (;;) {
+      p += step->len;
+      const auto slot = static_cast<size_t>(step->slot);
+      Value& v = out.slots[slot];
+      seen |= step->bit;
+      if (step->type == FieldType::kString && *p == '"') {  // most fields: read here, not in flat_value()
+        const char* end = scan_string(p + 1, true, stops);
+        if (!end) return false;
+        v.type = FieldType::kString;
+        v.present = true;
+        v.s = {p + 1, static_cast<size_t>(end - p - 1)};
+        p = end + 1;
+      } else if (*p == 'n') {
+        p = literal(p, "null");
+        v.present = false;
+        nulls |= step->bit;
+      } else {
+        p = flat_value(schema.fields[slot], p, now_ms, static_cast<int>(slot) == schema.time_slot, times[s][slot],
+                       v);
+      }
+      if (!p) return false;
+      do  // a step whose key is not next is a field this message lacks
+        if (++step == last_step) goto end_of_steps;
+      while (!Shape::at_key(*step, p));
+    }
+  end_of_steps:
+    if (*p != '}' || p + 1 != buffer.data() + size) return false;
+    if ((seen & ~nulls & required[s]) != required[s]) return false;
+    const uint32_t all = (1u << schema.fields.size()) - 1;
+    for (uint32_t m = all & ~seen; m; m &= m - 1) out.slots[static_cast<size_t>(__builtin_ctz(m))].present = false;
+    return finish(schema, out);
+  }
+
+  // Sets the event's kind and time from its slots; false for a kind the schema does not have.
+  static bool finish(const StreamSchema& schema, Event& out) {
+    if (schema.kind_slot >= 0) {
+      out.kind = schema.kind_index(out.slots[static_cast<size_t>(schema.kind_slot)].s);
+      if (out.kind < 0) return false;
+    }
+    out.time_ms = out.slots[static_cast<size_t>(schema.time_slot)].i;
+    return true;
+  }
 
   // Reads one non-null scalar value of field `f` at `p` into `out`; nullptr when the
   // simdjson path must decide (see "The fast path" above).
-  const char* flat_value(const FieldDef& f, const char* p, int64_t now_ms, bool is_event_time,
-                         CanonicalTimeReader& times_of_field, Value& out) const {
+  // Inlined in both paths: a call per field cost ~10 % of the shape path.
+  [[gnu::always_inline]] const char* flat_value(const FieldDef& f, const char* p, int64_t now_ms,
+                                                bool is_event_time, CanonicalTimeReader& times_of_field,
+                                                Value& out) const {
     out.type = f.type;
     out.present = true;
     switch (f.type) {
       case FieldType::kString: {
         if (*p != '"') return nullptr;
-        const char* end = scan_string(p + 1, true);
+        const char* end = scan_string(p + 1, true, stops);
         if (!end) return nullptr;
         out.s = {p + 1, static_cast<size_t>(end - p - 1)};
         return end + 1;
@@ -435,7 +626,7 @@ struct Decoder::Impl {
         if (*p == '"') {
           const char* end = p + 25;  // the closing quote of a canonical time
           if (*end != '"' || !times_of_field.read(p + 1, out.i)) {
-            end = scan_string(p + 1, false);
+            end = scan_string(p + 1, false, stops);
             if (!end ||
                 parse_rfc3339_ms({p + 1, static_cast<size_t>(end - p - 1)}, out.i) != DecodeError::kOk)
               return nullptr;
@@ -463,7 +654,8 @@ struct Decoder::Impl {
     if (*p != '{') return false;
     p = skip_ws(p + 1);
     uint32_t seen = 0, present = 0;  // a bit per slot: read, read and not null
-    for (size_t position = 0;; ++position) {
+    size_t position = 0;
+    for (;; ++position) {
       if (*p != '"') return false;
       // The guessed name followed by a quote is the whole key: no need to scan it.
       const char* key = p + 1;
@@ -475,7 +667,7 @@ struct Decoder::Impl {
         if (slot >= 0 && fields.is(slot, key)) {
           key_end = key + fields.name_size(slot);
         } else {
-          key_end = scan_string(key, false);
+          key_end = scan_string(key, false, stops);
           if (!key_end) return false;
           slot = fields.find({key, static_cast<size_t>(key_end - key)});
           if (position < guess.size()) guess[position] = static_cast<int8_t>(slot);
@@ -485,7 +677,7 @@ struct Decoder::Impl {
         p = skip_ws(p + 1);
       }
       if (slot < 0) {
-        p = skip_scalar(p);
+        p = skip_scalar(p, stops);
       } else {
         const uint32_t bit = 1u << slot;
         Value& v = out.slots[static_cast<size_t>(slot)];
@@ -515,11 +707,9 @@ struct Decoder::Impl {
     if ((present & required_fields) != required_fields) return false;
     const uint32_t all = (1u << schema.fields.size()) - 1;
     for (uint32_t m = all & ~seen; m; m &= m - 1) out.slots[static_cast<size_t>(__builtin_ctz(m))].present = false;
-    if (schema.kind_slot >= 0) {
-      out.kind = schema.kind_index(out.slots[static_cast<size_t>(schema.kind_slot)].s);
-      if (out.kind < 0) return false;
-    }
-    out.time_ms = out.slots[static_cast<size_t>(schema.time_slot)].i;
+    if (!finish(schema, out)) return false;
+    // `guess` now holds this message's key order: the next message may take the shape path.
+    if (position < guess.size()) shapes[static_cast<size_t>(stream)].learn(schema, guess.data(), position + 1);
     return true;
   }
 
@@ -529,7 +719,18 @@ struct Decoder::Impl {
     std::memset(buffer.data() + bytes.size(), 0, simdjson::SIMDJSON_PADDING);
     out.stream = stream;
     out.kind = -1;
-    if (path == DecodePath::kFast && flat_decode(stream, bytes.size(), now_ms, out)) return {};
+    if (path == DecodePath::kFast) {
+      if (shape_decode(stream, bytes.size(), now_ms, out)) {
+        ++counts.shape;
+        return {};
+      }
+      out.kind = -1;
+      if (flat_decode(stream, bytes.size(), now_ms, out)) {
+        ++counts.flat;
+        return {};
+      }
+    }
+    ++counts.simdjson;
     out.kind = -1;
     const StreamSchema& schema = schema_of(stream);
     for (size_t i = 0; i < schema.fields.size(); ++i) out.slots[i].present = false;
@@ -601,5 +802,7 @@ Decoder::~Decoder() = default;
 DecodeResult Decoder::decode(Stream stream, std::string_view bytes, int64_t now_ms, Event& out) {
   return impl_->decode(stream, bytes, now_ms, out);
 }
+
+const DecodePathCounts& Decoder::path_counts() const { return impl_->counts; }
 
 }  // namespace tocsin

@@ -47,6 +47,15 @@ struct DecodeResult {
 // same messages with the same results (kSimdjson exists to check that).
 enum class DecodePath : uint8_t { kFast, kSimdjson };
 
+// Messages by the path that decided them. kFast tries the stream's learnt
+// shapes (key orders in compact JSON) first, then one pass over any flat
+// object, then simdjson, which also words every rejection.
+struct DecodePathCounts {
+  uint64_t shape = 0;
+  uint64_t flat = 0;
+  uint64_t simdjson = 0;
+};
+
 class Decoder {
  public:
   explicit Decoder(const DecodeLimits& limits = {}, DecodePath path = DecodePath::kFast);
@@ -57,6 +66,7 @@ class Decoder {
   // Decodes `bytes` as an event of `stream`. `now_ms` is the wall clock used to
   // reject times too far in the future. On error `out` is unspecified.
   DecodeResult decode(Stream stream, std::string_view bytes, int64_t now_ms, Event& out);
+  const DecodePathCounts& path_counts() const;
 
  private:
   struct Impl;

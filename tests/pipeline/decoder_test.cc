@@ -394,6 +394,86 @@ TEST(DecoderFastPath, AgreesWithSimdjsonOnMutatedMessages) {
     }
   }
   EXPECT_GT(accepted, total / 20) << "too few mutants decode: the comparison would only see errors";
+  EXPECT_GT(both.fast.path_counts().shape, static_cast<uint64_t>(total / 50))
+      << "too few mutants take the shape path: it would not be compared";
+}
+
+// ---- The shape path: key orders learnt from earlier messages ------------------
+//
+// After a message decodes on the flat path, later messages with its key order
+// (or that order with optional fields left out) are read against it. Every
+// message here is also compared with simdjson; the path counts show which path
+// decided, so a shape path that stopped accepting would fail too.
+
+struct ShapeCase {
+  std::string json;
+  bool accepted;
+  uint64_t shape, flat, simdjson;  // the fast decoder's path counts after it
+};
+
+TEST(DecoderShapePath, AgreesWithSimdjsonAndTakesTheLearntOrders) {
+  BothPaths both;
+  const std::string a = R"({"call_id":"c1","start_time":"2026-11-17T10:00:00.250Z","caller":"13800138000",)"
+                        R"("callee":"13900139000","duration_s":17,"answered":true,"city":"Chengdu",)"
+                        R"("imei_hash":"ab12","sim_activated_at":"2022-08-01T18:52:33.693Z"})";
+  const std::string b = R"({"call_id":"c2","start_time":"2026-11-17T10:00:01.000Z","caller":"13800138001",)"
+                        R"("callee":"13900139001","duration_s":0,"answered":false,"city":"Chengdu",)"
+                        R"("imei_hash":"cd34","sim_activated_at":"2023-01-01T00:00:00.000Z"})";
+  const std::vector<ShapeCase> cases = {
+      {a, true, 0, 1, 0},  // learns a's order
+      {b, true, 1, 1, 0},
+      // Optional fields left out: the same shape, and the slots they had in b are cleared.
+      {R"({"call_id":"c3","start_time":"2026-11-17T10:00:02.000Z","caller":"1","callee":"2","duration_s":3,"answered":true})",
+       true, 2, 1, 0},
+      // Null in an optional field: absent; in a required one: rejected by every path.
+      {R"({"call_id":"c4","start_time":"2026-11-17T10:00:03.000Z","caller":"1","callee":"2","duration_s":3,"answered":true,"city":null})",
+       true, 3, 1, 0},
+      {R"({"call_id":"c5","start_time":"2026-11-17T10:00:03.000Z","caller":null,"callee":"2","duration_s":3,"answered":true})",
+       false, 3, 1, 1},
+      // A required field left out: missing_field, from simdjson.
+      {R"({"call_id":"c6","start_time":"2026-11-17T10:00:03.000Z","callee":"2","duration_s":3,"answered":true})",
+       false, 3, 1, 2},
+      // A key that starts with a learnt name is another key.
+      {R"({"call_id":"c7","start_time":"2026-11-17T10:00:03.000Z","caller":"1","callee":"2","duration_s":3,"answered":true,"cityx":"X"})",
+       true, 3, 2, 2},
+      // Another order: the flat path reads it and it becomes a second shape ...
+      {R"({"start_time":"2026-11-17T10:00:04.000Z","call_id":"c8","caller":"1","callee":"2","duration_s":3,"answered":true})",
+       true, 3, 3, 2},
+      {R"({"start_time":"2026-11-17T10:00:05.000Z","call_id":"c9","caller":"1","callee":"2","duration_s":3,"answered":true})",
+       true, 4, 3, 2},
+      // ... while the first one still reads its own.
+      {b, true, 5, 3, 2},
+      // Whitespace, an escape, an exponent, trailing bytes, a repeated key:
+      // not the shape path's to read; the other paths decide.
+      {R"({"call_id": "c10","start_time":"2026-11-17T10:00:06.000Z","caller":"1","callee":"2","duration_s":3,"answered":true})",
+       true, 5, 4, 2},
+      {R"({"call_id":"c\u0031","start_time":"2026-11-17T10:00:06.000Z","caller":"1","callee":"2","duration_s":3,"answered":true})",
+       true, 5, 4, 3},
+      {R"({"call_id":"c12","start_time":"2026-11-17T10:00:06.000Z","caller":"1","callee":"2","duration_s":3e1,"answered":true})",
+       false, 5, 4, 4},
+      {R"({"call_id":"c13","start_time":"2026-11-17T10:00:06.000Z","caller":"1","callee":"2","duration_s":3,"answered":true} )",
+       true, 5, 5, 4},
+      {R"({"call_id":"c14","start_time":"2026-11-17T10:00:06.000Z","caller":"1","callee":"2","duration_s":3,"answered":true}x)",
+       false, 5, 5, 5},
+      {R"({"call_id":"c15","start_time":"2026-11-17T10:00:06.000Z","caller":"1","caller":"3","callee":"2","duration_s":3,"answered":true})",
+       true, 5, 6, 5},
+      // A bad value in the learnt order: rejected, with simdjson's reason.
+      {R"({"call_id":"c16","start_time":"2026-11-17T10:00:06.000Z","caller":"1","callee":2,"duration_s":3,"answered":true})",
+       false, 5, 6, 6},
+      {R"({"call_id":"c17","start_time":"2026-11-17T10:00:06.000Z","caller":"1","callee":"2","duration_s":3,"answered":tru})",
+       false, 5, 6, 7},
+      {R"({"call_id":"c18","start_time":"2026-11-17T10:00:06.000Z","caller":"1","callee":"2","duration_s":3,"answered":true)",
+       false, 5, 6, 8},
+      // The first key is never skipped: a message without it is the flat path's.
+      {R"({"caller":"1","callee":"2","duration_s":3,"answered":true})", false, 5, 6, 9},
+  };
+  for (const ShapeCase& c : cases) {
+    EXPECT_EQ(both.check(Stream::kCalls, c.json), c.accepted) << c.json;
+    const DecodePathCounts& n = both.fast.path_counts();
+    EXPECT_EQ(n.shape, c.shape) << c.json;
+    EXPECT_EQ(n.flat, c.flat) << c.json;
+    EXPECT_EQ(n.simdjson, c.simdjson) << c.json;
+  }
 }
 
 }  // namespace
