@@ -31,9 +31,17 @@ uint64_t key_hash(std::string_view s) {
     h = (h ^ w) * 0xbf58476d1ce4e5b9ull;
     h ^= h >> 31;
   }
-  if (n) {
-    uint64_t w = 0;
-    std::memcpy(&w, p, n);
+  if (n) {  // 1..7 bytes in at most two loads, every byte of them in `w` (as wyhash reads tails)
+    uint64_t w;
+    if (n >= 4) {
+      uint32_t lo, hi;
+      std::memcpy(&lo, p, 4);
+      std::memcpy(&hi, p + n - 4, 4);
+      w = static_cast<uint64_t>(lo) << 32 | hi;
+    } else {
+      const auto byte = [p](size_t i) { return static_cast<uint64_t>(static_cast<unsigned char>(p[i])); };
+      w = byte(0) << 16 | byte(n / 2) << 8 | byte(n - 1);
+    }
     h = (h ^ w) * 0x94d049bb133111ebull;
   }
   h ^= h >> 32;
