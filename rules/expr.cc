@@ -483,6 +483,11 @@ struct Expr::Program {
   // from the rule to its steps without first loading the Program (one
   // dependent cache miss less per filter); `p` is read by the general path only.
   static bool run(const Step* steps, const Program& p, const EvalContext& c);
+  // run() from step `s` on, for a program with a step that needs test().
+  [[gnu::noinline]] static bool run_general(const Step* steps, const Step* s, const Program& p,
+                                            const EvalContext& c);
+  static int number_kernel(const Step& s, const EvalContext& c);
+  static int kernel(const Step& s, const EvalContext& c);
   // The value of a field or constant node in place; nullptr for other nodes.
   static const Value* ref(const Node* nodes, int n, const EvalContext& c);
   // Puts the cheaper operand of each `and`/`or` first, once the program is built.
@@ -645,79 +650,93 @@ Expr::Program::Step Expr::Program::leaf(int n) const {
   return s;
 }
 
-bool Expr::Program::run(const Step* steps, const Program& p, const EvalContext& c) {
-  const Step* s = steps;
-  for (;;) {
-    bool r;
-    // Field kernels: an absent field fails every test, as in test(); a value
-    // of another type than the kernel's (never from the decoder) takes the general path.
-#define TOCSIN_CMP(BASE, X, Y)                                          \
-  case BASE + Step::kEq: r = (X) == (Y); break;                         \
-  case BASE + Step::kNe: r = !((X) == (Y)); break;                      \
-  case BASE + Step::kLt: r = (X) < (Y); break;                          \
-  case BASE + Step::kLe: r = !((X) > (Y)); break; /* NaN as compare_values */ \
-  case BASE + Step::kGt: r = (X) > (Y); break;                          \
-  case BASE + Step::kGe: r = !((X) < (Y)); break;
-    switch (s->kernel) {
-      case Step::kBool: {
-        const Value& v = c.event->at(s->index);
-        r = v.present && v.b;
-        break;
-      }
-      case Step::kInt + Step::kEq: case Step::kInt + Step::kNe: case Step::kInt + Step::kLt:
-      case Step::kInt + Step::kLe: case Step::kInt + Step::kGt: case Step::kInt + Step::kGe: {
-        const Value& v = c.event->at(s->index);
-        if (!v.present) { r = false; break; }
-        if (v.type == FieldType::kDouble) goto general;
-        switch (s->kernel) { TOCSIN_CMP(Step::kInt, v.i, s->k.i) }
-        break;
-      }
-      case Step::kDouble + Step::kEq: case Step::kDouble + Step::kNe: case Step::kDouble + Step::kLt:
-      case Step::kDouble + Step::kLe: case Step::kDouble + Step::kGt: case Step::kDouble + Step::kGe: {
-        const Value& v = c.event->at(s->index);
-        if (!v.present) { r = false; break; }
-        if (v.type == FieldType::kString || v.type == FieldType::kBool) goto general;
-        const double x = as_double(v);
-        switch (s->kernel) { TOCSIN_CMP(Step::kDouble, x, s->k.d) }
-        break;
-      }
-      case Step::kAggregate + Step::kEq: case Step::kAggregate + Step::kNe: case Step::kAggregate + Step::kLt:
-      case Step::kAggregate + Step::kLe: case Step::kAggregate + Step::kGt: case Step::kAggregate + Step::kGe: {
-        const double x = c.aggregates[s->index];
-        if (std::isnan(x)) { r = false; break; }  // absent
-        switch (s->kernel) { TOCSIN_CMP(Step::kAggregate, x, s->k.d) }
-        break;
-      }
-      case Step::kStrEq: case Step::kStrNe: {
-        const Value& v = c.event->at(s->index);
-        if (!v.present) { r = false; break; }
-        if (v.type != FieldType::kString) goto general;
-        const bool eq = v.s == std::string_view(s->k.str.p, s->k.str.n);
-        r = s->kernel == Step::kStrEq ? eq : !eq;
-        break;
-      }
-      case Step::kStrIn: case Step::kStrNotIn: {
-        const Value& v = c.event->at(s->index);
-        if (!v.present) { r = false; break; }
-        if (v.type != FieldType::kString) goto general;
-        bool found = false;
-        for (size_t i = 0; i < s->k.list.n && !found; ++i) found = v.s == s->k.list.p[i].s;
-        r = s->kernel == Step::kStrIn ? found : !found;
-        break;
-      }
-      case Step::kStartsWith: case Step::kEndsWith: case Step::kContains: {
-        const Value& v = c.event->at(s->index);
-        const std::string_view k(s->k.str.p, s->k.str.n);
-        r = v.present && (s->kernel == Step::kStartsWith ? v.s.starts_with(k)
-                          : s->kernel == Step::kEndsWith ? v.s.ends_with(k)
-                                                         : v.s.find(k) != std::string_view::npos);
-        break;
-      }
-      default:
-      general:
-        r = test(p.nodes.data(), p, s->node, c);
+// A step's kernel on numbers and booleans: 1 or 0, or -1 for any other kernel
+// or when the general path (test()) must decide. An absent field fails every
+// test, as in test(); a value of another type than the kernel's (never from the
+// decoder) takes the general path. One case per kernel and comparison: a
+// single jump, not one per kind and then one per comparison.
+[[gnu::always_inline]] inline int Expr::Program::number_kernel(const Step& s, const EvalContext& c) {
+#define TOCSIN_CMP(BASE, CHECK, X, Y)                                            \
+  case BASE + Step::kEq: { CHECK return (X) == (Y); }                            \
+  case BASE + Step::kNe: { CHECK return !((X) == (Y)); }                         \
+  case BASE + Step::kLt: { CHECK return (X) < (Y); }                             \
+  case BASE + Step::kLe: { CHECK return !((X) > (Y)); } /* NaN as compare_values */ \
+  case BASE + Step::kGt: { CHECK return (X) > (Y); }                             \
+  case BASE + Step::kGe: { CHECK return !((X) < (Y)); }
+#define TOCSIN_INT_FIELD                       \
+  const Value& v = c.event->at(s.index);       \
+  if (!v.present) return 0;                    \
+  if (v.type == FieldType::kDouble) return -1;
+#define TOCSIN_NUMBER_FIELD                                                        \
+  const Value& v = c.event->at(s.index);                                           \
+  if (!v.present) return 0;                                                        \
+  if (v.type == FieldType::kString || v.type == FieldType::kBool) return -1;       \
+  const double x = as_double(v);
+#define TOCSIN_AGGREGATE                \
+  const double x = c.aggregates[s.index]; \
+  if (std::isnan(x)) return 0; /* absent */
+  switch (s.kernel) {
+    case Step::kBool: {
+      const Value& v = c.event->at(s.index);
+      return v.present && v.b;
     }
+    TOCSIN_CMP(Step::kInt, TOCSIN_INT_FIELD, v.i, s.k.i)
+    TOCSIN_CMP(Step::kDouble, TOCSIN_NUMBER_FIELD, x, s.k.d)
+    TOCSIN_CMP(Step::kAggregate, TOCSIN_AGGREGATE, x, s.k.d)
+    default: return -1;
+  }
+#undef TOCSIN_AGGREGATE
+#undef TOCSIN_NUMBER_FIELD
+#undef TOCSIN_INT_FIELD
 #undef TOCSIN_CMP
+}
+
+// number_kernel() and the string kernels: 1 or 0, or -1 when test() must decide.
+int Expr::Program::kernel(const Step& s, const EvalContext& c) {
+  switch (s.kernel) {
+    case Step::kStrEq: case Step::kStrNe: {
+      const Value& v = c.event->at(s.index);
+      if (!v.present) return 0;
+      if (v.type != FieldType::kString) return -1;
+      const bool eq = v.s == std::string_view(s.k.str.p, s.k.str.n);
+      return s.kernel == Step::kStrEq ? eq : !eq;
+    }
+    case Step::kStrIn: case Step::kStrNotIn: {
+      const Value& v = c.event->at(s.index);
+      if (!v.present) return 0;
+      if (v.type != FieldType::kString) return -1;
+      bool found = false;
+      for (size_t i = 0; i < s.k.list.n && !found; ++i) found = v.s == s.k.list.p[i].s;
+      return s.kernel == Step::kStrIn ? found : !found;
+    }
+    case Step::kStartsWith: case Step::kEndsWith: case Step::kContains: {
+      const Value& v = c.event->at(s.index);
+      const std::string_view k(s.k.str.p, s.k.str.n);
+      return v.present && (s.kernel == Step::kStartsWith ? v.s.starts_with(k)
+                           : s.kernel == Step::kEndsWith ? v.s.ends_with(k)
+                                                         : v.s.find(k) != std::string_view::npos);
+    }
+    default: return number_kernel(s, c);
+  }
+}
+
+// Numbers and booleans only, and no call: a program of such steps (most
+// filters and `having` conditions) saves and restores no registers. The first
+// other step continues in run_general().
+bool Expr::Program::run(const Step* steps, const Program& p, const EvalContext& c) {
+  for (const Step* s = steps;;) {
+    const int r = number_kernel(*s, c);
+    if (r < 0) return run_general(steps, s, p, c);
+    const int32_t next = r ? s->on_true : s->on_false;
+    if (next < 0) return next == Step::kTrue;
+    s = steps + next;
+  }
+}
+
+bool Expr::Program::run_general(const Step* steps, const Step* s, const Program& p, const EvalContext& c) {
+  for (;;) {
+    int r = kernel(*s, c);
+    if (r < 0) r = test(p.nodes.data(), p, s->node, c);
     const int32_t next = r ? s->on_true : s->on_false;
     if (next < 0) return next == Step::kTrue;
     s = steps + next;
