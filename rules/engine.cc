@@ -1056,7 +1056,8 @@ void Engine::on_event(const Event& e) {
     kt.guessed_entry = KeyTable::kNone;
     kt.index.prefetch(kt.early_hash);
   }
-  const std::vector<Trigger>& triggers = set.rules_for(e.stream, e.kind);
+  // Read once: the calls below cannot change the rule set (only on_tick swaps it).
+  const std::span<const Trigger> triggers = set.rules_for(e.stream, e.kind);
   const EvalContext ctx{&e, nullptr, nullptr, tables_.get()};
   const size_t guess_at = guess_at_[static_cast<size_t>(e.stream)][static_cast<size_t>(e.kind + 1)];
   for (size_t ti = 0; ti < triggers.size(); ++ti) {

@@ -722,8 +722,8 @@ int Expr::Program::kernel(const Step& s, const EvalContext& c) {
 
 // Numbers and booleans only, and no call: a program of such steps (most
 // filters and `having` conditions) saves and restores no registers. The first
-// other step continues in run_general().
-bool Expr::Program::run(const Step* steps, const Program& p, const EvalContext& c) {
+// other step continues in run_general(). Inlined into Expr::test: one call per filter.
+[[gnu::always_inline]] inline bool Expr::Program::run(const Step* steps, const Program& p, const EvalContext& c) {
   for (const Step* s = steps;;) {
     const int r = number_kernel(*s, c);
     if (r < 0) return run_general(steps, s, p, c);
