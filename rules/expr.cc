@@ -692,7 +692,7 @@ Expr::Program::Step Expr::Program::leaf(int n) const {
 }
 
 // number_kernel() and the string kernels: 1 or 0, or -1 when test() must decide.
-int Expr::Program::kernel(const Step& s, const EvalContext& c) {
+[[gnu::always_inline]] inline int Expr::Program::kernel(const Step& s, const EvalContext& c) {
   switch (s.kernel) {
     case Step::kStrEq: case Step::kStrNe: {
       const Value& v = c.event->at(s.index);
