@@ -13,14 +13,9 @@
 namespace tocsin::rules {
 namespace {
 
-uint64_t hash_bytes(std::string_view s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h ^ (h >> 29);
-}
-
-// Key tables' hash: eight bytes at a time, well mixed in every bit (the
-// table uses the low bits). In-memory only: never persisted.
+// Key tables' and count_distinct's hash: eight bytes at a time, well mixed in
+// every bit (tables use the low bits, approximate counters the high ones).
+// In-memory only: never persisted.
 uint64_t key_hash(std::string_view s) {
   uint64_t h = 0x9e3779b97f4a7c15ull ^ s.size();
   const char* p = s.data();
@@ -211,7 +206,7 @@ double bits_double(uint64_t u) { double d; std::memcpy(&d, &u, sizeof d); return
 // What count_distinct counts of a value.
 uint64_t value_hash(const Value& v) {
   return !v.present ? 0
-         : v.type == FieldType::kString ? hash_bytes(v.s)
+         : v.type == FieldType::kString ? key_hash(v.s)
          : v.type == FieldType::kDouble ? double_bits(v.d) : static_cast<uint64_t>(v.i);
 }
 
