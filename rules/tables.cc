@@ -1,5 +1,7 @@
 #include "rules/tables.h"
 
+#include "rules/hash.h"
+
 #include <simdjson.h>
 
 #include <cstdio>
@@ -437,7 +439,7 @@ struct TableRegistry::Data {
   };
   std::vector<Slot> index;
 
-  static uint64_t hash(std::string_view key) { return std::hash<std::string_view>{}(key) | 1; }
+  static uint64_t hash(std::string_view key) { return key_hash(key) | 1; }
   void build_index() {
     size_t n = 16;
     while (n < rows.size() * 2) n *= 2;
