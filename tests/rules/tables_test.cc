@@ -56,7 +56,7 @@ TEST(NormalizePhone, OtherCountriesKeepTheirCode) {
 }
 
 TEST(NormalizePhone, RejectsWhatIsNotANumber) {
-  for (const char* s : {"", "   ", "+", "00", "unknown", "138-1234-800O", "++8613812348000", "138#1234",
+  for (const char* s : {"", "   ", "+", "00", "unknown", "138-1234-800O", "1381234800O", "13812348O00", "++8613812348000", "138#1234",
                         "123456789012345678901",       // 21 digits: too long to be a number
                         "+86 138 1234 8000 1234 5"})  // 18 digits with the country code: beyond E.164
     EXPECT_EQ(norm(s), "") << s;
