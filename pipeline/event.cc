@@ -107,12 +107,17 @@ static_assert(std::size(kFaultFields) <= kMaxSlots);
 static_assert(std::size(kComplaintFields) <= kMaxSlots);
 static_assert(std::size(kProfileFields) <= kMaxSlots);
 
-const StreamSchema kSchemas[kStreamCount] = {
+constexpr StreamSchema kSchemas[kStreamCount] = {
     {Stream::kCalls, "calls", kCallFields, 1, 0, -1, {}, 2},
     {Stream::kFaults, "faults", kFaultFields, 1, 0, 2, kFaultKinds, 3},
     {Stream::kComplaints, "complaints", kComplaintFields, 1, 0, 2, kComplaintKinds, 0},
     {Stream::kProfiles, "profiles", kProfileFields, 1, 0, -1, {}, 2},
 };
+static_assert([] {
+  for (const StreamSchema& s : kSchemas)
+    if (s.id_slot != static_cast<int>(kIdSlot)) return false;
+  return true;
+}(), "Event::id() reads kIdSlot");
 
 }  // namespace
 
@@ -173,7 +178,5 @@ int StreamSchema::kind_index(std::string_view kind) const {
     if (kinds[i] == kind) return static_cast<int>(i);
   return -1;
 }
-
-std::string_view Event::id() const { return slots[static_cast<size_t>(schema_of(stream).id_slot)].s; }
 
 }  // namespace tocsin

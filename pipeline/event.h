@@ -58,6 +58,8 @@ const StreamSchema& schema_of(Stream s);
 uint32_t context_slots(Stream s);
 
 inline constexpr int kMaxSlots = 24;
+// Every stream's event id is its first field (StreamSchema::id_slot; event.cc checks).
+inline constexpr size_t kIdSlot = 0;
 
 // A typed value. Plain data: copying is cheap and never allocates.
 struct Value {
@@ -90,7 +92,7 @@ struct Event {
   std::array<Value, kMaxSlots> slots{};
 
   const Value& at(int slot) const { return slots[static_cast<size_t>(slot)]; }
-  std::string_view id() const;
+  std::string_view id() const { return slots[kIdSlot].s; }
 };
 
 }  // namespace tocsin
