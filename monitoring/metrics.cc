@@ -94,6 +94,12 @@ Metrics::Collector pipeline_collector(std::vector<const WorkerStats*> workers,
     auto consumed = make_family("tocsin_events_consumed_total", "Messages read from the input topics", MetricType::Counter);
     auto processed = make_family("tocsin_events_processed_total", "Messages decoded and evaluated by the rules", MetricType::Counter);
     auto failed = make_family("tocsin_events_failed_total", "Messages rejected and sent to the dead-letter topic, by stage and reason", MetricType::Counter);
+    auto decoded = make_family("tocsin_events_decoded_total",
+                               "Messages by the decoder path that decided them: shape (the topic's learnt key order, "
+                               "compact JSON), flat (one pass over a flat object), simdjson (anything else, and every "
+                               "rejection but an oversized message, which is not read). A producer that leaves the "
+                               "first two costs CPU, not correctness",
+                               MetricType::Counter);
     auto late = make_family("tocsin_events_late_total", "Valid events older than their partition's watermark minus the allowed lateness, routed to the late-events topic", MetricType::Counter);
     auto last = make_family("tocsin_last_event_time_seconds", "Event time of the newest processed event, by topic", MetricType::Gauge);
     for (int s = 0; s < kStreamCount; ++s) {
@@ -101,6 +107,9 @@ Metrics::Collector pipeline_collector(std::vector<const WorkerStats*> workers,
       add_sample(consumed, {{"topic", topic}}, sum([s](const WorkerStats& w) { return w.consumed[s].load(std::memory_order_relaxed); }));
       add_sample(processed, {{"topic", topic}}, sum([s](const WorkerStats& w) { return w.processed[s].load(std::memory_order_relaxed); }));
       add_sample(late, {{"topic", topic}}, sum([s](const WorkerStats& w) { return w.late[s].load(std::memory_order_relaxed); }));
+      for (int by = 0; by < kDecodedByCount; ++by)
+        add_sample(decoded, {{"topic", topic}, {"path", std::string(to_string(static_cast<DecodedBy>(by)))}},
+                   sum([s, by](const WorkerStats& w) { return w.decoded_by[s][by].load(std::memory_order_relaxed); }));
       int64_t newest = 0;
       for (const WorkerStats* w : workers) newest = std::max(newest, w->last_event_time_ms[s].load(std::memory_order_relaxed));
       add_sample(last, {{"topic", topic}}, static_cast<double>(newest) / 1000.0);
@@ -140,7 +149,7 @@ Metrics::Collector pipeline_collector(std::vector<const WorkerStats*> workers,
       age.metric.push_back(histogram_sample(workers, kEventAgeBucketsMs, 1e-3, [st](const WorkerStats& w) -> const auto& {
         return w.event_age[static_cast<size_t>(st)];
       }, {{"topic", topics[static_cast<size_t>(st)]}}));
-    for (auto* f : {&consumed, &processed, &failed, &late, &last, &hist, &stages, &age}) out.push_back(std::move(*f));
+    for (auto* f : {&consumed, &processed, &failed, &decoded, &late, &last, &hist, &stages, &age}) out.push_back(std::move(*f));
   };
 }
 

@@ -398,6 +398,11 @@ struct Shapes {
 
 std::string_view reason_code(DecodeError e) { return kReasons[static_cast<int>(e)]; }
 
+std::string_view to_string(DecodedBy d) {
+  static constexpr std::string_view kNames[kDecodedByCount] = {"shape", "flat", "simdjson"};
+  return kNames[static_cast<int>(d)];
+}
+
 struct Decoder::Impl {
   DecodeLimits limits;
   DecodePath path;
@@ -534,7 +539,7 @@ struct Decoder::Impl {
   std::array<std::array<CanonicalTimeReader, kMaxSlots>, kStreamCount> times{};
   std::array<Shapes, kStreamCount> shapes{};
   StopBytes stops;
-  DecodePathCounts counts;
+  DecodePathCounts counts{};
 
   // The shape path over buffer[0, size): true when `out` is the decoded event
   // (see "The shape path" above).
@@ -719,18 +724,19 @@ struct Decoder::Impl {
     std::memset(buffer.data() + bytes.size(), 0, simdjson::SIMDJSON_PADDING);
     out.stream = stream;
     out.kind = -1;
+    auto& by = counts[static_cast<size_t>(stream)];
     if (path == DecodePath::kFast) {
       if (shape_decode(stream, bytes.size(), now_ms, out)) {
-        ++counts.shape;
+        ++by[static_cast<size_t>(DecodedBy::kShape)];
         return {};
       }
       out.kind = -1;
       if (flat_decode(stream, bytes.size(), now_ms, out)) {
-        ++counts.flat;
+        ++by[static_cast<size_t>(DecodedBy::kFlat)];
         return {};
       }
     }
-    ++counts.simdjson;
+    ++by[static_cast<size_t>(DecodedBy::kSimdjson)];
     out.kind = -1;
     const StreamSchema& schema = schema_of(stream);
     for (size_t i = 0; i < schema.fields.size(); ++i) out.slots[i].present = false;

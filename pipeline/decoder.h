@@ -6,6 +6,7 @@
 // allocates nothing once the buffer has grown to the largest accepted message.
 // String values in the decoded Event point into the decoder and stay valid
 // until the next call to decode().
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string_view>
@@ -47,14 +48,15 @@ struct DecodeResult {
 // same messages with the same results (kSimdjson exists to check that).
 enum class DecodePath : uint8_t { kFast, kSimdjson };
 
-// Messages by the path that decided them. kFast tries the stream's learnt
-// shapes (key orders in compact JSON) first, then one pass over any flat
-// object, then simdjson, which also words every rejection.
-struct DecodePathCounts {
-  uint64_t shape = 0;
-  uint64_t flat = 0;
-  uint64_t simdjson = 0;
-};
+// The path that decided a message. kFast tries the stream's learnt shapes
+// (key orders in compact JSON) first, then one pass over any flat object,
+// then simdjson, which also words every rejection (but kOversized: not read,
+// not counted).
+enum class DecodedBy : uint8_t { kShape, kFlat, kSimdjson };
+inline constexpr int kDecodedByCount = 3;
+std::string_view to_string(DecodedBy d);  // "shape", "flat", "simdjson"
+// Messages per stream and path: counts[stream][DecodedBy].
+using DecodePathCounts = std::array<std::array<uint64_t, kDecodedByCount>, kStreamCount>;
 
 class Decoder {
  public:

@@ -56,6 +56,8 @@ struct WorkerStats {
   std::array<Counter, kStreamCount> consumed{};
   std::array<Counter, kStreamCount> processed{};
   std::array<std::array<Counter, kDecodeErrorCount>, kStreamCount> failed{};
+  // The decoder's path counts (Decoder::path_counts), copied after each batch.
+  std::array<std::array<Counter, kDecodedByCount>, kStreamCount> decoded_by{};
   std::array<Counter, kLatencyBucketsSeconds.size() + 1> latency_buckets{};  // last: +Inf
   Counter latency_sum_ns{};
   std::array<Counter, kStreamCount> late{};

@@ -20,6 +20,13 @@ void Worker::process(const RawMessage& m) {
   batch_steady_ = stage_now_ns();
   batch_wall_ms_ = clock_.now_ms();
   handle_timed(m, batch_steady_);
+  publish_decode_paths();
+}
+
+void Worker::publish_decode_paths() {
+  const DecodePathCounts& counts = decoder_.path_counts();
+  for (size_t s = 0; s < counts.size(); ++s)
+    for (size_t by = 0; by < counts[s].size(); ++by) stats_.decoded_by[s][by].store(counts[s][by], std::memory_order_relaxed);
 }
 
 Worker::Instant Worker::handle_timed(const RawMessage& m, Instant started) {
@@ -85,7 +92,10 @@ size_t Worker::run_once(int poll_timeout_ms) {
     prev = handle_timed(batch[i], prev);
   }
   handler_.on_tick(batch_wall_ms_);
-  if (!batch.empty()) source_.batch_done();
+  if (!batch.empty()) {
+    publish_decode_paths();
+    source_.batch_done();
+  }
   return batch.size();
 }
 

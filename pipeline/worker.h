@@ -44,6 +44,8 @@ class Worker {
   Instant handle_timed(const RawMessage& message, Instant started);
   // Decodes and handles one message; true when it reached the handler.
   bool handle(const RawMessage& message, Instant started);
+  // Copies the decoder's path counts into stats_ (once per batch: a scrape sees them a batch late).
+  void publish_decode_paths();
 
   EventSource& source_;
   OutputSink& out_;

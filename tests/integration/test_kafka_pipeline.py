@@ -179,6 +179,13 @@ class KafkaPipelineTest(PipelineTestCase):
         late_n = d.total("tocsin_events_late_total")
         self.assertEqual(late_n, len(s.late))
         self.assertEqual(consumed, processed + failed + late_n, "nothing dropped silently")
+        # Every message but an oversized one (rejected unread) was read by one decoder path;
+        # json.dumps writes ", " and ": ", not compact JSON, so none took a learnt shape, and
+        # the rejected ones went to simdjson.
+        oversized = d.total("tocsin_events_failed_total", reason="oversized")
+        self.assertEqual(d.total("tocsin_events_decoded_total"), consumed - oversized)
+        self.assertEqual(d.total("tocsin_events_decoded_total", path="shape"), 0)
+        self.assertGreaterEqual(d.total("tocsin_events_decoded_total", path="simdjson"), len(s.bad) - oversized)
         self.assertEqual(processed, total_in - len(s.bad) - len(s.late))
         bad_profiles = sum(1 for topic, _ in s.bad if topic == "profiles")
         self.assertEqual(d.total("tocsin_events_consumed_total", topic="profiles"), len(s.profiles) + bad_profiles)

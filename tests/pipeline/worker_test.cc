@@ -87,6 +87,14 @@ TEST(Worker, EveryMessageIsProcessedOrDeadLettered) {
   EXPECT_EQ(processed, 2u);
   EXPECT_EQ(failed, 2u);
   EXPECT_EQ(stats.failed[0][static_cast<int>(DecodeError::kInvalidJson)], 1u);
+  // Each message counted once by the decoder path that decided it; rejections by simdjson.
+  uint64_t decoded = 0, by_simdjson = 0;
+  for (const auto& by : stats.decoded_by) {
+    for (const auto& n : by) decoded += n;
+    by_simdjson += by[static_cast<size_t>(DecodedBy::kSimdjson)];
+  }
+  EXPECT_EQ(decoded, consumed);
+  EXPECT_EQ(by_simdjson, failed);
   uint64_t observed = 0;
   for (auto& b : stats.latency_buckets) observed += b;
   EXPECT_EQ(observed, processed);
