@@ -337,19 +337,23 @@ struct Shape {
   std::array<int8_t, kMaxSlots> order{};  // steps[i].slot
   size_t size = 0;                        // steps in use; 0: none
 
-  // Makes `keys` (a slot per position) the shape. False, and no shape, when
-  // the shape path cannot read it: an unknown or repeated key, or a name
-  // longer than 28 bytes.
-  bool learn(const StreamSchema& schema, const int8_t* keys, size_t n) {
-    size = 0;
-    if (n == 0 || n > steps.size()) return false;
+  // Whether the shape path can read messages with keys `keys` (a slot per
+  // position): known, distinct keys with names of at most 28 bytes.
+  static bool readable(const StreamSchema& schema, const int8_t* keys, size_t n) {
+    if (n == 0 || n > kMaxSlots) return false;
     uint32_t slots = 0;
     for (size_t i = 0; i < n; ++i) {
       const int slot = keys[i];
-      if (slot < 0 || (slots >> slot & 1)) return false;
-      const std::string_view name = schema.fields[static_cast<size_t>(slot)].name;
-      if (name.size() + 4 > steps[i].key.size()) return false;
+      if (slot < 0 || (slots >> slot & 1) || schema.fields[static_cast<size_t>(slot)].name.size() > 28) return false;
       slots |= 1u << slot;
+    }
+    return true;
+  }
+  // Makes `keys` the shape; readable(schema, keys, n) must hold.
+  void learn(const StreamSchema& schema, const int8_t* keys, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      const auto slot = static_cast<size_t>(keys[i]);
+      const std::string_view name = schema.fields[slot].name;
       Step& step = steps[i];
       step.key.fill(0);
       step.key[0] = i == 0 ? '{' : ',';
@@ -361,11 +365,10 @@ struct Shape {
       step.mask = step.len == 32 ? ~0u : (1u << step.len) - 1;
       step.slot = static_cast<int8_t>(slot);
       step.bit = 1u << slot;
-      step.type = schema.fields[static_cast<size_t>(slot)].type;
+      step.type = schema.fields[slot].type;
       order[i] = static_cast<int8_t>(slot);
     }
     size = n;
-    return true;
   }
   // Whether the bytes at `p` (padded) are `step`'s delimiter and key.
   static bool at_key(const Step& step, const char* p) {
@@ -383,6 +386,7 @@ struct Shapes {
 
   // Called after the flat path read a message with keys `keys` (a slot per position).
   void learn(const StreamSchema& schema, const int8_t* keys, size_t n) {
+    if (!Shape::readable(schema, keys, n)) return;  // keeps the shapes it has
     size_t widen = kCount;
     for (size_t i = 0; i < kCount; ++i) {
       const Shape& s = shape[i];
@@ -391,7 +395,8 @@ struct Shapes {
       if (widen == kCount && first_and_in_order(s.order.data(), s.size, keys, n)) widen = i;
     }
     const size_t i = widen < kCount ? widen : next++ % kCount;
-    if (shape[i].learn(schema, keys, n)) last = i;
+    shape[i].learn(schema, keys, n);
+    last = i;
   }
 };
 }  // namespace

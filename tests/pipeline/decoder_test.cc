@@ -478,5 +478,21 @@ TEST(DecoderShapePath, AgreesWithSimdjsonAndTakesTheLearntOrders) {
   }
 }
 
+// Messages the shape path cannot read (an unknown key here) must not push out
+// the orders it can: before, each one took the next of the four shapes.
+TEST(DecoderShapePath, KeepsItsShapesThroughMessagesItCannotLearn) {
+  BothPaths both;
+  const std::string known =
+      R"({"call_id":"c1","start_time":"2026-11-17T10:00:00.250Z","caller":"1","callee":"2","duration_s":3,"answered":true})";
+  const std::string unknown =
+      R"({"call_id":"c2","start_time":"2026-11-17T10:00:00.250Z","caller":"1","callee":"2","duration_s":3,"answered":true,"x":1})";
+  ASSERT_TRUE(both.check(Stream::kCalls, known));
+  for (int i = 0; i < 2 * 4; ++i) ASSERT_TRUE(both.check(Stream::kCalls, unknown));
+  ASSERT_TRUE(both.check(Stream::kCalls, known));
+  const auto& n = both.fast.path_counts()[static_cast<size_t>(Stream::kCalls)];
+  EXPECT_EQ(n[static_cast<size_t>(DecodedBy::kShape)], 1u);
+  EXPECT_EQ(n[static_cast<size_t>(DecodedBy::kFlat)], 9u);
+}
+
 }  // namespace
 }  // namespace tocsin
