@@ -149,7 +149,8 @@ Metrics::Collector pipeline_collector(std::vector<const WorkerStats*> workers,
       age.metric.push_back(histogram_sample(workers, kEventAgeBucketsMs, 1e-3, [st](const WorkerStats& w) -> const auto& {
         return w.event_age[static_cast<size_t>(st)];
       }, {{"topic", topics[static_cast<size_t>(st)]}}));
-    for (auto* f : {&consumed, &processed, &failed, &decoded, &late, &last, &hist, &stages, &age}) out.push_back(std::move(*f));
+    for (auto* f : {&consumed, &processed, &failed, &decoded, &late, &last, &hist, &stages, &age})
+      out.push_back(std::move(*f));
   };
 }
 

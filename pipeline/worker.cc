@@ -26,7 +26,8 @@ void Worker::process(const RawMessage& m) {
 void Worker::publish_decode_paths() {
   const DecodePathCounts& counts = decoder_.path_counts();
   for (size_t s = 0; s < counts.size(); ++s)
-    for (size_t by = 0; by < counts[s].size(); ++by) stats_.decoded_by[s][by].store(counts[s][by], std::memory_order_relaxed);
+    for (size_t by = 0; by < counts[s].size(); ++by)
+      stats_.decoded_by[s][by].store(counts[s][by], std::memory_order_relaxed);
 }
 
 Worker::Instant Worker::handle_timed(const RawMessage& m, Instant started) {
