@@ -770,6 +770,7 @@ Engine::Engine(std::shared_ptr<const RuleSet> rules, SignalSink& sink, const Rul
   for (size_t i = 0; i < rules_->rules.size(); ++i) state_.push_back(std::make_unique<RuleState>());
   key_tables_ = make_key_tables(*rules_, state_);
   guess_at_ = guess_points(*rules_);
+  condition_memo_.assign(rules_->conditions.size(), 0);
 }
 
 Engine::~Engine() = default;
@@ -862,6 +863,7 @@ void Engine::replace_rules(std::shared_ptr<const RuleSet> next) {
   state_ = std::move(state);
   key_tables_ = std::move(tables);
   guess_at_ = guess_points(*rules_);
+  condition_memo_.assign(rules_->conditions.size(), 0);
 }
 
 EngineSnapshot Engine::snapshot() const {
@@ -1041,6 +1043,18 @@ void Engine::on_event(const Event& e) {
     switch (t.role) {
       case Trigger::kMain:
         bump(c.evaluations);
+        if (t.condition >= 0) {  // shared with other rules: tested once per event
+          uint64_t& m = condition_memo_[static_cast<size_t>(t.condition)];
+          if (m >> 1 != event_seq_) m = event_seq_ << 1 | set.conditions[static_cast<size_t>(t.condition)].test(ctx);
+          if (!(m & 1)) {
+            // The rules right after it with the same condition fail too: they
+            // are offered the event, not evaluated (up to the guess point).
+            const size_t end = std::min(ti + static_cast<size_t>(t.condition_run), guess_at > ti ? guess_at : SIZE_MAX);
+            for (size_t j = ti + 1; j < end; ++j) bump(counters_[static_cast<size_t>(triggers[j].rule)].evaluations);
+            ti = end - 1;
+            break;
+          }
+        }
         if (rule.match.where && !rule.match.where->test(ctx)) break;
         bump(c.matches);
         if (rule.kind == RuleKind::kWindow) on_window(t.rule, rule, e, c);

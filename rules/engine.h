@@ -166,6 +166,8 @@ class Engine final : public EventHandler {
   std::vector<std::unique_ptr<KeyTable>> key_tables_;
   GuessPoints guess_at_;
   uint64_t event_seq_ = 0;  // events seen: a key table's lookup is reused within one event
+  // Per RuleSet::conditions, its outcome for the event: event_seq_ << 1 | holds.
+  std::vector<uint64_t> condition_memo_;
   EngineOptions options_;
   std::string key_buffer_;
   std::array<std::string_view, kMaxGroupBy> key_parts_{};

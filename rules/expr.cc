@@ -1453,4 +1453,91 @@ double Expr::number(const EvalContext& ctx) const {
   return as_double(v);
 }
 
+std::vector<Expr> Expr::necessary_conditions() const {
+  using Step = Program::Step;
+  const Program& p = *program_;
+  std::vector<Expr> out;
+  const auto n = static_cast<int32_t>(p.steps.size());
+  if (type() != Type::kBool || n == 0) return out;
+  // reach[i]: whether step i can lead to true without taking step `skip`.
+  // Jumps go forward, so one backward pass decides every step.
+  std::vector<char> reach(static_cast<size_t>(n));
+  const auto leads = [&reach](int32_t to) { return to == Step::kTrue || (to >= 0 && reach[static_cast<size_t>(to)]); };
+  const auto sweep = [&](int32_t skip) {
+    for (int32_t i = n - 1; i >= 0; --i) {
+      const Step& st = p.steps[static_cast<size_t>(i)];
+      reach[static_cast<size_t>(i)] = i != skip && (leads(st.on_true) || leads(st.on_false));
+    }
+    return reach[0] != 0;
+  };
+  if (!sweep(-1)) return out;  // never true
+  const std::vector<char> from = reach;
+  for (int32_t i = 0; i < n; ++i) {
+    const Step& st = p.steps[static_cast<size_t>(i)];
+    if (st.kernel == Step::kGeneric || st.kernel >= Step::kAggregate || sweep(i)) continue;  // not on every way
+    reach = from;
+    const bool on_true = leads(st.on_true), on_false = leads(st.on_false);
+    if (on_true == on_false) continue;  // either outcome can still end true
+    // The leaf's nodes (a field or constant operand at most) in a program of
+    // their own, its string constants with them.
+    auto c = std::make_unique<Program>();
+    c->text = p.text;
+    const auto copy = [&](const auto& self, int at) -> int {
+      if (at < 0) return -1;
+      Program::Node node = p.nodes[static_cast<size_t>(at)];
+      node.a = self(self, node.a);
+      node.b = self(self, node.b);
+      const auto own = [&c](Value& v) {
+        if (!v.present || v.type != FieldType::kString) return;
+        c->strings.emplace_back(v.s);
+        v.s = c->strings.back();
+      };
+      own(node.k);
+      for (Value& v : node.list) own(v);
+      c->nodes.push_back(std::move(node));
+      return static_cast<int>(c->nodes.size()) - 1;
+    };
+    c->root = copy(copy, st.node);
+    if (!on_true) {
+      Program::Node no;
+      no.op = Op::kNot;
+      no.type = Type::kBool;
+      no.a = c->root;
+      c->nodes.push_back(no);
+      c->root = static_cast<int>(c->nodes.size()) - 1;
+    }
+    c->build_steps();
+    if (c->steps.size() != 1 || c->steps[0].kernel != st.kernel) continue;  // cannot happen: leaf() is the same
+    out.push_back(Expr(std::move(c)));
+  }
+  return out;
+}
+
+bool Expr::same_condition(const Expr& other) const {
+  using Step = Program::Step;
+  const auto& xs = program_->steps;
+  const auto& ys = other.program_->steps;
+  if (xs.size() != 1 || ys.size() != 1) return false;
+  const Step& x = xs[0];
+  const Step& y = ys[0];
+  if (x.kernel != y.kernel || x.kernel == Step::kGeneric || x.index != y.index || x.on_true != y.on_true ||
+      x.on_false != y.on_false)
+    return false;
+  const auto text = [](const Step::Chars& c) { return std::string_view(c.p, c.n); };
+  switch (x.kernel) {
+    case Step::kBool: return true;
+    case Step::kStrEq: case Step::kStrNe: case Step::kStartsWith: case Step::kEndsWith: case Step::kContains:
+      return text(x.k.str) == text(y.k.str);
+    case Step::kStrIn: case Step::kStrNotIn:
+      if (x.k.list.n != y.k.list.n) return false;
+      for (size_t i = 0; i < x.k.list.n; ++i)
+        if (x.k.list.p[i].s != y.k.list.p[i].s) return false;
+      return true;
+    default:
+      if (x.kernel >= Step::kAggregate) return false;
+      if (x.kernel >= Step::kDouble) return std::memcmp(&x.k.d, &y.k.d, sizeof x.k.d) == 0;
+      return x.k.i == y.k.i;
+  }
+}
+
 }  // namespace tocsin::rules

@@ -95,6 +95,16 @@ class Expr {
   double number(const EvalContext& ctx) const;
   const std::string& text() const;
 
+  // Conditions every event this boolean expression holds for passes, each as
+  // a one-condition Expr: the leaves of the compiled form that each way to
+  // true takes with the same outcome (`a`, `b` and `not c` of
+  // `a and b and not c`; none of `a or b`). Only leaves one kernel tests: a
+  // field against a constant, a string test of a field, a boolean field.
+  std::vector<Expr> necessary_conditions() const;
+  // Whether two conditions from necessary_conditions() test the same thing
+  // (false for any other expression).
+  bool same_condition(const Expr& other) const;
+
   struct Program;  // implementation detail (expr.cc)
 
  private:

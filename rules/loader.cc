@@ -700,6 +700,60 @@ std::string format_json(const std::vector<Diagnostic>& ds) {
   return out;
 }
 
+namespace {
+// Gives each rule of a trigger list the condition of its `where` that most
+// other rules of the list have too (at least one): the engine then tests it
+// once per event for all of them, as Esper's filter index shares a filter.
+void share_conditions(RuleSet& set) {
+  for (auto& by_kind : set.index)
+    for (std::vector<Trigger>& list : by_kind) {
+      std::vector<std::vector<Expr>> of(list.size());  // per trigger, its `where`'s conditions
+      std::vector<const Expr*> distinct;                // in this list
+      std::vector<size_t> rules, last;                  // per distinct: how many triggers, the last one counted
+      const auto find = [](const std::vector<const Expr*>& in, const Expr& c) {
+        size_t j = 0;
+        while (j < in.size() && !in[j]->same_condition(c)) ++j;
+        return j;
+      };
+      for (size_t i = 0; i < list.size(); ++i) {
+        const Match& m = set.rules[static_cast<size_t>(list[i].rule)].match;
+        if (list[i].role != Trigger::kMain || !m.where) continue;
+        of[i] = m.where->necessary_conditions();
+        for (const Expr& c : of[i]) {
+          const size_t j = find(distinct, c);
+          if (j == distinct.size()) {
+            distinct.push_back(&c);
+            rules.push_back(0);
+            last.push_back(SIZE_MAX);
+          }
+          if (last[j] != i) ++rules[j], last[j] = i;  // `a and a` counts once
+        }
+      }
+      std::vector<size_t> best(list.size(), SIZE_MAX);  // per trigger, the one of of[i] it takes
+      for (size_t i = 0; i < list.size(); ++i) {
+        size_t best_rules = 1;
+        for (size_t c = 0; c < of[i].size(); ++c) {
+          const size_t n = rules[find(distinct, of[i][c])];
+          if (n > best_rules) best[i] = c, best_rules = n;
+        }
+      }
+      for (size_t i = 0; i < list.size(); ++i) {  // `distinct` is not read from here on
+        if (best[i] == SIZE_MAX) continue;
+        std::vector<const Expr*> all;
+        for (const Expr& e : set.conditions) all.push_back(&e);
+        const size_t id = find(all, of[i][best[i]]);
+        if (id == all.size()) set.conditions.push_back(std::move(of[i][best[i]]));
+        list[i].condition = static_cast<int>(id);
+      }
+      for (size_t i = list.size(); i-- > 0;) {
+        Trigger& t = list[i];
+        if (t.condition < 0) continue;
+        t.condition_run = i + 1 < list.size() && list[i + 1].condition == t.condition ? list[i + 1].condition_run + 1 : 1;
+      }
+    }
+}
+}  // namespace
+
 LoadResult load_rules(const std::vector<Source>& sources, const TableCatalog* tables) {
   LoadResult result;
   auto set = std::make_shared<RuleSet>();
@@ -743,6 +797,7 @@ LoadResult load_rules(const std::vector<Source>& sources, const TableCatalog* ta
     if (r.kind == RuleKind::kSequence) add_trigger(r.then, {Trigger::kThen, ri, -1});
     add_trigger(r.match, {Trigger::kMain, ri, -1});
   }
+  share_conditions(*set);
   const bool has_error = std::any_of(result.diagnostics.begin(), result.diagnostics.end(),
                                      [](const Diagnostic& d) { return d.level == Diagnostic::Level::kError; });
   if (!has_error) result.rules = std::move(set);

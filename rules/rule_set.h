@@ -161,6 +161,13 @@ struct Trigger {
   enum Role : uint8_t { kMain, kThen, kUntil, kCancel, kExtend } role = kMain;
   int rule = 0;
   int deadline = -1;  // kUntil, kExtend
+  // kMain: a condition of RuleSet::conditions the rule's `where` implies and
+  // other rules of the same list share (-1: none). The engine tests it once
+  // per event and skips the rules whose condition fails.
+  int condition = -1;
+  // With a condition: how many triggers from this one on have it (the list's
+  // next ones, all kMain); when it fails, the engine skips them all at once.
+  int condition_run = 0;
   bool operator==(const Trigger&) const = default;
 };
 
@@ -171,6 +178,9 @@ struct RuleSet {
   std::vector<Calendar> calendars;  // declared in any loaded file; deadlines refer to them by index
   // index[stream][kind + 1] -> triggers (kind -1 = stream without kinds)
   std::array<std::vector<std::vector<Trigger>>, kStreamCount> index;
+  // Conditions shared by the `where` of several rules (Trigger::condition),
+  // each distinct (Expr::same_condition) across the whole set.
+  std::vector<Expr> conditions;
 
   const std::vector<Trigger>& rules_for(Stream s, int kind) const {
     return index[static_cast<size_t>(s)][static_cast<size_t>(kind + 1)];

@@ -172,6 +172,41 @@ TEST(EngineSweep, WaitsForAsManyEventsAsStatesItVisits) {
   EXPECT_EQ(h.engine->counters()[0].keys.load(), 1) << "not swept after 22 events";
 }
 
+// Rules that share a condition (RuleSet::conditions) fire exactly as they
+// would alone: it is tested afresh for every event, a run of rules is skipped
+// only while it fails, and skipped rules still count the event as offered.
+TEST(EngineConditions, SharedConditionsSkipOnlyTheRulesThatShareThem) {
+  OwnRules h(R"(rules:
+  - {id: r1, stream: calls, where: 'duration_s < 30 and caller == "1380"', alert: {severity: low}}
+  - {id: r2, stream: calls, where: 'duration_s < 30 and caller == "1390"', alert: {severity: low}}
+  - {id: r3, stream: calls, where: 'duration_s < 30 and not (caller == "1380")', alert: {severity: low}}
+  - {id: r4, stream: calls, where: 'duration_s >= 30 and caller == "1380"', alert: {severity: low}}
+  - {id: r5, stream: calls, alert: {severity: low}}
+)");
+  ASSERT_TRUE(h.engine);
+  const auto& triggers = h.engine->rule_set().rules_for(Stream::kCalls, -1);
+  ASSERT_EQ(triggers.size(), 5u);
+  EXPECT_EQ(triggers[0].condition_run, 3) << "r1..r3 share duration_s < 30";
+  EXPECT_GE(triggers[3].condition, 0) << "r4 shares caller == \"1380\" with r1";
+  const auto fired = [&h](const std::string& caller, int t_s, int duration_s) {
+    h.rec.got.clear();
+    h.call(caller, t_s * 1000, duration_s);
+    std::string ids;
+    for (const Recorded& r : h.rec.got) ids += r.rule + " ";
+    return ids;
+  };
+  EXPECT_EQ(fired("1390", 1, 50), "r5 ");
+  EXPECT_EQ(fired("1380", 2, 10), "r1 r5 ") << "the condition is tested again for each event";
+  EXPECT_EQ(fired("1380", 3, 50), "r4 r5 ") << "the skip stops at the end of the run";
+  EXPECT_EQ(fired("1390", 4, 5), "r2 r3 r5 ");
+  const auto counters = h.engine->counters();
+  const uint64_t matches[] = {1, 1, 1, 1, 4};
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(counters[i].evaluations.load(), 4u) << "rule r" << i + 1;
+    EXPECT_EQ(counters[i].matches.load(), matches[i]) << "rule r" << i + 1;
+  }
+}
+
 // A hot key (a busy cell, a call centre's trunk number) can hold far more events
 // in its sliding window than the ring's first sizes: 70 000 in one hour here.
 TEST(EngineHotKey, SlidingWindowHoldsMoreThan65536EventsOfOneKey) {

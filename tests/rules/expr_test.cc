@@ -161,6 +161,95 @@ TEST_F(ExprTest, StepsAgreeWithTheGeneralEvaluator) {
   EXPECT_LT(held, checked * 9 / 10);
 }
 
+// A condition from necessary_conditions() holds whenever its expression does
+// (the engine skips a rule whose condition fails without evaluating it).
+TEST_F(ExprTest, NecessaryConditionsHoldWheneverTheExpressionDoes) {
+  const std::vector<std::string> leaves = {
+      "answered", "duration_s < 17", "duration_s >= 17", "duration_s > 16.5", R"(caller_class == "virtual_170")",
+      R"(origin != "domestic")", R"(caller_class in ["virtual_170", "international"])", R"(starts_with(display_number, "95"))",
+      R"(matches(display_number, "^95"))", "duration_s + 0 > 10"};
+  const StreamSchema& schema = schema_of(Stream::kCalls);
+  const auto slot = [&schema](std::string_view name) { return static_cast<size_t>(schema.slot_of(name)); };
+  const Value absent{};
+  const std::vector<Value> durations = {absent, Value::of_int(16), Value::of_int(17), Value::of_int(18)};
+  const std::vector<Value> answers = {absent, Value::of_bool(true), Value::of_bool(false)};
+  const std::vector<Value> classes = {absent, Value::of_string("virtual_170"), Value::of_string("mobile")};
+  const std::vector<Value> origins = {absent, Value::of_string("international"), Value::of_string("domestic")};
+  const std::vector<Value> displays = {absent, Value::of_string("95588"), Value::of_string("1234555")};
+  std::mt19937 rng(11);
+  const auto pick = [&rng](const auto& v) { return v[std::uniform_int_distribution<size_t>(0, v.size() - 1)(rng)]; };
+  std::function<std::string(int)> condition = [&](int depth) -> std::string {
+    const int shape = depth == 0 ? 0 : std::uniform_int_distribution<int>(0, 3)(rng);
+    if (shape == 0) return pick(leaves);
+    if (shape == 1) return "not (" + condition(depth - 1) + ")";
+    return "(" + condition(depth - 1) + (shape == 2 ? " and " : " or ") + condition(depth - 1) + ")";
+  };
+  size_t found = 0, held = 0;
+  for (int i = 0; i < 1500; ++i) {
+    const std::string text = condition(3);
+    ExprError err;
+    const auto e = Expr::compile(text, scope, err);
+    ASSERT_TRUE(e) << text << ": " << err.code << " " << err.message;
+    const std::vector<Expr> conditions = e->necessary_conditions();
+    found += conditions.size();
+    for (int j = 0; j < 20; ++j) {
+      Event ev = event;
+      ev.slots[slot("duration_s")] = pick(durations);
+      ev.slots[slot("answered")] = pick(answers);
+      ev.slots[slot("caller_class")] = pick(classes);
+      ev.slots[slot("origin")] = pick(origins);
+      ev.slots[slot("display_number")] = pick(displays);
+      const EvalContext ctx{&ev};
+      if (!e->test(ctx)) continue;
+      ++held;
+      for (const Expr& c : conditions) ASSERT_TRUE(c.test(ctx)) << text << ": its condition failed";
+    }
+  }
+  EXPECT_GT(found, 1000u);  // the property was exercised
+  EXPECT_GT(held, 3000u);
+}
+
+TEST_F(ExprTest, NecessaryConditionsAreTheConjunctsOneKernelTests) {
+  const auto conditions = [this](std::string_view text) {
+    ExprError err;
+    auto e = Expr::compile(text, scope, err);
+    EXPECT_TRUE(e) << text;
+    return e ? e->necessary_conditions() : std::vector<Expr>{};
+  };
+  EXPECT_EQ(conditions("duration_s < 30 and answered").size(), 2u);
+  EXPECT_EQ(conditions("duration_s < 30 or answered").size(), 0u);
+  EXPECT_EQ(conditions(R"(matches(display_number, "^95") and duration_s + 0 > 1)").size(), 0u);  // no kernel
+  EXPECT_EQ(conditions("not (duration_s < 30 or answered)").size(), 2u);
+  const auto one = conditions("(duration_s > 600 or answered) and not answered");
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_FALSE(one[0].test(EvalContext{&event}));  // `not answered`, and the event was answered
+
+  // The same test of the same field against the same constant, whatever the rest.
+  const auto a = conditions(R"(caller_class in ["virtual_170", "international"] and duration_s > 0)");
+  const auto b = conditions(R"(duration_s > 100 and caller_class in ["virtual_170", "international"])");
+  const auto c = conditions(R"(caller_class in ["virtual_170", "mobile"] and not answered)");
+  const auto d = conditions("answered and duration_s > 0");
+  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(b.size(), 2u);
+  ASSERT_EQ(c.size(), 2u);
+  ASSERT_EQ(d.size(), 2u);
+  const auto shares = [](const std::vector<Expr>& x, const std::vector<Expr>& y) {
+    size_t n = 0;
+    for (const Expr& p : x)
+      for (const Expr& q : y) n += p.same_condition(q);
+    return n;
+  };
+  EXPECT_EQ(shares(a, b), 1u);  // the list; not duration_s > 0 and > 100
+  EXPECT_EQ(shares(a, c), 0u);  // another list
+  EXPECT_EQ(shares(a, d), 1u);  // duration_s > 0
+  EXPECT_EQ(shares(c, d), 0u);  // `not answered` is not `answered`
+  EXPECT_EQ(shares(c, c), 2u);
+  ExprError err;
+  const auto two = Expr::compile("answered and duration_s > 0", scope, err);
+  ASSERT_TRUE(two);
+  EXPECT_FALSE(two->same_condition(d[0])) << "an expression of two tests is no condition";
+}
+
 // number() reads the shapes scores use (an aggregate, a field, a constant, or
 // one double-typed operation on two of them) without the general evaluator:
 // with absent (NaN) aggregates, absent fields and zero divisors it must agree with it.

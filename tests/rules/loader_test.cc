@@ -46,6 +46,45 @@ TEST(Loader, CompilesAndIndexesRules) {
   EXPECT_TRUE(s.rules_for(Stream::kComplaints, 0).empty());
 }
 
+// Rules of one trigger list whose `where` have a condition in common share
+// it: the engine tests it once per event and skips a run of them when it fails.
+TEST(Loader, SharesConditionsBetweenRulesOfOneList) {
+  const auto r = load(R"(rules:
+  - {id: a, stream: calls, where: 'duration_s > 300 and not answered', alert: {severity: low}}
+  - {id: b, stream: calls, where: 'not answered and duration_s > 600', alert: {severity: low}}
+  - {id: c, stream: calls, where: 'duration_s > 600 or answered', alert: {severity: low}}
+  - {id: d, stream: calls, where: 'starts_with(callee, "170") and not answered', alert: {severity: low}}
+  - {id: e, stream: calls, where: 'duration_s > 300', alert: {severity: low}}
+  - {id: f, stream: calls, alert: {severity: low}}
+  - {id: g, stream: faults, on: [opened], where: 'households > 10', alert: {severity: low}}
+)");
+  ASSERT_TRUE(r.ok()) << (r.diagnostics.empty() ? "" : format_text(r.diagnostics[0]));
+  const RuleSet& s = *r.rules;
+  const auto& calls = s.rules_for(Stream::kCalls, -1);
+  ASSERT_EQ(calls.size(), 6u);
+  // `not answered` is in three rules, `duration_s > 300` in two, `duration_s > 600` in b only
+  // (c's is no condition: `or`): a, b and d take `not answered`, e `duration_s > 300`.
+  ASSERT_EQ(s.conditions.size(), 2u);
+  EXPECT_EQ(calls[0].condition, 0);
+  EXPECT_EQ(calls[1].condition, 0);
+  EXPECT_EQ(calls[2].condition, -1);
+  EXPECT_EQ(calls[3].condition, 0);
+  EXPECT_EQ(calls[4].condition, 1);
+  EXPECT_EQ(calls[5].condition, -1);
+  // Runs: a and b are next to each other; d and e each stand alone.
+  EXPECT_EQ(calls[0].condition_run, 2);
+  EXPECT_EQ(calls[1].condition_run, 1);
+  EXPECT_EQ(calls[3].condition_run, 1);
+  EXPECT_EQ(calls[4].condition_run, 1);
+  const int opened = schema_of(Stream::kFaults).kind_index("opened");
+  EXPECT_EQ(s.rules_for(Stream::kFaults, opened)[0].condition, -1) << "no other rule to share with";
+  Event answered, silent;
+  answered.slots[static_cast<size_t>(schema_of(Stream::kCalls).slot_of("answered"))] = Value::of_bool(true);
+  silent.slots[static_cast<size_t>(schema_of(Stream::kCalls).slot_of("answered"))] = Value::of_bool(false);
+  EXPECT_FALSE(s.conditions[0].test(EvalContext{&answered}));
+  EXPECT_TRUE(s.conditions[0].test(EvalContext{&silent}));
+}
+
 TEST(Loader, VersionChangesWithContent) {
   EXPECT_NE(load(kGood).rules->version, load(std::string(kGood) + "\n# changed\n").rules->version);
 }
