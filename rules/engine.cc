@@ -489,9 +489,20 @@ class KeyIndex {
   };
   bool same(const Slot& s, std::string_view k) const {
     if (s.len > kInline) return entries_[s.entry].key == k;
-    if (s.len != k.size()) return false;
-    for (size_t i = 0; i < s.len; ++i)
-      if (s.key[i] != k[i]) return false;
+    return s.len == k.size() && same_short(s.key, k.data(), k.size());
+  }
+  // a[0, n) == b[0, n) for n <= kInline, in at most three overlapping loads a side.
+  static bool same_short(const char* a, const char* b, size_t n) {
+    const auto diff = [a, b](size_t at, auto word) {
+      decltype(word) x, y;
+      std::memcpy(&x, a + at, sizeof x);
+      std::memcpy(&y, b + at, sizeof y);
+      return static_cast<uint64_t>(x ^ y);
+    };
+    if (n >= 8) return (diff(0, uint64_t{}) | diff(n - 8, uint64_t{}) | (n > 16 ? diff(8, uint64_t{}) : 0)) == 0;
+    if (n >= 4) return (diff(0, uint32_t{}) | diff(n - 4, uint32_t{})) == 0;
+    for (size_t i = 0; i < n; ++i)
+      if (a[i] != b[i]) return false;
     return true;
   }
   void place(uint32_t e) {
@@ -698,7 +709,8 @@ struct Engine::KeyTable {
   Stream stream = Stream::kCalls;
   std::vector<int> slots;  // group_by
   std::vector<int> rules;  // rule indices, by position
-  std::vector<uint8_t> lines;  // by position: hot_lines() of the rule
+  // Byte offsets, in an entry's row of states, of the lines its rules use (hot_lines).
+  std::vector<uint32_t> hot;
   KeyIndex index;
   std::vector<uint32_t> live;  // by entry: rules with a live state for the key
   std::vector<WindowKey> states;
@@ -716,10 +728,8 @@ struct Engine::KeyTable {
   // Starts loading the lines of entry `e`'s states that the table's rules use
   // (hot_lines), so that their cache misses overlap instead of queueing.
   void prefetch_states(uint32_t e) {
-    for (size_t r = 0; r < rules.size(); ++r) {
-      const char* k = reinterpret_cast<const char*>(&state(e, static_cast<int>(r)));
-      for (uint8_t m = lines[r]; m; m &= m - 1) __builtin_prefetch(k + 64 * __builtin_ctz(m), 1);
-    }
+    const char* row = reinterpret_cast<const char*>(&states[e * rules.size()]);
+    for (const uint32_t at : hot) __builtin_prefetch(row + at, 1);
     asm volatile("");  // GCC deletes calls to functions that only prefetch
   }
 
@@ -793,7 +803,8 @@ std::vector<std::unique_ptr<Engine::KeyTable>> Engine::make_key_tables(
     rs.key_table = static_cast<int>(t);
     rs.key_pos = static_cast<int>(tables[t]->rules.size());
     tables[t]->rules.push_back(static_cast<int>(i));
-    tables[t]->lines.push_back(hot_lines(r));
+    for (uint8_t m = hot_lines(r); m; m &= m - 1)
+      tables[t]->hot.push_back(static_cast<uint32_t>(rs.key_pos * sizeof(WindowKey) + 64 * __builtin_ctz(m)));
   }
   return tables;
 }
