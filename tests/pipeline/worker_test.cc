@@ -183,7 +183,7 @@ TEST(StageClock, RunsAtTheRateOfTheSteadyClock) {
   EXPECT_NEAR(best, 1.0, 0.02) << "stage clock ns per steady_clock ns";
 }
 
-TEST(Worker, StageDurationsAndEventAgesAreObservedPerEvent) {
+TEST(Worker, StageDurationsAndEventAgesAreObserved) {
   const int64_t now = 1790000000000;
   auto call = [](const char* id, int64_t t) {
     return std::string(R"({"call_id":")") + id + R"(","start_time":)" + std::to_string(t) +
@@ -209,15 +209,53 @@ TEST(Worker, StageDurationsAndEventAgesAreObservedPerEvent) {
   w.run_once(0);
   ASSERT_EQ(sink.alerts.size(), 4u);
   ASSERT_EQ(sink.dead.size(), 1u);
-  EXPECT_EQ(count(stats.stage[static_cast<int>(Stage::kDecode)]), 5u) << "every message is decoded";
-  EXPECT_EQ(count(stats.stage[static_cast<int>(Stage::kEvaluate)]), 4u) << "every event reaching the rules";
+  // Decode and evaluate: the first message of every 16 is timed, for 16 (StageTimingIsSampled).
+  EXPECT_EQ(count(stats.stage[static_cast<int>(Stage::kDecode)]), kStageSampleEvery);
+  EXPECT_EQ(count(stats.stage[static_cast<int>(Stage::kEvaluate)]), kStageSampleEvery);
   EXPECT_EQ(count(stats.stage[static_cast<int>(Stage::kProduce)]), 5u) << "4 alerts and 1 dead letter";
+  uint64_t latencies = 0;
+  for (const auto& b : stats.latency_buckets) latencies += b;
+  EXPECT_EQ(latencies, 4u) << "every event reaching the rules";
   const auto& age = stats.event_age[static_cast<int>(Stream::kCalls)];
   EXPECT_EQ(count(age), 4u);
   EXPECT_EQ(age.buckets[0], 2u) << "now and from the future: <= 10 ms (the steady clock adds little)";
   EXPECT_EQ(age.buckets[8], 1u) << "4 s: in (2.5 s, 5 s]";
   EXPECT_EQ(age.buckets[kEventAgeBucketsMs.size()], 1u) << "20 min: above 10 min";
   EXPECT_GE(age.sum, 4000u + 1200000u);
+}
+
+// Decode and evaluate are timed on messages 1, 17, 33, … (one stage clock
+// read per message saved on the others), each standing for kStageSampleEvery;
+// a message that fails to decode is timed like any other.
+TEST(Worker, StageTimingIsSampled) {
+  const int64_t now = 1790000000000;
+  VectorSource src;
+  src.batches.resize(1);
+  std::vector<std::string> payloads;
+  for (int i = 0; i < 33; ++i)
+    payloads.push_back(i == 16 ? std::string("{broken")
+                               : R"({"call_id":"c)" + std::to_string(i) + R"(","start_time":)" + std::to_string(now) +
+                                     R"(,"caller":"1","callee":"2","duration_s":1,"answered":true})");
+  for (const std::string& p : payloads) {
+    RawMessage m;
+    m.payload = p;
+    m.source = {"calls", 0, 0};
+    src.batches[0].push_back(m);
+  }
+  RecordingSink sink;
+  WorkerStats stats;
+  AlertingHandler handler(sink);
+  ManualClock clock(now);
+  Worker w(src, sink, handler, clock, DecodeLimits{}, stats);
+  w.run_once(0);
+  ASSERT_EQ(sink.alerts.size(), 32u);
+  EXPECT_EQ(count(stats.stage[static_cast<int>(Stage::kDecode)]), 3 * kStageSampleEvery) << "messages 1, 17 and 33";
+  EXPECT_EQ(count(stats.stage[static_cast<int>(Stage::kEvaluate)]), 2 * kStageSampleEvery)
+      << "message 17 did not decode: it never reached the rules";
+  EXPECT_EQ(stats.stage[static_cast<int>(Stage::kDecode)].sum % kStageSampleEvery, 0u) << "sums are weighted too";
+  uint64_t latencies = 0;
+  for (const auto& b : stats.latency_buckets) latencies += b;
+  EXPECT_EQ(latencies, 32u) << "latency stays per event";
 }
 
 }  // namespace
