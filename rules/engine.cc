@@ -697,6 +697,9 @@ struct Engine::RuleState {
   KeyedValues<Clocks> clocks;
   TimerQueue timers;
   int64_t newest = INT64_MIN;  // newest event time seen by the rule (its watermark)
+  // Window rules: a bit per aggregate that an event entering or leaving the
+  // window changes (not count, rate, baseline: they need no per-event work).
+  uint8_t per_event = 0;
 };
 
 // The window keys of one (stream, group_by), shared by every window rule with
@@ -793,6 +796,12 @@ std::vector<std::unique_ptr<Engine::KeyTable>> Engine::make_key_tables(
     RuleState& rs = *state[i];
     rs.key_table = rs.key_pos = -1;
     if (r.kind != RuleKind::kWindow) continue;
+    rs.per_event = 0;
+    for (size_t a = 0; a < r.aggregates.size(); ++a) {
+      const AggregateKind kind = r.aggregates[a].kind;
+      if (kind != AggregateKind::kCount && kind != AggregateKind::kRate && kind != AggregateKind::kBaseline)
+        rs.per_event |= static_cast<uint8_t>(1u << a);
+    }
     size_t t = 0;
     while (t < tables.size() && !(tables[t]->stream == r.match.stream && tables[t]->slots == r.match.key)) ++t;
     if (t == tables.size()) {
@@ -1156,7 +1165,8 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
       const int64_t horizon = std::max(k.newest, e.time_ms) - size;
       while (!k.ring.empty() && k.start <= horizon) {  // start: the time of the ring's front
         const uint64_t* old = k.ring.front().payload();
-        for (size_t a = 0; a < naggs; ++a) {
+        for (uint8_t m = rs.per_event; m; m &= static_cast<uint8_t>(m - 1)) {
+          const auto a = static_cast<size_t>(__builtin_ctz(m));
           switch (rule.aggregates[a].kind) {
             case AggregateKind::kCountDistinct: k.distinct(a).remove(old[a]); break;
             case AggregateKind::kCountIf: k.acc[a] -= static_cast<double>(old[a]); break;
@@ -1204,7 +1214,8 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
 
   // Add the event.
   uint64_t payload[kMaxAggregates] = {};
-  for (size_t a = 0; a < naggs; ++a) {
+  for (uint8_t m = rs.per_event; m; m &= static_cast<uint8_t>(m - 1)) {
+    const auto a = static_cast<size_t>(__builtin_ctz(m));
     const Aggregate& agg = rule.aggregates[a];
     switch (agg.kind) {
       case AggregateKind::kCount: case AggregateKind::kRate: case AggregateKind::kBaseline: break;
