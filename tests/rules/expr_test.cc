@@ -61,98 +61,71 @@ TEST_F(ExprTest, ComparisonsAndLogic) {
   EXPECT_TRUE(eval("caller > \"1\" and caller == '17012345678'"));
 }
 
+// Random conditions over some leaves, and calls with random values of the
+// fields the leaves read (absent ones included), to test them on.
+class RandomConditions {
+ public:
+  RandomConditions(std::vector<std::string> leaves, unsigned seed) : leaves_(std::move(leaves)), rng_(seed) {}
+  // `depth` levels of `not`, `and` and `or` above the leaves.
+  std::string condition(int depth) {
+    const int shape = depth == 0 ? 0 : std::uniform_int_distribution<int>(0, 3)(rng_);
+    if (shape == 0) return pick(leaves_);
+    if (shape == 1) return "not (" + condition(depth - 1) + ")";
+    return "(" + condition(depth - 1) + (shape == 2 ? " and " : " or ") + condition(depth - 1) + ")";
+  }
+  Event call(const Event& base) {
+    const auto slot = [](std::string_view name) { return static_cast<size_t>(schema_of(Stream::kCalls).slot_of(name)); };
+    const Value absent{};
+    Event ev = base;
+    ev.slots[slot("duration_s")] = pick(std::vector<Value>{absent, Value::of_int(16), Value::of_int(17), Value::of_int(18),
+                                                           Value::of_double(17.0) /* mistyped: the general path */});
+    ev.slots[slot("answered")] = pick(std::vector<Value>{absent, Value::of_bool(true), Value::of_bool(false)});
+    ev.slots[slot("caller_class")] =
+        pick(std::vector<Value>{absent, Value::of_string("virtual_170"), Value::of_string("mobile")});
+    ev.slots[slot("origin")] =
+        pick(std::vector<Value>{absent, Value::of_string("international"), Value::of_string("domestic")});
+    ev.slots[slot("display_number")] =
+        pick(std::vector<Value>{absent, Value::of_string("95588"), Value::of_string("1234555")});
+    return ev;
+  }
+  template <typename T>
+  T pick(const std::vector<T>& v) {
+    return v[std::uniform_int_distribution<size_t>(0, v.size() - 1)(rng_)];
+  }
+
+ private:
+  std::vector<std::string> leaves_;
+  std::mt19937 rng_;
+};
+
 // A comparison of a field or an aggregate with a constant is one step of its own
 // (Program::leaf); `x + 0` keeps the general path. Both must agree,
 // absent (NaN) aggregates included.
-TEST_F(ExprTest, SpecialisedComparisonsAgreeWithTheGeneralPath) {
-  const double nan = std::numeric_limits<double>::quiet_NaN();
-  for (const char* op : {"==", "!=", "<", "<=", ">", ">="}) {
-    for (const char* k : {"16", "17", "18", "17.0", "16.5"}) {
-      const std::string fast = std::string("duration_s ") + op + " " + k;
-      const std::string slow = std::string("duration_s + 0 ") + op + " " + k;
-      EXPECT_EQ(eval(fast), eval(slow)) << fast;
-      for (double agg : {nan, 2.9, 3.0, 17.0, -1.0}) {
-        const std::string afast = std::string("strangers ") + op + " " + k;
-        const std::string aslow = std::string("strangers + 0 ") + op + " " + k;
-        EXPECT_EQ(eval(afast, agg), eval(aslow, agg)) << afast << " with " << agg;
-      }
-    }
-  }
-  EXPECT_TRUE(eval("strangers >= 3", 3));
-  EXPECT_FALSE(eval("strangers >= 3", nan));
-  EXPECT_FALSE(eval("strangers != 3", nan));  // absent: every comparison is false
-}
-
-// `and` and `or` evaluate their cheaper operand first (Program::specialise):
-// whichever order the rule writes, and with absent fields read as false, the
-// result is the two-valued one.
-TEST_F(ExprTest, AndOrAgreeWhicheverOperandIsCheaper) {
-  const char* cheap[] = {"answered", "not answered", "origin == \"x\"" /* absent */, "duration_s > 10", "duration_s > 20"};
-  const char* dear[] = {"hour_of_day(start_time) < 12", "hour_of_day(start_time) >= 12", "matches(display_number, \"^95\")",
-                        "matches(callee, \"^95\")", "hour_of_day(sim_activated_at) < 25" /* absent */};
-  for (const char* c : cheap)
-    for (const char* d : dear) {
-      const bool x = eval(c), y = eval(d);
-      for (const auto& [op, want] : {std::pair{" and ", x && y}, std::pair{" or ", x || y}}) {
-        EXPECT_EQ(eval(std::string(d) + op + c), want) << d << op << c;
-        EXPECT_EQ(eval(std::string(c) + op + d), want) << c << op << d;
-        EXPECT_EQ(eval(std::string("not (") + d + op + c + ")"), !want) << d << op << c;
-      }
-    }
-}
-
-// Conditions run as jumping code whose steps test the common leaves in place
-// (Program::run); the general evaluator is the reference. Random and/or/not
-// trees over every kind of leaf, on events with present, absent, boundary and
-// (for the general fallback) mistyped values, must agree with it.
 TEST_F(ExprTest, StepsAgreeWithTheGeneralEvaluator) {
-  const std::vector<std::string> leaves = {
-      "answered", "duration_s < 17", "duration_s <= 17", "duration_s == 17", "duration_s != 17", "duration_s > 17",
-      "duration_s >= 17", "duration_s > 16.5", "duration_s <= 17.0", "duration_s != 17.0", "start_time > 1795000000000",
-      R"(caller_class == "virtual_170")", R"(caller_class != "mobile")", R"(origin == "international")",
-      R"(caller_class in ["virtual_170", "international"])", R"(origin not in ["domestic"])", "duration_s in [1, 17]",
-      R"(starts_with(callee, "139"))", R"(ends_with(caller, "678"))", R"(contains(display_number, "55"))",
-      "strangers >= 3", "strangers != 3", "strangers < 2.5", "strangers == 3", R"(matches(display_number, "^95"))",
-      "hour_of_day(start_time, 8h) < 8", R"(caller > "1")", "answered == true", "duration_s + 0 > 10",
-      "sim_activated_at < start_time", "cell_id == null", "true", "false"};
-  const StreamSchema& schema = schema_of(Stream::kCalls);
-  const auto slot = [&schema](std::string_view name) { return static_cast<size_t>(schema.slot_of(name)); };
-  const Value absent{};
-  const std::vector<Value> durations = {absent, Value::of_int(16), Value::of_int(17), Value::of_int(18),
-                                        Value::of_double(17.0) /* mistyped: the general path */};
-  const std::vector<Value> answers = {absent, Value::of_bool(true), Value::of_bool(false)};
-  const std::vector<Value> classes = {absent, Value::of_string("virtual_170"), Value::of_string("mobile")};
-  const std::vector<Value> origins = {absent, Value::of_string("international"), Value::of_string("domestic")};
-  const std::vector<Value> displays = {absent, Value::of_string("95588"), Value::of_string("1234555")};
+  RandomConditions random(
+      {"answered", "duration_s < 17", "duration_s <= 17", "duration_s == 17", "duration_s != 17", "duration_s > 17",
+       "duration_s >= 17", "duration_s > 16.5", "duration_s <= 17.0", "duration_s != 17.0", "start_time > 1795000000000",
+       R"(caller_class == "virtual_170")", R"(caller_class != "mobile")", R"(origin == "international")",
+       R"(caller_class in ["virtual_170", "international"])", R"(origin not in ["domestic"])", "duration_s in [1, 17]",
+       R"(starts_with(callee, "139"))", R"(ends_with(caller, "678"))", R"(contains(display_number, "55"))",
+       "strangers >= 3", "strangers != 3", "strangers < 2.5", "strangers == 3", R"(matches(display_number, "^95"))",
+       "hour_of_day(start_time, 8h) < 8", R"(caller > "1")", "answered == true", "duration_s + 0 > 10",
+       "sim_activated_at < start_time", "cell_id == null", "true", "false"},
+      7);
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  const std::vector<double> strangers = {nan, 2, 3, 4};
-  std::mt19937 rng(7);
-  const auto pick = [&rng](const auto& v) { return v[std::uniform_int_distribution<size_t>(0, v.size() - 1)(rng)]; };
-  std::function<std::string(int)> condition = [&](int depth) -> std::string {
-    const int shape = depth == 0 ? 0 : std::uniform_int_distribution<int>(0, 3)(rng);
-    if (shape == 0) return pick(leaves);
-    if (shape == 1) return "not (" + condition(depth - 1) + ")";
-    return "(" + condition(depth - 1) + (shape == 2 ? " and " : " or ") + condition(depth - 1) + ")";
-  };
   int held = 0, checked = 0;
   for (int i = 0; i < 1500; ++i) {
-    const std::string text = condition(4);
+    const std::string text = random.condition(4);
     ExprError err;
     const auto e = Expr::compile(text, scope, err);
     ASSERT_TRUE(e) << text << ": " << err.code << " " << err.message;
     for (int j = 0; j < 20; ++j) {
-      Event ev = event;
-      ev.slots[slot("duration_s")] = pick(durations);
-      ev.slots[slot("answered")] = pick(answers);
-      ev.slots[slot("caller_class")] = pick(classes);
-      ev.slots[slot("origin")] = pick(origins);
-      ev.slots[slot("display_number")] = pick(displays);
-      const double aggs[] = {pick(strangers)};
+      const Event ev = random.call(event);
+      const double aggs[] = {random.pick(std::vector<double>{nan, 2, 3, 4})};
       const EvalContext ctx{&ev, aggs};
       const bool got = e->test(ctx);
       const Value want = e->evaluate(ctx);
-      ASSERT_EQ(got, want.present && want.b) << text << " with duration_s " << ev.slots[slot("duration_s")].i
-                                              << ", strangers " << aggs[0];
+      ASSERT_EQ(got, want.present && want.b) << text << " with strangers " << aggs[0];
       held += got;
       ++checked;
     }
@@ -164,41 +137,21 @@ TEST_F(ExprTest, StepsAgreeWithTheGeneralEvaluator) {
 // A condition from necessary_conditions() holds whenever its expression does
 // (the engine skips a rule whose condition fails without evaluating it).
 TEST_F(ExprTest, NecessaryConditionsHoldWheneverTheExpressionDoes) {
-  const std::vector<std::string> leaves = {
-      "answered", "duration_s < 17", "duration_s >= 17", "duration_s > 16.5", R"(caller_class == "virtual_170")",
-      R"(origin != "domestic")", R"(caller_class in ["virtual_170", "international"])", R"(starts_with(display_number, "95"))",
-      R"(matches(display_number, "^95"))", "duration_s + 0 > 10"};
-  const StreamSchema& schema = schema_of(Stream::kCalls);
-  const auto slot = [&schema](std::string_view name) { return static_cast<size_t>(schema.slot_of(name)); };
-  const Value absent{};
-  const std::vector<Value> durations = {absent, Value::of_int(16), Value::of_int(17), Value::of_int(18)};
-  const std::vector<Value> answers = {absent, Value::of_bool(true), Value::of_bool(false)};
-  const std::vector<Value> classes = {absent, Value::of_string("virtual_170"), Value::of_string("mobile")};
-  const std::vector<Value> origins = {absent, Value::of_string("international"), Value::of_string("domestic")};
-  const std::vector<Value> displays = {absent, Value::of_string("95588"), Value::of_string("1234555")};
-  std::mt19937 rng(11);
-  const auto pick = [&rng](const auto& v) { return v[std::uniform_int_distribution<size_t>(0, v.size() - 1)(rng)]; };
-  std::function<std::string(int)> condition = [&](int depth) -> std::string {
-    const int shape = depth == 0 ? 0 : std::uniform_int_distribution<int>(0, 3)(rng);
-    if (shape == 0) return pick(leaves);
-    if (shape == 1) return "not (" + condition(depth - 1) + ")";
-    return "(" + condition(depth - 1) + (shape == 2 ? " and " : " or ") + condition(depth - 1) + ")";
-  };
+  RandomConditions random(
+      {"answered", "duration_s < 17", "duration_s >= 17", "duration_s > 16.5", R"(caller_class == "virtual_170")",
+       R"(origin != "domestic")", R"(caller_class in ["virtual_170", "international"])",
+       R"(starts_with(display_number, "95"))", R"(matches(display_number, "^95"))", "duration_s + 0 > 10"},
+      11);
   size_t found = 0, held = 0;
   for (int i = 0; i < 1500; ++i) {
-    const std::string text = condition(3);
+    const std::string text = random.condition(3);
     ExprError err;
     const auto e = Expr::compile(text, scope, err);
     ASSERT_TRUE(e) << text << ": " << err.code << " " << err.message;
     const std::vector<Expr> conditions = e->necessary_conditions();
     found += conditions.size();
     for (int j = 0; j < 20; ++j) {
-      Event ev = event;
-      ev.slots[slot("duration_s")] = pick(durations);
-      ev.slots[slot("answered")] = pick(answers);
-      ev.slots[slot("caller_class")] = pick(classes);
-      ev.slots[slot("origin")] = pick(origins);
-      ev.slots[slot("display_number")] = pick(displays);
+      const Event ev = random.call(event);
       const EvalContext ctx{&ev};
       if (!e->test(ctx)) continue;
       ++held;
