@@ -705,44 +705,40 @@ namespace {
 // other rules of the list have too (at least one): the engine then tests it
 // once per event for all of them, as Esper's filter index shares a filter.
 void share_conditions(RuleSet& set) {
+  // The index of `c` among the conditions `at(0..n)` (n when none is the same).
+  const auto find = [](size_t n, const auto& at, const Expr& c) {
+    size_t j = 0;
+    while (j < n && !at(j).same_condition(c)) ++j;
+    return j;
+  };
   for (auto& by_kind : set.index)
     for (std::vector<Trigger>& list : by_kind) {
-      std::vector<std::vector<Expr>> of(list.size());  // per trigger, its `where`'s conditions
-      std::vector<const Expr*> distinct;                // in this list
-      std::vector<size_t> rules, last;                  // per distinct: how many triggers, the last one counted
-      const auto find = [](const std::vector<const Expr*>& in, const Expr& c) {
-        size_t j = 0;
-        while (j < in.size() && !in[j]->same_condition(c)) ++j;
-        return j;
-      };
+      std::vector<std::vector<Expr>> of(list.size());     // per trigger, its `where`'s conditions
+      std::vector<std::vector<size_t>> kind(list.size());  // per trigger and condition: its index in `distinct`
+      std::vector<const Expr*> distinct;                   // in this list
+      std::vector<size_t> rules, last;                     // per distinct: how many triggers, the last one counted
       for (size_t i = 0; i < list.size(); ++i) {
         const Match& m = set.rules[static_cast<size_t>(list[i].rule)].match;
         if (list[i].role != Trigger::kMain || !m.where) continue;
         of[i] = m.where->necessary_conditions();
         for (const Expr& c : of[i]) {
-          const size_t j = find(distinct, c);
+          const size_t j = find(distinct.size(), [&](size_t k) -> const Expr& { return *distinct[k]; }, c);
           if (j == distinct.size()) {
             distinct.push_back(&c);
             rules.push_back(0);
             last.push_back(SIZE_MAX);
           }
           if (last[j] != i) ++rules[j], last[j] = i;  // `a and a` counts once
+          kind[i].push_back(j);
         }
       }
-      std::vector<size_t> best(list.size(), SIZE_MAX);  // per trigger, the one of of[i] it takes
       for (size_t i = 0; i < list.size(); ++i) {
-        size_t best_rules = 1;
-        for (size_t c = 0; c < of[i].size(); ++c) {
-          const size_t n = rules[find(distinct, of[i][c])];
-          if (n > best_rules) best[i] = c, best_rules = n;
-        }
-      }
-      for (size_t i = 0; i < list.size(); ++i) {  // `distinct` is not read from here on
-        if (best[i] == SIZE_MAX) continue;
-        std::vector<const Expr*> all;
-        for (const Expr& e : set.conditions) all.push_back(&e);
-        const size_t id = find(all, of[i][best[i]]);
-        if (id == all.size()) set.conditions.push_back(std::move(of[i][best[i]]));
+        size_t best = SIZE_MAX, best_rules = 1;  // the condition of of[i] most rules have, if any other has it
+        for (size_t c = 0; c < of[i].size(); ++c)
+          if (rules[kind[i][c]] > best_rules) best = c, best_rules = rules[kind[i][c]];
+        if (best == SIZE_MAX) continue;
+        const size_t id = find(set.conditions.size(), [&](size_t k) -> const Expr& { return set.conditions[k]; }, of[i][best]);
+        if (id == set.conditions.size()) set.conditions.push_back(std::move(of[i][best]));  // `distinct` is done with
         list[i].condition = static_cast<int>(id);
       }
       for (size_t i = list.size(); i-- > 0;) {
