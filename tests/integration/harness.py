@@ -97,19 +97,20 @@ class Daemon:
     """`tocsin run -c CONFIG` in a child process; parses the banner for the metrics URL."""
 
     def __init__(self, workdir, bootstrap, workers=2, name="tocsin", rules_dir=None, rules_options=None,
-                 http_listen="127.0.0.1:0", extra_config=""):
+                 http_listen="127.0.0.1:0", extra_config="", producer_options=None):
         """rules_dir: rule files or directory (default: examples/rules); rules_options: more keys
         under `rules:`, e.g. {"watch": "false"}; extra_config: more top-level YAML (tables:,
-        alerting:)."""
+        alerting:); producer_options: more librdkafka producer properties."""
         rules_files = rules_dir or f"{SOURCE_DIR}/examples/rules"
         rules_more = "".join(f"  {k}: {v}\n" for k, v in (rules_options or {}).items())
+        producer = "".join(f', {k}: "{v}"' for k, v in (producer_options or {}).items())
         self.config = os.path.join(workdir, name + ".yaml")
         with open(self.config, "w") as f:
             f.write(f"""kafka:
   bootstrap.servers: "{bootstrap}"
   group.id: itest
   consumer: {{fetch.wait.max.ms: "5", session.timeout.ms: "6000", heartbeat.interval.ms: "500"}}
-  producer: {{linger.ms: "5"}}
+  producer: {{linger.ms: "5"{producer}}}
 pipeline:
   workers: {workers}
   max_event_bytes: 2048
@@ -149,6 +150,16 @@ rules:
         want = set(labels.items())
         return sum(v for (n, l), v in self.metrics().items() if n == name and want <= set(l))
 
+    def tocsin_samples(self):
+        """The daemon's own non-zero samples, for a failure report; never raises."""
+        try:
+            text = urllib.request.urlopen(self.metrics_url, timeout=5).read().decode()
+        except OSError as e:
+            return f"(metrics unavailable: {e})\n"
+        keep = [l for l in text.splitlines() if l.startswith("tocsin_") and "_bucket" not in l
+                and not l.endswith(" 0")]
+        return "\n".join(keep) + "\n"
+
     def stop(self, sig=signal.SIGTERM):
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -178,6 +189,8 @@ class PipelineTestCase(unittest.TestCase):
         result = self._outcome.result
         failed = any(t is self for t, _ in result.errors + result.failures)
         for d in self.daemons:
+            if failed and d.proc.poll() is None:
+                print(f"--- {d.metrics_url} (tocsin_* samples)\n" + d.tocsin_samples())
             d.stop(signal.SIGKILL)
             if failed:
                 with open(d.stderr_path) as f:
