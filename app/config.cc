@@ -9,102 +9,29 @@
 #include <set>
 #include <sstream>
 
+#include "app/yaml_reader.h"
 #include "rules/expr.h"
 
 namespace tocsin::app {
 namespace {
 
-class Reader {
- public:
-  Reader(std::vector<ConfigError>& errors) : errors_(errors) {}
-
-  void error(const YAML::Node& n, const std::string& path, std::string msg) {
-    const auto m = n.Mark();
-    errors_.push_back({path, m.line >= 0 ? m.line + 1 : 0, m.column >= 0 ? m.column + 1 : 0, std::move(msg)});
-  }
-
-  // Reports keys not in `allowed` (likely typos) with the allowed list.
-  bool map(const YAML::Node& n, const std::string& path, std::initializer_list<const char*> allowed) {
-    if (!n) return false;
-    if (!n.IsMap()) {
-      error(n, path, "must be a mapping");
-      return false;
+// A map of librdkafka property names to values, each checked by librdkafka now, not at start-up.
+void properties(YamlReader& r, const YAML::Node& parent, const std::string& path, const char* key,
+                std::map<std::string, std::string>& out) {
+  const YAML::Node n = parent[key];
+  if (!n) return;
+  const std::string at = YamlReader::join(path, key);
+  if (!n.IsMap()) return r.error(n, at, "must map librdkafka property names to values");
+  for (const auto& kv : n) {
+    if (!kv.second.IsScalar()) {
+      r.error(kv.second, YamlReader::join(at, kv.first.Scalar()), "must be a single value");
+      continue;
     }
-    for (const auto& kv : n) {
-      const std::string k = kv.first.Scalar();
-      bool ok = false;
-      for (const char* a : allowed) ok |= k == a;
-      if (!ok) {
-        std::string list;
-        for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
-        error(kv.first, join(path, k), "unknown key; expected one of: " + list);
-      }
-    }
-    return true;
+    if (const std::string err = connectors::check_property(kv.first.Scalar(), kv.second.Scalar()); !err.empty())
+      r.error(kv.second, YamlReader::join(at, kv.first.Scalar()), err + " (see librdkafka CONFIGURATION.md)");
+    out[kv.first.Scalar()] = kv.second.Scalar();
   }
-
-  static std::string join(const std::string& a, const std::string& b) { return a.empty() ? b : a + "." + b; }
-
-  void str(const YAML::Node& parent, const std::string& path, const char* key, std::string& out) {
-    const YAML::Node n = parent[key];
-    if (!n) return;
-    if (!n.IsScalar()) return error(n, join(path, key), "must be a string");
-    out = n.Scalar();
-  }
-
-  void integer(const YAML::Node& parent, const std::string& path, const char* key, int64_t lo, int64_t hi, auto& out) {
-    const YAML::Node n = parent[key];
-    if (!n) return;
-    int64_t v;
-    if (!n.IsScalar() || !YAML::convert<int64_t>::decode(n, v) || v < lo || v > hi)
-      return error(n, join(path, key), "must be a whole number from " + std::to_string(lo) + " to " + std::to_string(hi) + " (got '" + (n.IsScalar() ? n.Scalar() : "a structure") + "')");
-    out = static_cast<std::remove_reference_t<decltype(out)>>(v);
-  }
-
-  void number(const YAML::Node& parent, const std::string& path, const char* key, double lo, double hi, double& out) {
-    const YAML::Node n = parent[key];
-    if (!n) return;
-    double v;
-    if (!n.IsScalar() || !YAML::convert<double>::decode(n, v) || v < lo || v > hi)
-      return error(n, join(path, key), "must be a number from " + std::to_string(lo) + " to " + std::to_string(hi));
-    out = v;
-  }
-
-  void boolean(const YAML::Node& parent, const std::string& path, const char* key, bool& out) {
-    const YAML::Node n = parent[key];
-    if (!n) return;
-    bool v;
-    if (!n.IsScalar() || !YAML::convert<bool>::decode(n, v)) return error(n, join(path, key), "must be true or false");
-    out = v;
-  }
-
-  void duration(const YAML::Node& parent, const std::string& path, const char* key, int64_t& out_ms) {
-    const YAML::Node n = parent[key];
-    if (!n) return;
-    const auto ms = n.IsScalar() ? rules::parse_duration_ms(n.Scalar()) : std::nullopt;
-    if (!ms) return error(n, join(path, key), "must be a duration such as 500ms, 30s, 15m or 1h");
-    out_ms = *ms;
-  }
-
-  void properties(const YAML::Node& parent, const std::string& path, const char* key, std::map<std::string, std::string>& out) {
-    const YAML::Node n = parent[key];
-    if (!n) return;
-    if (!n.IsMap()) return error(n, join(path, key), "must map librdkafka property names to values");
-    for (const auto& kv : n) {
-      if (!kv.second.IsScalar()) {
-        error(kv.second, join(join(path, key), kv.first.Scalar()), "must be a single value");
-        continue;
-      }
-      // librdkafka judges each passed-through property now, not at start-up.
-      if (const std::string err = connectors::check_property(kv.first.Scalar(), kv.second.Scalar()); !err.empty())
-        error(kv.second, join(join(path, key), kv.first.Scalar()), err + " (see librdkafka CONFIGURATION.md)");
-      out[kv.first.Scalar()] = kv.second.Scalar();
-    }
-  }
-
- private:
-  std::vector<ConfigError>& errors_;
-};
+}
 
 bool is_identifier(const std::string& s) {
   if (s.empty() || !(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
@@ -114,7 +41,7 @@ bool is_identifier(const std::string& s) {
 }
 
 // tables: a list of {name, key_normalization, columns: [{name, type}], file, topic, reload}.
-void parse_tables(Reader& r, const YAML::Node& n, const std::filesystem::path& base, Config& c) {
+void parse_tables(YamlReader& r, const YAML::Node& n, const std::filesystem::path& base, Config& c) {
   if (!n.IsSequence()) return r.error(n, "tables", "must be a list of tables, each {name, columns, file and/or topic}");
   std::set<std::string> names, topics;
   for (size_t i = 0; i < n.size(); ++i) {
@@ -188,9 +115,10 @@ void parse_tables(Reader& r, const YAML::Node& n, const std::filesystem::path& b
 
 std::string format(const ConfigError& e, const std::string& file) {
   std::string s = file;
-  if (e.line) s += ":" + std::to_string(e.line) + ":" + std::to_string(e.column);
-  s += ": " + (e.path.empty() ? std::string() : e.path + ": ") + e.message;
-  return s;
+  if (e.line) s.append(":").append(std::to_string(e.line)).append(":").append(std::to_string(e.column));
+  s.append(": ");
+  if (!e.path.empty()) s.append(e.path).append(": ");
+  return s.append(e.message);
 }
 
 bool split_host_port(const std::string& s, std::string& host, uint16_t& port) {
@@ -208,15 +136,9 @@ bool split_host_port(const std::string& s, std::string& host, uint16_t& port) {
 std::vector<ConfigError> parse_config(const std::string& text, const std::string& file, Config& c) {
   std::vector<ConfigError> errors;
   c.path = file;
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::ParserException& e) {
-    errors.push_back({"", e.mark.line + 1, e.mark.column + 1, "YAML syntax: " + e.msg});
-    return errors;
-  }
-  if (!root || root.IsNull()) return errors;  // an empty file means all defaults
-  Reader r(errors);
+  const YAML::Node root = YamlReader::load(text, errors);
+  if (!root || root.IsNull()) return errors;  // an empty file (or a syntax error) means all defaults
+  YamlReader r(errors);
   if (!r.map(root, "", {"kafka", "embedded", "demo", "pipeline", "rules", "http", "log", "tables", "alerting", "console"})) return errors;
 
   if (const auto k = root["kafka"]; r.map(k, "kafka", {"bootstrap.servers", "group.id", "topics", "properties", "consumer", "producer", "batch_size"})) {
@@ -233,9 +155,9 @@ std::vector<ConfigError> parse_config(const std::string& text, const std::string
         if (kv.second.IsScalar() && !names.insert(kv.second.Scalar()).second)
           r.error(kv.second, "kafka.topics." + kv.first.Scalar(), "topic '" + kv.second.Scalar() + "' is used twice; every stream and output needs its own topic");
     }
-    r.properties(k, "kafka", "properties", c.kafka.common);
-    r.properties(k, "kafka", "consumer", c.kafka.consumer);
-    r.properties(k, "kafka", "producer", c.kafka.producer);
+    properties(r, k, "kafka", "properties", c.kafka.common);
+    properties(r, k, "kafka", "consumer", c.kafka.consumer);
+    properties(r, k, "kafka", "producer", c.kafka.producer);
     r.integer(k, "kafka", "batch_size", 1, 100000, c.kafka.batch_size);
     for (const auto* m : {&c.kafka.common, &c.kafka.consumer, &c.kafka.producer})
       for (const auto& [key, v] : *m) {

@@ -1,5 +1,6 @@
 #include "app/replay.h"
 #include "app/replay_sichuan.h"
+#include "app/yaml_reader.h"
 
 #include <yaml-cpp/yaml.h>
 
@@ -505,45 +506,15 @@ std::optional<int64_t> parse_time(const TimeFormat& f, std::string_view text) {
 
 namespace {
 
-class MappingReader {
+// The shared reader, and where in the file a column is named.
+class MappingReader : public YamlReader {
  public:
-  explicit MappingReader(std::vector<ConfigError>& errors) : errors_(errors) {}
-
-  void error(const YAML::Node& n, const std::string& path, std::string msg) {
-    const auto m = n.Mark();
-    errors_.push_back({path, m.line >= 0 ? m.line + 1 : 0, m.column >= 0 ? m.column + 1 : 0, std::move(msg)});
-  }
-
-  bool map(const YAML::Node& n, const std::string& path, std::initializer_list<const char*> allowed) {
-    if (!n.IsMap()) {
-      error(n, path, "must be a mapping");
-      return false;
-    }
-    for (const auto& kv : n) {
-      const std::string k = kv.first.Scalar();
-      if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return k == a; })) {
-        std::string list;
-        for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
-        error(kv.first, path.empty() ? k : path + "." + k, "unknown key; expected one of: " + list);
-      }
-    }
-    return true;
-  }
-
-  // A scalar, or an error naming `path`.
-  std::optional<std::string> scalar(const YAML::Node& n, const std::string& path, const char* what) {
-    if (n.IsScalar()) return n.Scalar();
-    error(n, path, std::string("must be ") + what);
-    return std::nullopt;
-  }
+  using YamlReader::YamlReader;
 
   MappingFile::Column column(const YAML::Node& n, const std::string& name) {
     const auto m = n.Mark();
     return {name, m.line + 1, m.column + 1};
   }
-
- private:
-  std::vector<ConfigError>& errors_;
 };
 
 // Appends the JSON value of `v` as a `type`; false (out unchanged) when v is
@@ -611,13 +582,8 @@ std::vector<ConfigError> parse_mapping(const std::string& text, const std::strin
   std::vector<ConfigError> errors;
   m = MappingFile{};
   m.path = path;
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::ParserException& e) {
-    errors.push_back({"", e.mark.line + 1, e.mark.column + 1, "YAML syntax: " + e.msg});
-    return errors;
-  }
+  const YAML::Node root = YamlReader::load(text, errors);
+  if (!errors.empty()) return errors;
   MappingReader r(errors);
   if (!root || root.IsNull()) {
     errors.push_back({"", 0, 0, "the mapping file is empty: it needs stream, time and fields (docs/replay.md)"});
