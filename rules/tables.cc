@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -447,21 +448,45 @@ struct TableRegistry::Data {
     const Value* cells = nullptr;  // nullptr: empty slot
   };
   std::vector<Slot> index;
+  // Most lookups of a watch-list miss, and an index of many rows is not in
+  // the cache. A split-block Bloom filter of 16 to 32 bits per row (one bit
+  // in each word of a 512-bit block) answers almost every miss from one cache
+  // line of a structure 4 to 8 times smaller; at most about 0.2 % of misses go
+  // on to the index. It never turns a present key away.
+  using Block = std::array<uint64_t, 8>;
+  std::vector<Block> filter;
 
   static uint64_t hash(std::string_view key) { return key_hash(key) | 1; }
+  // The block of hash `h` (its high bits: the index uses the low ones) and a bit per word.
+  size_t block_of(uint64_t h) const { return (h >> 40) & (filter.size() - 1); }
+  static Block bits_of(uint64_t h) {
+    const uint64_t x = h * 0x9e3779b97f4a7c15ull;  // six fresh bits per word
+    Block b;
+    for (size_t w = 0; w < b.size(); ++w) b[w] = uint64_t{1} << ((x >> (6 * w + 16)) & 63);
+    return b;
+  }
   void build_index() {
     size_t n = 16;
     while (n < rows.size() * 2) n *= 2;
     index.assign(n, Slot{});
+    filter.assign(std::max<size_t>(1, n / 64), Block{});  // >= 16 bits per row
     for (const auto& [key, row] : rows) {
       const uint64_t h = hash(key);
       size_t i = h & (n - 1);
       while (index[i].cells) i = (i + 1) & (n - 1);
       index[i] = {h, row->cells().data()};
+      Block& f = filter[block_of(h)];
+      const Block b = bits_of(h);
+      for (size_t w = 0; w < f.size(); ++w) f[w] |= b[w];
     }
   }
   const Value* find(std::string_view key) const {
     const uint64_t h = hash(key);
+    const Block& f = filter[block_of(h)];
+    const Block b = bits_of(h);
+    uint64_t absent = 0;
+    for (size_t w = 0; w < f.size(); ++w) absent |= b[w] & ~f[w];
+    if (absent) return nullptr;
     const size_t mask = index.size() - 1;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
       const Slot& s = index[i];

@@ -356,6 +356,29 @@ TEST(Registry, BatchesApplyInOrder) {
   EXPECT_EQ(s->find(0, "17065643907")[1].i, 3);
 }
 
+// Lookups pass a Bloom filter before the index: it must never turn a key away.
+TEST(Registry, LargeTablesFindEveryKeyAndNoOther) {
+  TableRegistry reg(TableCatalog{{buildings_schema()}});
+  const auto name = [](const char* prefix, int i) { return std::string(prefix).append(std::to_string(i)); };
+  const std::string header = "building,grid,community,street,district\n";
+  std::string csv = header;
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) csv.append(name("B-", i)).append(",").append(name("G", i % 97)).append(",C,S,D\n");
+  ASSERT_EQ(reg.replace("buildings", parse_csv(buildings_schema(), csv, "b.csv").rows), "");
+  ASSERT_EQ(reg.upsert("buildings", parse_csv(buildings_schema(), header + "late,G1,C,S,D\n", "l.csv").rows[0]), "");
+  const auto s = reg.snapshot();
+  ASSERT_EQ(s->size(0), static_cast<size_t>(n + 1));
+  int found = 0, strangers = 0;
+  for (int i = 0; i < n; ++i) {
+    const Value* row = s->find(0, name("B-", i));
+    found += row && row[1].s == name("G", i % 97);
+    strangers += s->find(0, name("X-", i)) != nullptr;
+  }
+  EXPECT_EQ(found, n);
+  EXPECT_EQ(strangers, 0);
+  EXPECT_NE(s->find(0, "late"), nullptr);
+}
+
 TEST(Registry, LoadFileKeepsThePreviousContentsOnErrors) {
   TempDir dir;
   TableRegistry reg(TableCatalog{{buildings_schema()}});
