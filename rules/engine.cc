@@ -784,9 +784,24 @@ Engine::Engine(std::shared_ptr<const RuleSet> rules, SignalSink& sink, const Rul
   key_tables_ = make_key_tables(*rules_, state_);
   guess_at_ = guess_points(*rules_);
   condition_memo_.assign(rules_->conditions.size(), 0);
+  size_offered();
 }
 
 Engine::~Engine() = default;
+
+void Engine::size_offered() {
+  for (size_t s = 0; s < offered_.size(); ++s) offered_[s].assign(rules_->index[s].size(), 0);
+}
+
+void Engine::fold_offered() const {
+  for (size_t s = 0; s < offered_.size(); ++s)
+    for (size_t l = 0; l < offered_[s].size(); ++l) {
+      if (!offered_[s][l]) continue;
+      for (const Trigger& t : rules_->index[s][l])
+        if (t.role == Trigger::kMain) bump(counters_[static_cast<size_t>(t.rule)].evaluations, offered_[s][l]);
+      offered_[s][l] = 0;
+    }
+}
 
 std::vector<std::unique_ptr<Engine::KeyTable>> Engine::make_key_tables(
     const RuleSet& set, std::vector<std::unique_ptr<RuleState>>& state) {
@@ -835,6 +850,7 @@ Engine::GuessPoints Engine::guess_points(const RuleSet& set) {
 }
 
 void Engine::replace_rules(std::shared_ptr<const RuleSet> next) {
+  fold_offered();
   std::shared_ptr<RuleCounters[]> counters(new RuleCounters[next->rules.size()]());
   std::vector<std::unique_ptr<RuleState>> state(next->rules.size());
   for (size_t i = 0; i < next->rules.size(); ++i) {
@@ -884,6 +900,7 @@ void Engine::replace_rules(std::shared_ptr<const RuleSet> next) {
   key_tables_ = std::move(tables);
   guess_at_ = guess_points(*rules_);
   condition_memo_.assign(rules_->conditions.size(), 0);
+  size_offered();
 }
 
 EngineSnapshot Engine::snapshot() const {
@@ -892,6 +909,7 @@ EngineSnapshot Engine::snapshot() const {
 }
 
 std::span<const RuleCounters> Engine::counters() const {
+  fold_offered();
   return {counters_.get(), rules_->rules.size()};
 }
 
@@ -1047,6 +1065,7 @@ void Engine::on_event(const Event& e) {
   const std::span<const Trigger> triggers = set.rules_for(e.stream, e.kind);
   const EvalContext ctx{&e, nullptr, nullptr, tables_.get()};
   const size_t guess_at = guess_at_[static_cast<size_t>(e.stream)][static_cast<size_t>(e.kind + 1)];
+  ++offered_[static_cast<size_t>(e.stream)][static_cast<size_t>(e.kind + 1)];  // each main trigger's evaluation
   for (size_t ti = 0; ti < triggers.size(); ++ti) {
     if (ti == guess_at) {
       // Halfway to the first window rule: the probe slots have arrived, so
@@ -1062,16 +1081,13 @@ void Engine::on_event(const Event& e) {
     RuleCounters& c = counters_[static_cast<size_t>(t.rule)];
     switch (t.role) {
       case Trigger::kMain:
-        bump(c.evaluations);
         if (t.condition >= 0) {  // shared with other rules: tested once per event
           uint64_t& m = condition_memo_[static_cast<size_t>(t.condition)];
           if (m >> 1 != event_seq_) m = event_seq_ << 1 | set.conditions[static_cast<size_t>(t.condition)].test(ctx);
           if (!(m & 1)) {
-            // The rules right after it with the same condition fail too: they
-            // are offered the event, not evaluated (up to the guess point).
-            const size_t end = std::min(ti + static_cast<size_t>(t.condition_run), guess_at > ti ? guess_at : SIZE_MAX);
-            for (size_t j = ti + 1; j < end; ++j) bump(counters_[static_cast<size_t>(triggers[j].rule)].evaluations);
-            ti = end - 1;
+            // The rules right after it with the same condition fail too: skip
+            // them (up to the guess point).
+            ti = std::min(ti + static_cast<size_t>(t.condition_run), guess_at > ti ? guess_at : SIZE_MAX) - 1;
             break;
           }
         }
@@ -1527,6 +1543,7 @@ void Engine::fire_timers(int64_t now_ms) {
 }
 
 void Engine::on_tick(int64_t now_ms) {
+  fold_offered();
   if (table_source_ && table_source_->version() != tables_version_) {
     tables_version_ = table_source_->version();
     tables_ = table_source_->snapshot();

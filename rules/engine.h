@@ -51,7 +51,7 @@ class SignalSink {
 };
 
 struct RuleCounters {
-  Counter evaluations{};  // events offered to the rule
+  Counter evaluations{};  // events offered to the rule (as of the engine's last on_tick)
   Counter matches{};      // events that passed `where`
   Counter signals{};      // times the rule fired
   Counter late{};         // events older than the rule's window (not counted)
@@ -103,10 +103,10 @@ class Engine final : public EventHandler {
   // their window state and counter values; others start empty. Owner thread only.
   void replace_rules(std::shared_ptr<const RuleSet> rules);
 
-  // Owner thread only.
+  // Owner thread only; up to date.
   const RuleSet& rule_set() const { return *rules_; }
   std::span<const RuleCounters> counters() const;
-  // Any thread.
+  // Any thread; evaluations as of the last on_tick.
   EngineSnapshot snapshot() const;
 
   // Writes the durable state (running clocks and pending sequence steps) to
@@ -150,6 +150,11 @@ class Engine final : public EventHandler {
   void on_extend(int ri, const Rule& rule, int deadline, const Event& e);
   void fire_timers(int64_t now_ms);
   void publish_clocks(int64_t now_ms);
+  // Evaluations are counted per trigger list (RuleSet::index) as events
+  // arrive, and added to the counters of the list's rules on each tick: one
+  // increment per event, not one per rule.
+  void size_offered();
+  void fold_offered() const;
   // Computes the score features into values[first..] and returns the level.
   std::string_view score(const Rule& rule, const EvalContext& ctx, double* values);
 
@@ -168,6 +173,7 @@ class Engine final : public EventHandler {
   uint64_t event_seq_ = 0;  // events seen: a key table's lookup is reused within one event
   // Per RuleSet::conditions, its outcome for the event: event_seq_ << 1 | holds.
   std::vector<uint64_t> condition_memo_;
+  mutable std::array<std::vector<uint64_t>, kStreamCount> offered_;  // events per trigger list, since the last fold
   EngineOptions options_;
   std::string key_buffer_;
   std::array<std::string_view, kMaxGroupBy> key_parts_{};

@@ -207,6 +207,48 @@ TEST(EngineConditions, SharedConditionsSkipOnlyTheRulesThatShareThem) {
   }
 }
 
+// Evaluations are counted once per event and trigger list, and reach the
+// rules' counters on a tick (snapshots) or when read on the owner thread.
+TEST(EngineCounters, EvaluationsPerTriggerListReachEveryRuleOfIt) {
+  OwnRules h(R"(rules:
+  - {id: any_fault, stream: faults, where: 'households > 1000', alert: {severity: low}}
+  - {id: opened, stream: faults, on: [opened], alert: {severity: low}}
+  - {id: short, stream: calls, where: duration_s < 30, alert: {severity: low}}
+)");
+  ASSERT_TRUE(h.engine);
+  const auto fault = [&h](const char* kind) {
+    const std::string j = std::string(R"({"fault_id":"f1","time":1790000000000,"network_id":"N7","kind":")") + kind + "\"}";
+    ASSERT_TRUE(h.dec.decode(Stream::kFaults, j, OwnRules::kT0 + 1000, h.ev).ok());
+    h.engine->on_event(h.ev);
+  };
+  fault("opened");
+  fault("updated");
+  fault("updated");
+  for (int i = 0; i < 5; ++i) h.call("1380", i * 1000, 50);
+  const auto evaluations = [](const EngineSnapshot& s) {
+    std::vector<uint64_t> v;
+    for (size_t i = 0; i < s.rules->rules.size(); ++i) v.push_back(s.counters[i].evaluations.load());
+    return v;
+  };
+  EXPECT_EQ(evaluations(h.engine->snapshot()), (std::vector<uint64_t>{0, 0, 0})) << "not before a tick";
+  h.engine->on_tick(OwnRules::kT0);
+  EXPECT_EQ(evaluations(h.engine->snapshot()), (std::vector<uint64_t>{3, 1, 5}));
+  h.call("1380", 6000, 50);
+  EXPECT_EQ(h.engine->counters()[2].evaluations.load(), 6u) << "the owner thread reads them up to date";
+
+  // A new rule set carries each rule's count by id, including events since the last tick.
+  h.call("1380", 7000, 50);
+  auto next = load_rules({{"t.yaml", R"(rules:
+  - {id: short, stream: calls, where: duration_s < 20, alert: {severity: low}}
+  - {id: opened, stream: faults, on: [opened], alert: {severity: low}}
+)"}});
+  ASSERT_TRUE(next.ok());
+  h.engine->replace_rules(next.rules);
+  h.call("1380", 8000, 50);
+  h.engine->on_tick(OwnRules::kT0);
+  EXPECT_EQ(evaluations(h.engine->snapshot()), (std::vector<uint64_t>{8, 1}));
+}
+
 // A hot key (a busy cell, a call centre's trunk number) can hold far more events
 // in its sliding window than the ring's first sizes: 70 000 in one hour here.
 TEST(EngineHotKey, SlidingWindowHoldsMoreThan65536EventsOfOneKey) {
