@@ -180,25 +180,25 @@ uint64_t value_hash(const Value& v) {
          : v.type == FieldType::kDouble ? double_bits(v.d) : static_cast<uint64_t>(v.i);
 }
 
-// One event inside a sliding window: its time and id (for evidence), then
-// what each of the rule's aggregates took from it, payload()[a]: the hash for
-// count_distinct, 1/0 for count_if, the number for sum/avg/min/max. Only the
-// rule's aggregates are stored (Entry::words), so that a rule with one or two
-// aggregates keeps 64- or 72-byte entries instead of room for eight.
+// One event inside a sliding window: its time, then what each of the rule's
+// aggregates took from it, payload()[a]: the hash for count_distinct, 1/0 for
+// count_if, the number for sum/avg/min/max. Only the rule's aggregates are
+// stored (Entry::words): a rule with one or two aggregates keeps 16- or
+// 24-byte entries, so that expiring one reads a line that holds the next too.
+// The event's id (evidence, read only when the rule fires) is kept apart.
 struct Entry {
   int64_t time;
-  std::array<char, 40> id;
-  uint8_t id_len;
   uint64_t* payload() { return reinterpret_cast<uint64_t*>(this + 1); }
   const uint64_t* payload() const { return reinterpret_cast<const uint64_t*>(this + 1); }
   static size_t words(size_t naggs) { return sizeof(Entry) / 8 + naggs; }
 };
 static_assert(sizeof(Entry) % 8 == 0);
 
-// A FIFO ring of entries of one size (set_aggregates) that reuses its
-// storage. Its fields take 18 bytes: a WindowKey keeps its flags in the rest
-// of the ring's 24, so that the fields every event reads fit the first cache
-// line with two accumulators.
+// A FIFO ring of entries of one size (set_aggregates) and of their events'
+// ids (up to kIdBytes), in one allocation that it reuses: the entries first,
+// then the ids, so that the entries an event reads are dense. Its fields take
+// 18 bytes: a WindowKey keeps its flags in the rest of the ring's 24, so that
+// the fields every event reads fit the first cache line with two accumulators.
 class EntryRing {
  public:
   size_t size() const { return size_; }
@@ -212,12 +212,22 @@ class EntryRing {
     head_ = size_ = 0;
     words_ = w;
   }
+  static constexpr size_t kIdBytes = 40;
   Entry& front() { return entry(head_); }
+  std::string_view front_id() const {
+    const char* id = id_at(head_);
+    return {id + 1, static_cast<unsigned char>(id[0])};
+  }
   const Entry& at(size_t i) const { return entry((head_ + static_cast<uint32_t>(i)) & mask()); }
-  Entry& push() {
+  // The new last entry, for event `id` (cut to kIdBytes).
+  Entry& push(std::string_view id) {
     if (!buf_ || size_ == cap()) grow();
     ++size_;
-    return entry((head_ + size_ - 1) & mask());
+    const uint32_t i = (head_ + size_ - 1) & mask();
+    char* to = id_at(i);
+    to[0] = static_cast<char>(std::min(id.size(), kIdBytes));
+    std::memcpy(to + 1, id.data(), static_cast<unsigned char>(to[0]));
+    return entry(i);
   }
   void pop() { head_ = (head_ + 1) & mask(); --size_; }
   void clear() { head_ = size_ = 0; }  // keeps the storage
@@ -225,12 +235,18 @@ class EntryRing {
  private:
   uint32_t cap() const { return buf_ ? uint32_t{1} << log2_cap_ : 0; }
   uint32_t mask() const { return (uint32_t{1} << log2_cap_) - 1; }
+  static constexpr size_t kIdWords = (kIdBytes + 1 + 7) / 8;  // a length byte, then the id
   Entry& entry(uint32_t i) const { return *reinterpret_cast<Entry*>(buf_.get() + size_t{i} * words_); }
+  char* id_at(uint32_t i) const { return reinterpret_cast<char*>(buf_.get() + size_t{cap()} * words_ + size_t{i} * kIdWords); }
   void grow() {
     const uint8_t log2_cap = buf_ ? static_cast<uint8_t>(log2_cap_ + 1) : 1;
-    std::unique_ptr<uint64_t[]> b(new uint64_t[(size_t{1} << log2_cap) * words_]);
-    for (uint32_t i = 0; i < size_; ++i)
-      std::memcpy(b.get() + size_t{i} * words_, &entry((head_ + i) & mask()), size_t{words_} * 8);
+    const size_t cap = size_t{1} << log2_cap;
+    std::unique_ptr<uint64_t[]> b(new uint64_t[cap * (words_ + kIdWords)]);
+    for (uint32_t i = 0; i < size_; ++i) {
+      const uint32_t from = (head_ + i) & mask();
+      std::memcpy(b.get() + size_t{i} * words_, &entry(from), size_t{words_} * 8);
+      std::memcpy(b.get() + cap * words_ + size_t{i} * kIdWords, id_at(from), kIdWords * 8);
+    }
     buf_ = std::move(b);
     log2_cap_ = log2_cap;
     head_ = 0;
@@ -1264,11 +1280,9 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
   }
   const std::string_view id = e.id();
   if (rule.window_type == WindowType::kSliding) {
-    Entry& entry = k.ring.push();
+    Entry& entry = k.ring.push(id);
     entry.time = e.time_ms;
     if (k.ring.size() == 1) k.start = e.time_ms;
-    entry.id_len = static_cast<uint8_t>(std::min(id.size(), entry.id.size()));
-    std::memcpy(entry.id.data(), id.data(), entry.id_len);
     std::copy(payload, payload + naggs, entry.payload());
   } else if (k.count == 0) {
     k.first_time = e.time_ms;
@@ -1336,9 +1350,8 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
     f.instance = rule.window_type == WindowType::kSliding ? e.time_ms : k.start;
     f.values = {values.data(), rule.value_count()};
     if (rule.window_type == WindowType::kSliding) {
-      const Entry& first = k.ring.front();
-      f.first_id = {first.id.data(), first.id_len};
-      f.first_time = first.time;
+      f.first_id = k.ring.front_id();
+      f.first_time = k.ring.front().time;
     } else {
       f.first_id = {k.first_id.data(), k.first_id_len};
       f.first_time = k.first_time;
