@@ -138,7 +138,8 @@ Metrics::Collector pipeline_collector(std::vector<const WorkerStats*> workers,
     auto stages = make_family("tocsin_stage_duration_seconds",
                               "Time of one pipeline stage in a worker: decode (a message), evaluate (the rules on an event, "
                               "without producing), produce (handing one output to the Kafka producer); decode and evaluate "
-                              "are sampled, one message in 16 counting for 16",
+                              "are sampled, one message in " + std::to_string(kStageSampleEvery) + " counting for " +
+                                  std::to_string(kStageSampleEvery),
                               MetricType::Histogram);
     for (int st = 0; st < kStageCount; ++st)
       stages.metric.push_back(histogram_sample(workers, kStageBucketsNs, 1e-9, [st](const WorkerStats& w) -> const auto& {
