@@ -275,8 +275,8 @@ struct alignas(64) WindowKey {
   uint8_t first_id_len = 0;
   uint8_t distinct0 = kNoDistinct;  // the aggregate whose counter is `d0`
   static constexpr uint8_t kNoDistinct = 0xff;
-  // Sliding min/max: bit a set when an event that may have been aggregate a's
-  // extreme left the window, so acc[a] must be recomputed from the ring.
+  // Sliding min/max: bit a set when the last event holding aggregate a's
+  // extreme may have left the window, so acc[a] must be recomputed from the ring.
   uint8_t stale = 0;
   uint64_t count = 0;
   int64_t newest = INT64_MIN;  // newest event time of the key
@@ -284,6 +284,11 @@ struct alignas(64) WindowKey {
   // time of ring.front(), read without touching the ring.
   int64_t start = INT64_MIN;
   std::array<double, kMaxAggregates> acc{};  // sum, count_if count, min or max
+  // Sliding min/max: how many of the window's events hold acc[a] (saturating:
+  // at kManyTies, one leaving makes it stale). An extreme that several events
+  // share (a run of zero-length calls) thus leaves without a rescan.
+  std::array<uint16_t, kMaxAggregates> ties{};
+  static constexpr uint16_t kManyTies = UINT16_MAX;
   // count_distinct: the first such aggregate's counter inline, any other's in `more`.
   alignas(64) DistinctCounter d0;
   std::unique_ptr<DistinctCounter[]> more;                     // per aggregate
@@ -339,7 +344,7 @@ struct alignas(64) WindowKey {
 };
 
 constexpr size_t kAccOffset = 48;  // of WindowKey::acc: acc[0] and acc[1] are in the first line
-static_assert(offsetof(WindowKey, acc) == kAccOffset && offsetof(WindowKey, d0) == 128 && offsetof(WindowKey, more) < 192 &&
+static_assert(offsetof(WindowKey, acc) == kAccOffset && offsetof(WindowKey, ties) / 64 == 1 && offsetof(WindowKey, d0) == 128 && offsetof(WindowKey, more) < 192 &&
                   offsetof(WindowKey, approx) == 192 && sizeof(WindowKey) == 256,
               "WindowKey's lines as documented");
 
@@ -351,6 +356,9 @@ uint8_t hot_lines(const Rule& r) {
       case AggregateKind::kCount: case AggregateKind::kRate: break;
       case AggregateKind::kCountDistinct: lines |= 4; break;
       case AggregateKind::kApproxDistinct: case AggregateKind::kBaseline: lines |= 8; break;
+      case AggregateKind::kMin: case AggregateKind::kMax:  // acc[a] and, sliding, ties[a]
+        lines |= (kAccOffset + 8 * (a + 1) <= 64 ? 1 : 2) | (r.window_type == WindowType::kSliding ? 2 : 0);
+        break;
       default: lines |= kAccOffset + 8 * (a + 1) <= 64 ? 1 : 2;  // acc[a]
     }
   }
@@ -1203,12 +1211,15 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
             case AggregateKind::kCountDistinct: k.distinct(a).remove(old[a]); break;
             case AggregateKind::kCountIf: k.acc[a] -= static_cast<double>(old[a]); break;
             case AggregateKind::kSum: case AggregateKind::kAvg: k.acc[a] -= bits_double(old[a]); break;
-            case AggregateKind::kMin:  // was it the extreme? (not strictly inside it)
-              if (!(bits_double(old[a]) > k.acc[a])) k.stale |= static_cast<uint8_t>(1u << a);
+            case AggregateKind::kMin: case AggregateKind::kMax: {
+              // Was it the extreme (or not comparable: NaN), and the last to hold it?
+              const double x = bits_double(old[a]);
+              if (k.stale >> a & 1) break;
+              if (x == k.acc[a] && k.ties[a] > 1 && k.ties[a] != WindowKey::kManyTies) --k.ties[a];
+              else if (!(rule.aggregates[a].kind == AggregateKind::kMin ? x > k.acc[a] : x < k.acc[a]))
+                k.stale |= static_cast<uint8_t>(1u << a);
               break;
-            case AggregateKind::kMax:
-              if (!(bits_double(old[a]) < k.acc[a])) k.stale |= static_cast<uint8_t>(1u << a);
-              break;
+            }
             default: break;
           }
         }
@@ -1272,9 +1283,14 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
         const Value& v = e.at(agg.slot);
         const double x = !v.present ? 0.0 : v.type == FieldType::kDouble ? v.d : static_cast<double>(v.i);
         payload[a] = double_bits(x);
-        if (agg.kind == AggregateKind::kMin) k.acc[a] = k.count == 0 ? x : std::min(k.acc[a], x);
-        else if (agg.kind == AggregateKind::kMax) k.acc[a] = k.count == 0 ? x : std::max(k.acc[a], x);
-        else k.acc[a] += x;
+        if (agg.kind != AggregateKind::kMin && agg.kind != AggregateKind::kMax) {
+          k.acc[a] += x;
+        } else if (k.count == 0 || (agg.kind == AggregateKind::kMin ? x < k.acc[a] : x > k.acc[a])) {
+          k.acc[a] = x;
+          if (rule.window_type == WindowType::kSliding) k.ties[a] = 1;
+        } else if (rule.window_type == WindowType::kSliding && x == k.acc[a] && k.ties[a] != WindowKey::kManyTies) {
+          ++k.ties[a];
+        }
       }
     }
   }
@@ -1312,15 +1328,22 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
       }
       case AggregateKind::kMin: case AggregateKind::kMax: {
         // acc[a] follows the events added; in a sliding window, rescan once the
-        // extreme may have left it (rare: most departures are not the extreme).
+        // last event holding the extreme has left it (rare: ties[a] counts them).
         if (k.stale >> a & 1) {
           const bool is_min = rule.aggregates[a].kind == AggregateKind::kMin;
           double m = bits_double(k.ring.at(0).payload()[a]);
+          uint32_t ties = 1;
           for (size_t i = 1; i < k.ring.size(); ++i) {
             const double x = bits_double(k.ring.at(i).payload()[a]);
-            m = is_min ? std::min(m, x) : std::max(m, x);
+            if (is_min ? x < m : x > m) {
+              m = x;
+              ties = 1;
+            } else {
+              ties += x == m;
+            }
           }
           k.acc[a] = m;
+          k.ties[a] = static_cast<uint16_t>(std::min<uint32_t>(ties, WindowKey::kManyTies));
           k.stale &= static_cast<uint8_t>(~(1u << a));
         }
         values[a] = k.acc[a];
