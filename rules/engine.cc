@@ -196,9 +196,12 @@ static_assert(sizeof(Entry) % 8 == 0);
 
 // A FIFO ring of entries of one size (set_aggregates) and of their events'
 // ids (up to kIdBytes), in one allocation that it reuses: the entries first,
-// then the ids, so that the entries an event reads are dense. Its fields take
-// 18 bytes: a WindowKey keeps its flags in the rest of the ring's 24, so that
-// the fields every event reads fit the first cache line with two accumulators.
+// then the ids, so that the entries an event reads are dense. Id slots are as
+// wide as the longest id pushed so far needs (16 bytes for ids up to 15), so
+// that ids, written on every push but read only by a firing, do not take three
+// times the entries' memory. Its fields take 19 bytes: a WindowKey keeps its
+// flags in the rest of the ring's 24, so that the fields every event reads fit
+// the first cache line with two accumulators.
 class EntryRing {
  public:
   size_t size() const { return size_; }
@@ -221,12 +224,15 @@ class EntryRing {
   const Entry& at(size_t i) const { return entry((head_ + static_cast<uint32_t>(i)) & mask()); }
   // The new last entry, for event `id` (cut to kIdBytes).
   Entry& push(std::string_view id) {
-    if (!buf_ || size_ == cap()) grow();
+    const size_t len = std::min(id.size(), kIdBytes);
+    const auto id_words = static_cast<uint8_t>((len + 1 + 7) / 8);  // a length byte, then the id
+    if (!buf_ || size_ == cap()) relayout(buf_ ? log2_cap_ + 1 : 1, std::max(id_words, id_words_));
+    else if (id_words > id_words_) relayout(log2_cap_, id_words);
     ++size_;
     const uint32_t i = (head_ + size_ - 1) & mask();
     char* to = id_at(i);
-    to[0] = static_cast<char>(std::min(id.size(), kIdBytes));
-    std::memcpy(to + 1, id.data(), static_cast<unsigned char>(to[0]));
+    to[0] = static_cast<char>(len);
+    std::memcpy(to + 1, id.data(), len);
     return entry(i);
   }
   void pop() { head_ = (head_ + 1) & mask(); --size_; }
@@ -235,20 +241,21 @@ class EntryRing {
  private:
   uint32_t cap() const { return buf_ ? uint32_t{1} << log2_cap_ : 0; }
   uint32_t mask() const { return (uint32_t{1} << log2_cap_) - 1; }
-  static constexpr size_t kIdWords = (kIdBytes + 1 + 7) / 8;  // a length byte, then the id
   Entry& entry(uint32_t i) const { return *reinterpret_cast<Entry*>(buf_.get() + size_t{i} * words_); }
-  char* id_at(uint32_t i) const { return reinterpret_cast<char*>(buf_.get() + size_t{cap()} * words_ + size_t{i} * kIdWords); }
-  void grow() {
-    const uint8_t log2_cap = buf_ ? static_cast<uint8_t>(log2_cap_ + 1) : 1;
+  char* id_at(uint32_t i) const { return reinterpret_cast<char*>(buf_.get() + size_t{cap()} * words_ + size_t{i} * id_words_); }
+  // Moves the entries and ids into new storage of 2^log2_cap entries (at
+  // least size_) and id slots of `id_words` (at least id_words_).
+  void relayout(int log2_cap, uint8_t id_words) {
     const size_t cap = size_t{1} << log2_cap;
-    std::unique_ptr<uint64_t[]> b(new uint64_t[cap * (words_ + kIdWords)]);
+    std::unique_ptr<uint64_t[]> b(new uint64_t[cap * (words_ + id_words)]);
     for (uint32_t i = 0; i < size_; ++i) {
       const uint32_t from = (head_ + i) & mask();
       std::memcpy(b.get() + size_t{i} * words_, &entry(from), size_t{words_} * 8);
-      std::memcpy(b.get() + cap * words_ + size_t{i} * kIdWords, id_at(from), kIdWords * 8);
+      std::memcpy(b.get() + cap * words_ + size_t{i} * id_words, id_at(from), size_t{id_words_} * 8);
     }
     buf_ = std::move(b);
-    log2_cap_ = log2_cap;
+    log2_cap_ = static_cast<uint8_t>(log2_cap);
+    id_words_ = id_words;
     head_ = 0;
   }
   std::unique_ptr<uint64_t[]> buf_;  // 2^log2_cap_ entries, or none
@@ -256,6 +263,7 @@ class EntryRing {
   uint32_t size_ = 0;
   uint8_t log2_cap_ = 0;
   uint8_t words_ = static_cast<uint8_t>(Entry::words(kMaxAggregates));  // per entry
+  uint8_t id_words_ = 2;  // per id slot
 };
 static_assert(sizeof(EntryRing) == 24);
 

@@ -146,6 +146,43 @@ TEST(SlidingWindow, MinMaxFollowEviction) {
   EXPECT_EQ(h.rec.got[0].values[2], 10);
 }
 
+// A sliding window keeps its events' ids in slots as wide as the longest id
+// so far: a longer id widens them, keeping the ids already there. The alert
+// names the oldest event in the window, short or long.
+TEST(SlidingWindow, FirstEventIdSurvivesALongerIdWideningTheRing) {
+  Harness h(R"(rules:
+  - id: w
+    stream: calls
+    window: {group_by: [caller], size: 1m}
+    aggregates: {n: count(), lo: min(duration_s)}
+    having: n >= 2 and lo > 5
+    alert: {severity: low}
+)");
+  const std::string long_a(33, 'a'), long_b(40, 'b');
+  // Caller 1: two short ids, then a long one; the first leaves, the second fires.
+  h.call("e1", "1", "x", 1, 0);
+  h.call("e2", "1", "x", 10, 5);
+  h.call(long_a, "1", "x", 10, 30);
+  h.call("e4", "1", "x", 10, 61);
+  // Caller 2: a short id, then a long one that is the oldest when the rule
+  // fires, and a short one that makes the ring grow while the long one is in it.
+  h.call("f1", "2", "x", 1, 100);
+  h.call(long_b + "-cut", "2", "x", 10, 130);
+  h.call("f3", "2", "x", 10, 131);
+  h.call("f4", "2", "x", 10, 161);
+  // Caller 3: a long id that arrives when the ring is full, so it grows and
+  // widens at once.
+  const std::string long_c = "caller-3-long-call-id";
+  h.call("g1", "3", "x", 1, 200);
+  h.call("g2", "3", "x", 1, 201);
+  h.call(long_c, "3", "x", 10, 230);
+  h.call("g4", "3", "x", 10, 262);
+  ASSERT_EQ(h.rec.got.size(), 3u);
+  EXPECT_EQ(h.rec.got[0].first_id, "e2");
+  EXPECT_EQ(h.rec.got[1].first_id, long_b) << "ids are kept up to 40 bytes";
+  EXPECT_EQ(h.rec.got[2].first_id, long_c);
+}
+
 // Two count_distinct aggregates in one rule: the first's counter lives in the
 // key's state, the second's beside it; each counts its own field, and both
 // forget what leaves the window.
