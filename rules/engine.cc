@@ -180,21 +180,50 @@ uint64_t value_hash(const Value& v) {
          : v.type == FieldType::kDouble ? double_bits(v.d) : static_cast<uint64_t>(v.i);
 }
 
-// One event inside a sliding window: its time, then what each of the rule's
-// aggregates took from it, payload()[a]: the hash for count_distinct, 1/0 for
-// count_if, the number for sum/avg/min/max. Only the rule's aggregates are
-// stored (Entry::words): a rule with one or two aggregates keeps 16- or
-// 24-byte entries, so that expiring one reads a line that holds the next too.
-// The event's id (evidence, read only when the rule fires) is kept apart.
+// One event inside a sliding window: its time, then the columns the rule's
+// aggregates read (Columns): the hash of a field for count_distinct, its
+// number for sum/avg/min/max (one column however many of those read it), 1/0
+// for a count_if. Only those are stored (Entry::words): most rules keep 16-
+// or 24-byte entries, so that expiring one reads a line that holds the next
+// too. The event's id (evidence, read only when the rule fires) is kept apart.
 struct Entry {
   int64_t time;
   uint64_t* payload() { return reinterpret_cast<uint64_t*>(this + 1); }
   const uint64_t* payload() const { return reinterpret_cast<const uint64_t*>(this + 1); }
-  static size_t words(size_t naggs) { return sizeof(Entry) / 8 + naggs; }
+  static size_t words(size_t columns) { return sizeof(Entry) / 8 + columns; }
 };
 static_assert(sizeof(Entry) % 8 == 0);
 
-// A FIFO ring of entries of one size (set_aggregates) and of their events'
+// Where in an Entry's payload each aggregate of a rule finds what it took
+// from the event: aggregates of the same field and kind of value share a
+// column (avg, max and sum of duration_s: one). count, rate, baseline and
+// approx_count_distinct store nothing.
+struct Columns {
+  std::array<uint8_t, kMaxAggregates> of{};  // by aggregate
+  uint8_t count = 0;
+};
+Columns entry_columns(const Rule& r) {
+  Columns c;
+  std::array<std::pair<int, int>, kMaxAggregates> source{};  // per column: (value kind, slot)
+  for (size_t a = 0; a < r.aggregates.size(); ++a) {
+    const Aggregate& agg = r.aggregates[a];
+    int kind;
+    switch (agg.kind) {
+      case AggregateKind::kCount: case AggregateKind::kRate: case AggregateKind::kBaseline:
+      case AggregateKind::kApproxDistinct: continue;
+      case AggregateKind::kCountIf: kind = -1 - static_cast<int>(a); break;  // a column of its own
+      case AggregateKind::kCountDistinct: kind = 1; break;  // the value's hash
+      default: kind = 2;                                     // the value as a number
+    }
+    size_t col = 0;
+    while (col < c.count && source[col] != std::pair{kind, agg.slot}) ++col;
+    if (col == c.count) source[c.count++] = {kind, agg.slot};
+    c.of[a] = static_cast<uint8_t>(col);
+  }
+  return c;
+}
+
+// A FIFO ring of entries of one size (set_columns) and of their events'
 // ids (up to kIdBytes), in one allocation that it reuses: the entries first,
 // then the ids, so that the entries an event reads are dense. Id slots are as
 // wide as the longest id pushed so far needs (16 bytes for ids up to 15), so
@@ -206,9 +235,9 @@ class EntryRing {
  public:
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
-  // Entries for `naggs` aggregates; drops the storage if that changes the size.
-  void set_aggregates(size_t naggs) {
-    const auto w = static_cast<uint8_t>(Entry::words(naggs));
+  // Entries of `columns` payload words; drops the storage if that changes the size.
+  void set_columns(size_t columns) {
+    const auto w = static_cast<uint8_t>(Entry::words(columns));
     if (w == words_) return;
     buf_.reset();
     log2_cap_ = 0;
@@ -333,7 +362,7 @@ struct alignas(64) WindowKey {
   std::unique_ptr<History> history;
 
   // Makes a recycled slot a fresh key of `rule`, reusing its storage.
-  void renew(const Rule& rule);
+  void renew(const Rule& rule, const Columns& columns);
 
   // The distinct counter of count_distinct aggregate `a`.
   DistinctCounter& distinct(size_t a) { return a == distinct0 ? d0 : more[a]; }
@@ -678,9 +707,9 @@ bool counts_distinct(const Rule& r, AggregateKind kind) {
   return false;
 }
 
-void WindowKey::renew(const Rule& rule) {
+void WindowKey::renew(const Rule& rule, const Columns& columns) {
   const size_t n = rule.aggregates.size();
-  ring.set_aggregates(n);
+  ring.set_columns(columns.count);
   ring.clear();
   if (history) history->size = 0;
   else if (rule.history_windows > 0) history = std::make_unique<History>();
@@ -732,6 +761,7 @@ struct Engine::RuleState {
   // Window rules: a bit per aggregate that an event entering or leaving the
   // window changes (not count, rate, baseline: they need no per-event work).
   uint8_t per_event = 0;
+  Columns columns;  // sliding window rules: of their ring's entries
 };
 
 // The window keys of one (stream, group_by), shared by every window rule with
@@ -849,6 +879,7 @@ std::vector<std::unique_ptr<Engine::KeyTable>> Engine::make_key_tables(
       if (kind != AggregateKind::kCount && kind != AggregateKind::kRate && kind != AggregateKind::kBaseline)
         rs.per_event |= static_cast<uint8_t>(1u << a);
     }
+    rs.columns = entry_columns(r);
     size_t t = 0;
     while (t < tables.size() && !(tables[t]->stream == r.match.stream && tables[t]->slots == r.match.key)) ++t;
     if (t == tables.size()) {
@@ -1200,7 +1231,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
   }
   WindowKey& k = kt.state(entry, rs.key_pos);
   if (!k.live) {
-    k.renew(rule);
+    k.renew(rule, rs.columns);
     ++kt.live[entry];
     c.keys.store(static_cast<int64_t>(++rs.window_keys), std::memory_order_relaxed);
   }
@@ -1215,13 +1246,14 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
         const uint64_t* old = k.ring.front().payload();
         for (uint8_t m = rs.per_event; m; m &= static_cast<uint8_t>(m - 1)) {
           const auto a = static_cast<size_t>(__builtin_ctz(m));
+          const uint64_t was = old[rs.columns.of[a]];
           switch (rule.aggregates[a].kind) {
-            case AggregateKind::kCountDistinct: k.distinct(a).remove(old[a]); break;
-            case AggregateKind::kCountIf: k.acc[a] -= static_cast<double>(old[a]); break;
-            case AggregateKind::kSum: case AggregateKind::kAvg: k.acc[a] -= bits_double(old[a]); break;
+            case AggregateKind::kCountDistinct: k.distinct(a).remove(was); break;
+            case AggregateKind::kCountIf: k.acc[a] -= static_cast<double>(was); break;
+            case AggregateKind::kSum: case AggregateKind::kAvg: k.acc[a] -= bits_double(was); break;
             case AggregateKind::kMin: case AggregateKind::kMax: {
               // Was it the extreme (or not comparable: NaN), and the last to hold it?
-              const double x = bits_double(old[a]);
+              const double x = bits_double(was);
               if (k.stale >> a & 1) break;
               if (x == k.acc[a] && k.ties[a] > 1 && k.ties[a] != WindowKey::kManyTies) --k.ties[a];
               else if (!(rule.aggregates[a].kind == AggregateKind::kMin ? x > k.acc[a] : x < k.acc[a]))
@@ -1272,14 +1304,14 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
       case AggregateKind::kCount: case AggregateKind::kRate: case AggregateKind::kBaseline: break;
       case AggregateKind::kCountIf: {
         const bool hit = agg.condition->test(ectx);
-        payload[a] = hit;
+        payload[rs.columns.of[a]] = hit;
         k.acc[a] += hit;
         break;
       }
       case AggregateKind::kCountDistinct: case AggregateKind::kApproxDistinct: {
         const uint64_t h = value_hash(e.at(agg.slot));
         if (agg.kind == AggregateKind::kCountDistinct) {
-          payload[a] = h;
+          payload[rs.columns.of[a]] = h;
           k.distinct(a).add(h);
         } else {
           if (!k.approx[a]) k.approx[a] = std::make_unique<ApproxDistinct>(size, rule.window_type == WindowType::kSliding);
@@ -1290,7 +1322,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
       default: {
         const Value& v = e.at(agg.slot);
         const double x = !v.present ? 0.0 : v.type == FieldType::kDouble ? v.d : static_cast<double>(v.i);
-        payload[a] = double_bits(x);
+        payload[rs.columns.of[a]] = double_bits(x);
         if (agg.kind != AggregateKind::kMin && agg.kind != AggregateKind::kMax) {
           k.acc[a] += x;
         } else if (k.count == 0 || (agg.kind == AggregateKind::kMin ? x < k.acc[a] : x > k.acc[a])) {
@@ -1307,7 +1339,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
     Entry& entry = k.ring.push(id);
     entry.time = e.time_ms;
     if (k.ring.size() == 1) k.start = e.time_ms;
-    std::copy(payload, payload + naggs, entry.payload());
+    std::copy_n(payload, rs.columns.count, entry.payload());
   } else if (k.count == 0) {
     k.first_time = e.time_ms;
     k.first_id_len = static_cast<uint8_t>(std::min(id.size(), k.first_id.size()));
@@ -1339,10 +1371,11 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
         // last event holding the extreme has left it (rare: ties[a] counts them).
         if (k.stale >> a & 1) {
           const bool is_min = rule.aggregates[a].kind == AggregateKind::kMin;
-          double m = bits_double(k.ring.at(0).payload()[a]);
+          const size_t col = rs.columns.of[a];
+          double m = bits_double(k.ring.at(0).payload()[col]);
           uint32_t ties = 1;
           for (size_t i = 1; i < k.ring.size(); ++i) {
-            const double x = bits_double(k.ring.at(i).payload()[a]);
+            const double x = bits_double(k.ring.at(i).payload()[col]);
             if (is_min ? x < m : x > m) {
               m = x;
               ties = 1;

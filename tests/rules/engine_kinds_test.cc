@@ -289,6 +289,56 @@ TEST(SlidingWindow, MinAndMaxMatchABruteForceScanAsExtremesLeave) {
   EXPECT_EQ(got, want);
 }
 
+// A sliding window stores one column per field and kind of value: sum, avg,
+// max and min of duration_s share one, count_distinct(duration_s) and each
+// count_if have their own. Every value of every alert is checked against a
+// brute-force computation over the window's calls.
+TEST(SlidingWindow, AggregatesSharingAColumnMatchABruteForceComputation) {
+  const std::string aggregates =
+      "{s: sum(duration_s), a: avg(duration_s), hi: max(duration_s), n: count(), lo: min(duration_s), "
+      "u: count_distinct(callee), k: count_if(duration_s > 4), d: count_distinct(duration_s)}";
+  std::string rules = "rules:\n";
+  for (int v = 1; v <= 8; ++v)
+    for (const char* on : {"hi", "u", "d"})
+      rules += std::string("  - {id: ") + on + std::to_string(v) + ", stream: calls, window: {group_by: [caller], size: 1m}, " +
+               "aggregates: " + aggregates + ", having: " + on + " == " + std::to_string(v) + ", alert: {severity: low}}\n";
+  Harness h(rules);
+  std::mt19937 rng(23);
+  std::map<std::string, std::vector<std::tuple<int64_t, int, std::string>>> window;  // per caller: (time, duration, callee)
+  std::map<std::pair<std::string, std::string>, bool> hit;                         // (caller, rule): condition held
+  std::vector<std::tuple<std::string, std::string, std::vector<double>>> want;     // (rule, caller, values)
+  int64_t t = 0;
+  for (int i = 0; i < 2000; ++i) {
+    t += static_cast<int64_t>(rng() % 12);
+    const std::string caller = std::to_string(rng() % 3), callee = "p" + std::to_string(rng() % 8);
+    const int duration = 1 + static_cast<int>(rng() % 8);
+    auto& w = window[caller];
+    std::erase_if(w, [&](const auto& e) { return std::get<0>(e) <= t - 60; });
+    w.emplace_back(t, duration, callee);
+    double sum = 0, hi = 0, lo = 100, k = 0;
+    std::set<std::string> people;
+    std::set<int> durations;
+    for (const auto& [time, d, p] : w) {
+      sum += d, hi = std::max<double>(hi, d), lo = std::min<double>(lo, d), k += d > 4;
+      people.insert(p), durations.insert(d);
+    }
+    const double n = static_cast<double>(w.size()), u = static_cast<double>(people.size()),
+                 dd = static_cast<double>(durations.size());
+    const std::vector<double> values{sum, sum / n, hi, n, lo, u, k, dd};
+    for (int v = 1; v <= 8; ++v)
+      for (const auto& [rule, now] : {std::pair{"hi" + std::to_string(v), hi == v}, std::pair{"u" + std::to_string(v), u == v},
+                                      std::pair{"d" + std::to_string(v), dd == v}}) {
+        if (now && !hit[{caller, rule}]) want.emplace_back(rule, caller, values);
+        hit[{caller, rule}] = now;
+      }
+    h.call("c" + std::to_string(i), caller, callee, duration, t);
+  }
+  std::vector<std::tuple<std::string, std::string, std::vector<double>>> got;
+  for (const Fired& f : h.rec.got) got.emplace_back(f.rule, f.key.at(0), f.values);
+  EXPECT_GT(want.size(), 500u);
+  EXPECT_EQ(got, want);
+}
+
 const char* kSequence = R"(rules:
   - id: victim_long_call
     sequence:
