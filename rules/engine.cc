@@ -223,6 +223,27 @@ Columns entry_columns(const Rule& r) {
   return c;
 }
 
+// What the window keys of one rule have in common, worked out once.
+struct WindowShape {
+  Columns columns;                  // sliding: of the ring's entries
+  uint8_t distinct0 = 0xff;         // the first count_distinct aggregate (0xff: none)
+  // The rule keeps more distinct counters, approximate ones or a history:
+  // state past the key's third cache line, which other rules never read.
+  bool cold = false;
+};
+WindowShape window_shape(const Rule& r) {
+  WindowShape w;
+  w.columns = entry_columns(r);
+  size_t distincts = 0;
+  for (size_t a = 0; a < r.aggregates.size(); ++a) {
+    const AggregateKind kind = r.aggregates[a].kind;
+    if (kind == AggregateKind::kCountDistinct && distincts++ == 0) w.distinct0 = static_cast<uint8_t>(a);
+    w.cold |= kind == AggregateKind::kApproxDistinct;
+  }
+  w.cold |= distincts > 1 || r.history_windows > 0;
+  return w;
+}
+
 // A FIFO ring of entries of one size (set_columns) and of their events'
 // ids (up to kIdBytes), in one allocation that it reuses: the entries first,
 // then the ids, so that the entries an event reads are dense. Id slots are as
@@ -362,16 +383,17 @@ struct alignas(64) WindowKey {
   std::unique_ptr<History> history;
 
   // Makes a recycled slot a fresh key of `rule`, reusing its storage.
-  void renew(const Rule& rule, const Columns& columns);
+  void renew(const Rule& rule, const WindowShape& shape);
 
   // The distinct counter of count_distinct aggregate `a`.
   DistinctCounter& distinct(size_t a) { return a == distinct0 ? d0 : more[a]; }
 
-  void reset(size_t naggs) {
-    d0.clear();
+  // Empties the window (a new bucket or session); touches only the lines the rule uses.
+  void reset(size_t naggs, const WindowShape& shape) {
+    if (distinct0 != kNoDistinct) d0.clear();
     for (size_t a = 0; a < naggs; ++a) {
-      if (more) more[a].clear();
-      if (approx && approx[a]) approx[a]->clear();
+      if (shape.cold && more) more[a].clear();
+      if (shape.cold && approx && approx[a]) approx[a]->clear();
       acc[a] = 0;
     }
     count = 0;
@@ -707,33 +729,35 @@ bool counts_distinct(const Rule& r, AggregateKind kind) {
   return false;
 }
 
-void WindowKey::renew(const Rule& rule, const Columns& columns) {
+// Touches only the lines the rule uses: a key of a rule without cold state
+// never reads its third line (first_time and first_id are set by the first event).
+void WindowKey::renew(const Rule& rule, const WindowShape& shape) {
   const size_t n = rule.aggregates.size();
-  ring.set_columns(columns.count);
+  ring.set_columns(shape.columns.count);
   ring.clear();
-  if (history) history->size = 0;
-  else if (rule.history_windows > 0) history = std::make_unique<History>();
-  d0.clear();
-  distinct0 = kNoDistinct;
-  size_t distincts = 0;
-  for (size_t a = 0; a < n; ++a)
-    if (rule.aggregates[a].kind == AggregateKind::kCountDistinct && distincts++ == 0) distinct0 = static_cast<uint8_t>(a);
-  if (more) {
-    for (size_t a = 0; a < n; ++a) more[a].clear();
-  } else if (distincts > 1) {
-    more = std::make_unique<DistinctCounter[]>(n);
+  distinct0 = shape.distinct0;
+  if (distinct0 != kNoDistinct) d0.clear();
+  if (shape.cold) {
+    if (history) history->size = 0;
+    else if (rule.history_windows > 0) history = std::make_unique<History>();
+    size_t distincts = 0;
+    for (size_t a = 0; a < n; ++a) distincts += rule.aggregates[a].kind == AggregateKind::kCountDistinct;
+    if (more) {
+      for (size_t a = 0; a < n; ++a) more[a].clear();
+    } else if (distincts > 1) {
+      more = std::make_unique<DistinctCounter[]>(n);
+    }
+    if (approx) {
+      for (size_t a = 0; a < n; ++a)
+        if (approx[a]) approx[a]->clear();
+    } else if (counts_distinct(rule, AggregateKind::kApproxDistinct)) {
+      approx = std::make_unique<std::unique_ptr<ApproxDistinct>[]>(n);
+    }
   }
-  if (approx) {
-    for (size_t a = 0; a < n; ++a)
-      if (approx[a]) approx[a]->clear();
-  } else if (counts_distinct(rule, AggregateKind::kApproxDistinct)) {
-    approx = std::make_unique<std::unique_ptr<ApproxDistinct>[]>(n);
-  }
-  acc.fill(0);
+  std::fill_n(acc.begin(), n, 0.0);
   count = 0;
   stale = 0;
   start = newest = INT64_MIN;
-  first_time = 0;
   first_id_len = 0;
   firing = false;
   live = true;
@@ -761,7 +785,7 @@ struct Engine::RuleState {
   // Window rules: a bit per aggregate that an event entering or leaving the
   // window changes (not count, rate, baseline: they need no per-event work).
   uint8_t per_event = 0;
-  Columns columns;  // sliding window rules: of their ring's entries
+  WindowShape shape;  // window rules
 };
 
 // The window keys of one (stream, group_by), shared by every window rule with
@@ -879,7 +903,7 @@ std::vector<std::unique_ptr<Engine::KeyTable>> Engine::make_key_tables(
       if (kind != AggregateKind::kCount && kind != AggregateKind::kRate && kind != AggregateKind::kBaseline)
         rs.per_event |= static_cast<uint8_t>(1u << a);
     }
-    rs.columns = entry_columns(r);
+    rs.shape = window_shape(r);
     size_t t = 0;
     while (t < tables.size() && !(tables[t]->stream == r.match.stream && tables[t]->slots == r.match.key)) ++t;
     if (t == tables.size()) {
@@ -1231,7 +1255,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
   }
   WindowKey& k = kt.state(entry, rs.key_pos);
   if (!k.live) {
-    k.renew(rule, rs.columns);
+    k.renew(rule, rs.shape);
     ++kt.live[entry];
     c.keys.store(static_cast<int64_t>(++rs.window_keys), std::memory_order_relaxed);
   }
@@ -1246,7 +1270,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
         const uint64_t* old = k.ring.front().payload();
         for (uint8_t m = rs.per_event; m; m &= static_cast<uint8_t>(m - 1)) {
           const auto a = static_cast<size_t>(__builtin_ctz(m));
-          const uint64_t was = old[rs.columns.of[a]];
+          const uint64_t was = old[rs.shape.columns.of[a]];
           switch (rule.aggregates[a].kind) {
             case AggregateKind::kCountDistinct: k.distinct(a).remove(was); break;
             case AggregateKind::kCountIf: k.acc[a] -= static_cast<double>(was); break;
@@ -1276,8 +1300,8 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
         return;
       }
       if (bucket > k.start) {
-        if (k.history && k.count > 0) k.history->close(k.start);
-        k.reset(naggs);
+        if (rule.history_windows > 0 && k.history && k.count > 0) k.history->close(k.start);
+        k.reset(naggs, rs.shape);
         k.start = bucket;
       }
       break;
@@ -1288,7 +1312,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
         return;
       }
       if (k.newest == INT64_MIN || e.time_ms - k.newest > size) {
-        k.reset(naggs);
+        k.reset(naggs, rs.shape);
         k.start = e.time_ms;
       }
       break;
@@ -1304,14 +1328,14 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
       case AggregateKind::kCount: case AggregateKind::kRate: case AggregateKind::kBaseline: break;
       case AggregateKind::kCountIf: {
         const bool hit = agg.condition->test(ectx);
-        payload[rs.columns.of[a]] = hit;
+        payload[rs.shape.columns.of[a]] = hit;
         k.acc[a] += hit;
         break;
       }
       case AggregateKind::kCountDistinct: case AggregateKind::kApproxDistinct: {
         const uint64_t h = value_hash(e.at(agg.slot));
         if (agg.kind == AggregateKind::kCountDistinct) {
-          payload[rs.columns.of[a]] = h;
+          payload[rs.shape.columns.of[a]] = h;
           k.distinct(a).add(h);
         } else {
           if (!k.approx[a]) k.approx[a] = std::make_unique<ApproxDistinct>(size, rule.window_type == WindowType::kSliding);
@@ -1322,7 +1346,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
       default: {
         const Value& v = e.at(agg.slot);
         const double x = !v.present ? 0.0 : v.type == FieldType::kDouble ? v.d : static_cast<double>(v.i);
-        payload[rs.columns.of[a]] = double_bits(x);
+        payload[rs.shape.columns.of[a]] = double_bits(x);
         if (agg.kind != AggregateKind::kMin && agg.kind != AggregateKind::kMax) {
           k.acc[a] += x;
         } else if (k.count == 0 || (agg.kind == AggregateKind::kMin ? x < k.acc[a] : x > k.acc[a])) {
@@ -1339,7 +1363,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
     Entry& entry = k.ring.push(id);
     entry.time = e.time_ms;
     if (k.ring.size() == 1) k.start = e.time_ms;
-    std::copy_n(payload, rs.columns.count, entry.payload());
+    std::copy_n(payload, rs.shape.columns.count, entry.payload());
   } else if (k.count == 0) {
     k.first_time = e.time_ms;
     k.first_id_len = static_cast<uint8_t>(std::min(id.size(), k.first_id.size()));
@@ -1371,7 +1395,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
         // last event holding the extreme has left it (rare: ties[a] counts them).
         if (k.stale >> a & 1) {
           const bool is_min = rule.aggregates[a].kind == AggregateKind::kMin;
-          const size_t col = rs.columns.of[a];
+          const size_t col = rs.shape.columns.of[a];
           double m = bits_double(k.ring.at(0).payload()[col]);
           uint32_t ties = 1;
           for (size_t i = 1; i < k.ring.size(); ++i) {
