@@ -5,6 +5,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <limits>
+#include <random>
 
 #include "pipeline/decoder.h"
 
@@ -55,6 +56,38 @@ TEST(JsonWriter, EscapesControlCharacters) {
   std::string out;
   append_json_escaped(out, std::string("a\nb\x01", 4));
   EXPECT_EQ(out, "a\\nb\\u0001");
+}
+
+// Plain runs are appended whole: escapes at the start, the end, side by side
+// and between runs, checked against a character-at-a-time reference on random
+// strings (and appended after what `out` already holds).
+TEST(JsonWriter, EscapesLikeACharacterAtATimeReference) {
+  const auto reference = [](std::string_view s) {
+    std::string r;
+    for (const char ch : s) {
+      const auto c = static_cast<unsigned char>(ch);
+      char buf[8];
+      if (c == '"') r += "\\\"";
+      else if (c == '\\') r += "\\\\";
+      else if (c == '\n') r += "\\n";
+      else if (c == '\r') r += "\\r";
+      else if (c == '\t') r += "\\t";
+      else if (c < 0x20) std::snprintf(buf, sizeof buf, "\\u%04x", c), r += buf;
+      else r += ch;
+    }
+    return r;
+  };
+  EXPECT_EQ([] { std::string o = "x"; append_json_escaped(o, "\"ab\\\x1f"); return o; }(), "x\\\"ab\\\\\\u001f");
+  std::mt19937 rng(3);
+  const char alphabet[] = {'a', 'Z', ' ', '"', '\\', '\n', '\r', '\t', '\x01', '\x1f', '\x7f', static_cast<char>(0xe4)};
+  for (int i = 0; i < 4000; ++i) {
+    // Dense escapes, then sparse ones in strings long enough for 16-byte blocks.
+    std::string s(rng() % (i < 2000 ? 40 : 100), ' ');
+    for (char& c : s) c = i < 2000 || rng() % 16 == 0 ? alphabet[rng() % sizeof alphabet] : static_cast<char>('a' + rng() % 26);
+    std::string out = "prefix";
+    append_json_escaped(out, s);
+    ASSERT_EQ(out, "prefix" + reference(s)) << s;
+  }
 }
 
 TEST(Masking, KeepsThreeAndFourDigits) {
