@@ -10,7 +10,7 @@
 namespace tocsin::rules {
 
 inline uint64_t key_hash(std::string_view s) {
-  uint64_t h = 0x9e3779b97f4a7c15ull ^ s.size();
+  uint64_t h = 0x9e3779b97f4a7c15ull;
   const char* p = s.data();
   size_t n = s.size();
   for (; n >= 8; p += 8, n -= 8) {
@@ -32,6 +32,10 @@ inline uint64_t key_hash(std::string_view s) {
     }
     h = (h ^ w) * 0x94d049bb133111ebull;
   }
+  // The length goes in after the bytes: xored into the seed it could cancel a
+  // byte's difference ("p1" and "p10" hashed alike, and count_distinct,
+  // which keeps only hashes, counted them once).
+  h ^= s.size();
   h ^= h >> 32;
   h *= 0xbf58476d1ce4e5b9ull;
   return h ^ (h >> 29);
