@@ -16,15 +16,20 @@ namespace {
 
 // Multiset of 64-bit hashes with counts. Up to kInline distinct hashes live
 // in the counter itself, so the usual key (a caller with a handful of callees)
-// costs no pointer to follow. Beyond that, and from then on: open addressing
-// with linear probing and backward-shift deletion, grown by doubling and never
-// shrunk, so a key's steady state does not allocate.
+// costs no pointer to follow. Beyond that: open addressing with linear
+// probing and backward-shift deletion, grown by doubling and never freed, so
+// a key's steady state does not allocate. clear() goes back to inline and
+// keeps the table as a spare, zeroed only if the counter outgrows inline
+// again: a recycled key (most have a handful of values) never touches it.
 class DistinctCounter {
  public:
   static constexpr uint32_t kInline = 3;
   size_t size() const { return size_; }
   void clear() {
-    if (cap_) std::fill_n(slots_.get(), cap_, Slot{});
+    if (cap_) {
+      spare_ = cap_;
+      cap_ = 0;
+    }
     size_ = 0;
   }
   void add(uint64_t h) {
@@ -76,13 +81,20 @@ class DistinctCounter {
  private:
   struct Slot { uint64_t hash = 0; uint32_t count = 0; };
   size_t mask() const { return cap_ - 1; }
-  // Moves every hash into a table twice as large (the first: from inline).
+  // Moves every hash into a table twice as large (from inline: the spare, if any).
   void grow() {
-    std::unique_ptr<Slot[]> old = std::move(slots_);
     const uint32_t old_cap = cap_, old_size = size_;
+    size_ = 0;
+    if (old_cap == 0 && spare_) {
+      cap_ = spare_;
+      spare_ = 0;
+      std::fill_n(slots_.get(), cap_, Slot{});
+      for (uint32_t i = 0; i < old_size; ++i) insert(inline_hash_[i], inline_count_[i]);
+      return;
+    }
+    std::unique_ptr<Slot[]> old = std::move(slots_);
     cap_ = cap_ == 0 ? 16 : cap_ * 2;
     slots_ = std::make_unique<Slot[]>(cap_);
-    size_ = 0;
     if (old_cap == 0) {
       for (uint32_t i = 0; i < old_size; ++i) insert(inline_hash_[i], inline_count_[i]);
     } else {
@@ -102,6 +114,7 @@ class DistinctCounter {
   std::array<uint32_t, kInline> inline_count_{};
   uint32_t cap_ = 0;  // of slots_, a power of two; 0: inline
   uint32_t size_ = 0;
+  uint32_t spare_ = 0;  // while inline: the size of slots_ kept from before (0: none)
   std::unique_ptr<Slot[]> slots_;
 };
 static_assert(sizeof(DistinctCounter) == 56);

@@ -128,6 +128,33 @@ TEST(SessionWindow, GapClosesTheSession) {
   EXPECT_EQ(h.rec.got[1].values[0], 2);
 }
 
+// A distinct counter that outgrew its inline values keeps its table when a
+// new bucket empties it, and reuses it (emptied) when the bucket outgrows
+// inline again. Rule u<v> fires when a caller's distinct callees in the
+// bucket reach v: checked against a brute-force count over random calls.
+TEST(TumblingWindow, DistinctCountsStartEmptyInEveryBucket) {
+  std::string rules = "rules:\n";
+  for (int v = 1; v <= 14; ++v)
+    rules += "  - {id: u" + std::to_string(v) + ", stream: calls, window: {type: tumbling, group_by: [caller], size: 1m}, " +
+             "aggregates: {u: count_distinct(callee)}, having: u == " + std::to_string(v) + ", alert: {severity: low}}\n";
+  Harness h(rules);
+  std::mt19937 rng(17);
+  std::map<std::pair<std::string, int64_t>, std::set<std::string>> bucket;  // (caller, bucket start): callees
+  std::vector<std::pair<std::string, std::string>> want;                     // (rule, caller)
+  int64_t t = 0;
+  for (int i = 0; i < 3000; ++i) {
+    t += static_cast<int64_t>(rng() % 3);
+    const std::string caller = std::to_string(rng() % 2), callee = "p" + std::to_string(rng() % (i % 500 < 250 ? 20 : 3));
+    auto& seen = bucket[{caller, (kT0 + t * 1000) / 60000}];
+    if (seen.insert(callee).second && seen.size() <= 14) want.emplace_back("u" + std::to_string(seen.size()), caller);
+    h.call("c" + std::to_string(i), caller, callee, 5, t);
+  }
+  std::vector<std::pair<std::string, std::string>> got;
+  for (const Fired& f : h.rec.got) got.emplace_back(f.rule, f.key.at(0));
+  EXPECT_GT(want.size(), 800u);
+  EXPECT_EQ(got, want);
+}
+
 TEST(SlidingWindow, MinMaxFollowEviction) {
   Harness h(R"(rules:
   - id: m
