@@ -238,10 +238,15 @@ Columns entry_columns(const Rule& r) {
 
 // What the window keys of one rule have in common, worked out once.
 struct WindowShape {
-  Columns columns;                  // sliding: of the ring's entries
-  uint8_t distinct0 = 0xff;         // the first count_distinct aggregate (0xff: none)
-  // The rule keeps more distinct counters, approximate ones or a history:
-  // state past the key's third cache line, which other rules never read.
+  Columns columns;  // sliding: of the ring's entries
+  // A bit per aggregate that an event entering or leaving the window changes
+  // (not count, rate, baseline: they need no per-event work).
+  uint8_t per_event = 0;
+  uint8_t distinct0 = 0xff;  // the first count_distinct aggregate (0xff: none)
+  bool more_distincts = false;  // a second count_distinct: counters in WindowKey::more
+  bool approx = false;          // approx_count_distinct: WindowKey::approx
+  // more_distincts, approx or a history: state past the key's third cache
+  // line, which other rules never read.
   bool cold = false;
 };
 WindowShape window_shape(const Rule& r) {
@@ -250,10 +255,13 @@ WindowShape window_shape(const Rule& r) {
   size_t distincts = 0;
   for (size_t a = 0; a < r.aggregates.size(); ++a) {
     const AggregateKind kind = r.aggregates[a].kind;
+    if (kind != AggregateKind::kCount && kind != AggregateKind::kRate && kind != AggregateKind::kBaseline)
+      w.per_event |= static_cast<uint8_t>(1u << a);
     if (kind == AggregateKind::kCountDistinct && distincts++ == 0) w.distinct0 = static_cast<uint8_t>(a);
-    w.cold |= kind == AggregateKind::kApproxDistinct;
+    w.approx |= kind == AggregateKind::kApproxDistinct;
   }
-  w.cold |= distincts > 1 || r.history_windows > 0;
+  w.more_distincts = distincts > 1;
+  w.cold = w.more_distincts || w.approx || r.history_windows > 0;
   return w;
 }
 
@@ -735,13 +743,6 @@ void arm(const RuleSet& set, const Rule& rule, Clocks& k, Timers& timers) {
   }
 }
 
-
-bool counts_distinct(const Rule& r, AggregateKind kind) {
-  for (const auto& a : r.aggregates)
-    if (a.kind == kind) return true;
-  return false;
-}
-
 // Touches only the lines the rule uses: a key of a rule without cold state
 // never reads its third line (first_time and first_id are set by the first event).
 void WindowKey::renew(const Rule& rule, const WindowShape& shape) {
@@ -753,17 +754,15 @@ void WindowKey::renew(const Rule& rule, const WindowShape& shape) {
   if (shape.cold) {
     if (history) history->size = 0;
     else if (rule.history_windows > 0) history = std::make_unique<History>();
-    size_t distincts = 0;
-    for (size_t a = 0; a < n; ++a) distincts += rule.aggregates[a].kind == AggregateKind::kCountDistinct;
     if (more) {
       for (size_t a = 0; a < n; ++a) more[a].clear();
-    } else if (distincts > 1) {
+    } else if (shape.more_distincts) {
       more = std::make_unique<DistinctCounter[]>(n);
     }
     if (approx) {
       for (size_t a = 0; a < n; ++a)
         if (approx[a]) approx[a]->clear();
-    } else if (counts_distinct(rule, AggregateKind::kApproxDistinct)) {
+    } else if (shape.approx) {
       approx = std::make_unique<std::unique_ptr<ApproxDistinct>[]>(n);
     }
   }
@@ -795,9 +794,6 @@ struct Engine::RuleState {
   KeyedValues<Clocks> clocks;
   TimerQueue timers;
   int64_t newest = INT64_MIN;  // newest event time seen by the rule (its watermark)
-  // Window rules: a bit per aggregate that an event entering or leaving the
-  // window changes (not count, rate, baseline: they need no per-event work).
-  uint8_t per_event = 0;
   WindowShape shape;  // window rules
 };
 
@@ -910,12 +906,6 @@ std::vector<std::unique_ptr<Engine::KeyTable>> Engine::make_key_tables(
     RuleState& rs = *state[i];
     rs.key_table = rs.key_pos = -1;
     if (r.kind != RuleKind::kWindow) continue;
-    rs.per_event = 0;
-    for (size_t a = 0; a < r.aggregates.size(); ++a) {
-      const AggregateKind kind = r.aggregates[a].kind;
-      if (kind != AggregateKind::kCount && kind != AggregateKind::kRate && kind != AggregateKind::kBaseline)
-        rs.per_event |= static_cast<uint8_t>(1u << a);
-    }
     rs.shape = window_shape(r);
     size_t t = 0;
     while (t < tables.size() && !(tables[t]->stream == r.match.stream && tables[t]->slots == r.match.key)) ++t;
@@ -1281,7 +1271,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
       const int64_t horizon = std::max(k.newest, e.time_ms) - size;
       while (!k.ring.empty() && k.start <= horizon) {  // start: the time of the ring's front
         const uint64_t* old = k.ring.front().payload();
-        for (uint8_t m = rs.per_event; m; m &= static_cast<uint8_t>(m - 1)) {
+        for (uint8_t m = rs.shape.per_event; m; m &= static_cast<uint8_t>(m - 1)) {
           const auto a = static_cast<size_t>(__builtin_ctz(m));
           const uint64_t was = old[rs.shape.columns.of[a]];
           switch (rule.aggregates[a].kind) {
@@ -1334,7 +1324,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
 
   // Add the event.
   uint64_t payload[kMaxAggregates] = {};
-  for (uint8_t m = rs.per_event; m; m &= static_cast<uint8_t>(m - 1)) {
+  for (uint8_t m = rs.shape.per_event; m; m &= static_cast<uint8_t>(m - 1)) {
     const auto a = static_cast<size_t>(__builtin_ctz(m));
     const Aggregate& agg = rule.aggregates[a];
     switch (agg.kind) {
