@@ -7,6 +7,15 @@ and the SMPP simulator tests/integration/kannel/fake_smpp_smsc.py (route
 Every daemon runs in its own session (setsid), so it is stopped by process
 group: smsbox re-execs itself with a new PID when bearerbox crashes.
 
+smsbox is supervised, as run_kannel_box supervises it in production: a thread
+starts it again within a fraction of a second whenever it has died while
+bearerbox is up. Kannel 1.4.5's smsbox panics (gwlib/conn.c:859
+conn_unregister: Assertion `conn != NULL') when a DLR-URL receiver resets the
+connection, e.g. a Tocsin killed with SIGKILL mid-request; bearerbox keeps the
+receipts that arrive meanwhile until an smsbox is back. (run_kannel_box itself
+daemonizes into a session of its own, and smsbox's --parachute waits 30 s after
+a crash within 10 s of a start, so neither fits a test.)
+
 The ports are fixed (13000 admin, 13001 box, 13013 sendsms, 10000 fakesmsc,
 2775 SMPP): tests using this must not run concurrently. Within one ctest run
 RESOURCE_LOCK kannel serialises them; across processes (two ctest runs, two
@@ -27,6 +36,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -135,6 +145,10 @@ class KannelStack:
         self.fakesmsc_out = os.path.join(self.run_dir, "fakesmsc.out")
         self.daemons = {}
         self._lock = None
+        self._daemons_lock = threading.Lock()  # self.daemons: the test's thread and the supervisor
+        self._stopping = threading.Event()
+        self._supervisor = None
+        self.smsbox_starts = 0  # how often smsbox was (re)started: 1 unless it died
 
     # ------------------------------------------------------------ lifecycle
 
@@ -169,12 +183,20 @@ class KannelStack:
                                        self.run_dir)
         wait_for("the SMPP simulator's port", lambda: _listening(self.SMPP_PORT), timeout=10)
         self.start_bearerbox(timeout=timeout)
+        self._stopping.clear()
+        self._supervisor = threading.Thread(target=self._supervise_smsbox, name="smsbox-supervisor", daemon=True)
+        self._supervisor.start()
         return self
 
     def stop(self):
-        """Stops every daemon by process group (smsbox first); idempotent."""
+        """Stops the supervisor, then every daemon by process group (smsbox first); idempotent."""
+        self._stopping.set()
+        if self._supervisor:
+            self._supervisor.join()
+            self._supervisor = None
         for name in ("smsbox", "fakesmsc", "bearerbox", "smsc"):
-            d = self.daemons.pop(name, None)
+            with self._daemons_lock:
+                d = self.daemons.pop(name, None)
             if d:
                 d.stop()
         if os.path.exists(self.fifo):
@@ -195,24 +217,25 @@ class KannelStack:
     def __exit__(self, *exc):
         self.stop()
 
-    def stop_bearerbox(self, crash=True, timeout=15.0):
-        """Takes bearerbox away; returns once sendsms refuses connections.
-        crash=True: SIGKILL. smsbox then closes the sendsms port, and re-execs itself
-        (new PID, same process group) after 10 s; if bearerbox is still down then, it
-        exits. crash=False: SIGTERM; bearerbox takes smsbox down with it.
-        fakesmsc loses its connection either way and is stopped."""
-        self.daemons.pop("bearerbox").stop(signal.SIGKILL if crash else signal.SIGTERM)
-        fake = self.daemons.pop("fakesmsc", None)
+    def crash_bearerbox(self, timeout=15.0):
+        """SIGKILLs bearerbox; returns once sendsms refuses connections. smsbox then
+        closes the sendsms port and re-execs itself (new PID, same process group) after
+        10 s; if bearerbox is still down then, it exits, and the supervisor starts it
+        again once bearerbox is back. fakesmsc loses its connection and is stopped."""
+        with self._daemons_lock:
+            bearerbox = self.daemons.pop("bearerbox")
+            fake = self.daemons.pop("fakesmsc", None)
+        bearerbox.stop(signal.SIGKILL)
         if fake:
             fake.stop()
         wait_for("smsbox to close the sendsms port", lambda: not _listening(self.SENDSMS_PORT), timeout=timeout)
-        if not crash:
-            wait_for("smsbox to exit with bearerbox", lambda: not self.daemons["smsbox"].alive(), timeout=timeout)
 
     def start_bearerbox(self, timeout=60.0):
-        """(Re)starts bearerbox and fakesmsc, and smsbox unless it is alive (restarting
-        itself); returns when sendsms answers and both SMSC links are online. Also used by start()."""
-        self.daemons["bearerbox"] = _Daemon("bearerbox", [BEARERBOX, "-v", "1", self.conf], self.run_dir)
+        """(Re)starts bearerbox and fakesmsc, and smsbox's supervisor unless it is alive;
+        returns when sendsms answers and both SMSC links are online. Also used by start()."""
+        bearerbox = _Daemon("bearerbox", [BEARERBOX, "-v", "1", self.conf], self.run_dir)
+        with self._daemons_lock:
+            self.daemons["bearerbox"] = bearerbox
         wait_for("bearerbox's box and fake-SMSC ports",
                  lambda: _listening(self.BOX_PORT) and _listening(self.FAKE_PORT), timeout=15)
         fd = os.open(self.fifo, os.O_RDWR)  # read-write: fakesmsc never sees EOF on it
@@ -229,9 +252,21 @@ class KannelStack:
         wait_for("sendsms to answer and both SMSC links to be online", ready, timeout=timeout, interval=0.2)
 
     def _ensure_smsbox(self):
-        d = self.daemons.get("smsbox")
-        if d is None or not d.alive():
+        """Starts smsbox unless its process group is alive; True when it did."""
+        with self._daemons_lock:
+            d = self.daemons.get("smsbox")
+            if d is not None and d.alive():
+                return False
             self.daemons["smsbox"] = _Daemon("smsbox", [SMSBOX, "-v", "1", self.conf], self.run_dir)
+            self.smsbox_starts += 1
+            return True
+
+    def _supervise_smsbox(self):
+        """Until stop(): every 0.2 s, starts smsbox again if it has died while bearerbox
+        listens for boxes (without bearerbox a new smsbox would exit at once)."""
+        while not self._stopping.wait(0.2):
+            if _listening(self.BOX_PORT):
+                self._ensure_smsbox()
 
     def _sendsms_answers(self):
         try:

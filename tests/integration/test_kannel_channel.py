@@ -166,7 +166,7 @@ class KannelChannelTest(unittest.TestCase):
         self.assertEqual(r["text"], "1 收到")
 
     def test_zz_bearerbox_down_then_back(self):  # last: it restarts the stack's core
-        self.stack.stop_bearerbox(crash=True)
+        self.stack.crash_bearerbox()
         nid = self.nid()
         r = self.probe.submit("smpp1", nid, "13800138061", "x")
         self.assertEqual((r["outcome"], r["http_status"]), ("retry", 0), r)
