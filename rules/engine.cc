@@ -242,6 +242,10 @@ struct WindowShape {
   // A bit per aggregate that an event entering or leaving the window changes
   // (not count, rate, baseline: they need no per-event work).
   uint8_t per_event = 0;
+  // A bit per aggregate kept in WindowKey::acc (count_if, sum, avg, min, max):
+  // the only accumulators a new key or window zeroes, so that one whose
+  // aggregates need none of the key's second line does not write it.
+  uint8_t accumulated = 0;
   uint8_t distinct0 = 0xff;  // the first count_distinct aggregate (0xff: none)
   bool more_distincts = false;  // a second count_distinct: counters in WindowKey::more
   bool approx = false;          // approx_count_distinct: WindowKey::approx
@@ -257,6 +261,9 @@ WindowShape window_shape(const Rule& r) {
     const AggregateKind kind = r.aggregates[a].kind;
     if (kind != AggregateKind::kCount && kind != AggregateKind::kRate && kind != AggregateKind::kBaseline)
       w.per_event |= static_cast<uint8_t>(1u << a);
+    if (kind == AggregateKind::kCountIf || kind == AggregateKind::kSum || kind == AggregateKind::kAvg ||
+        kind == AggregateKind::kMin || kind == AggregateKind::kMax)
+      w.accumulated |= static_cast<uint8_t>(1u << a);
     if (kind == AggregateKind::kCountDistinct && distincts++ == 0) w.distinct0 = static_cast<uint8_t>(a);
     w.approx |= kind == AggregateKind::kApproxDistinct;
   }
@@ -406,17 +413,23 @@ struct alignas(64) WindowKey {
   // Makes a recycled slot a fresh key of `rule`, reusing its storage.
   void renew(const Rule& rule, const WindowShape& shape);
 
+  void clear_acc(const WindowShape& shape) {
+    for (uint8_t m = shape.accumulated; m; m &= static_cast<uint8_t>(m - 1)) acc[static_cast<size_t>(__builtin_ctz(m))] = 0;
+  }
+
   // The distinct counter of count_distinct aggregate `a`.
   DistinctCounter& distinct(size_t a) { return a == distinct0 ? d0 : more[a]; }
 
   // Empties the window (a new bucket or session); touches only the lines the rule uses.
   void reset(size_t naggs, const WindowShape& shape) {
     if (distinct0 != kNoDistinct) d0.clear();
-    for (size_t a = 0; a < naggs; ++a) {
-      if (shape.cold && more) more[a].clear();
-      if (shape.cold && approx && approx[a]) approx[a]->clear();
-      acc[a] = 0;
+    if (shape.cold) {
+      for (size_t a = 0; a < naggs; ++a) {
+        if (more) more[a].clear();
+        if (approx && approx[a]) approx[a]->clear();
+      }
     }
+    clear_acc(shape);
     count = 0;
     stale = 0;
     firing = false;
@@ -766,7 +779,7 @@ void WindowKey::renew(const Rule& rule, const WindowShape& shape) {
       approx = std::make_unique<std::unique_ptr<ApproxDistinct>[]>(n);
     }
   }
-  std::fill_n(acc.begin(), n, 0.0);
+  clear_acc(shape);
   count = 0;
   stale = 0;
   start = newest = INT64_MIN;
@@ -1376,8 +1389,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
   k.newest = std::max(k.newest, e.time_ms);
 
   // Compute the aggregates.
-  std::array<double, kMaxValues> values;  // only the rule's values are read
-  std::fill_n(values.begin(), rule.value_count(), 0.0);
+  std::array<double, kMaxValues> values;  // each of the rule's values is written below
   const double n = static_cast<double>(k.count);
   const int64_t start = rule.window_type == WindowType::kSliding ? e.time_ms - size : k.start;
   const int64_t end = rule.window_type == WindowType::kTumbling ? k.start + size : e.time_ms;
@@ -1417,7 +1429,7 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
         values[a] = k.acc[a];
         break;
       }
-      case AggregateKind::kBaseline: break;  // below, from the other aggregates
+      case AggregateKind::kBaseline: values[a] = 0; break;  // below, from the other aggregates (0 without a history)
     }
   }
   if (rule.history_windows > 0 && k.history) {  // the rule first: k.history is in a cold cache line

@@ -128,6 +128,56 @@ TEST(SessionWindow, GapClosesTheSession) {
   EXPECT_EQ(h.rec.got[1].values[0], 2);
 }
 
+// Sums, averages and count_if restart from zero in a new bucket, a new
+// session and a recycled key slot (each zeroes only its rule's accumulators;
+// a swept sliding key still holds the sums of its last events).
+TEST(TumblingWindow, SumsAndAveragesStartAtZeroInEveryBucketSessionAndRecycledKey) {
+  Harness h(R"(rules:
+  - id: bucket
+    stream: calls
+    window: {type: tumbling, group_by: [caller], size: 10m}
+    aggregates: {n: count(), total: sum(duration_s), mean: avg(duration_s), short: count_if(duration_s < 8), r: rate()}
+    having: n >= 2
+    alert: {severity: low}
+  - id: session
+    stream: calls
+    window: {type: session, group_by: [caller], gap: 5m}
+    aggregates: {r: rate(), n: count(), total: sum(duration_s)}
+    having: n >= 2
+    alert: {severity: low}
+  - id: sliding
+    stream: calls
+    window: {group_by: [caller], size: 10m}
+    aggregates: {n: count(), total: sum(duration_s)}
+    having: n >= 2
+    alert: {severity: low}
+)");
+  auto last = [&](const std::string& rule) {
+    for (auto it = h.rec.got.rbegin(); it != h.rec.got.rend(); ++it)
+      if (it->rule == rule) return it->values;
+    return std::vector<double>{};
+  };
+  h.call("a", "1", "x", 10, 0);
+  h.call("b", "1", "x", 20, 60);
+  EXPECT_EQ(last("bucket"), (std::vector<double>{2, 30, 15, 0, 2.0 / 600}));
+  EXPECT_EQ(last("session")[2], 30);
+  h.call("c", "1", "x", 5, 400);  // the next bucket; 340 s later: a new session
+  h.call("d", "1", "x", 7, 410);
+  EXPECT_EQ(last("bucket"), (std::vector<double>{2, 12, 6, 2, 2.0 / 600}));
+  EXPECT_EQ(last("session")[2], 12);
+  // Hours later caller 1's keys are swept (caller 3's lone calls move event
+  // time and pay for the sweep), and caller 2 gets caller 1's recycled slot.
+  const size_t fired = h.rec.got.size();
+  for (int i = 0; i < 3; ++i) h.call("z" + std::to_string(i), "3", "x", 60, 20000 + 1000 * i);
+  h.tick(22000);
+  h.call("e", "2", "x", 1, 22000);
+  h.call("f", "2", "x", 2, 22001);
+  ASSERT_EQ(h.rec.got.size(), fired + 3);
+  EXPECT_EQ(last("bucket"), (std::vector<double>{2, 3, 1.5, 2, 2.0 / 600}));
+  EXPECT_EQ(last("session")[2], 3);
+  EXPECT_EQ(last("sliding"), (std::vector<double>{2, 3}));
+}
+
 // A distinct counter that outgrew its inline values keeps its table when a
 // new bucket empties it, and reuses it (emptied) when the bucket outgrows
 // inline again. Rule u<v> fires when a caller's distinct callees in the
