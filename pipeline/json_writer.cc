@@ -1,6 +1,8 @@
 #include "pipeline/json_writer.h"
 
+#include <bit>
 #include <charconv>
+#include <cstring>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -49,20 +51,53 @@ namespace {
 
 bool needs_escape(unsigned char c) { return c < 0x20 || c == '"' || c == '\\'; }
 
-// The first index at or after `i` whose character needs an escape, or s.size();
-// 16 characters at a time where SSE2 is there.
-size_t plain_until(std::string_view s, size_t i) {
 #if defined(__SSE2__)
+// A bit per byte of p[0, 16) that needs an escape.
+unsigned escapes16(const char* p) {
   const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(0x20);
-  for (; i + 16 <= s.size(); i += 16) {
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s.data() + i));
-    const __m128i printable = _mm_cmpeq_epi8(_mm_max_epu8(v, space), v);  // c >= 0x20
-    const __m128i special = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash));
-    const int mask = (~_mm_movemask_epi8(printable) & 0xffff) | _mm_movemask_epi8(special);
-    if (mask) return i + static_cast<size_t>(__builtin_ctz(static_cast<unsigned>(mask)));
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i printable = _mm_cmpeq_epi8(_mm_max_epu8(v, space), v);  // c >= 0x20
+  const __m128i special = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash));
+  return (~static_cast<unsigned>(_mm_movemask_epi8(printable)) & 0xffff) | static_cast<unsigned>(_mm_movemask_epi8(special));
+}
+#endif
+
+// Bit 7 of byte k set where p[k] (k < 8, little-endian) needs an escape; the
+// lowest such bit is exact, bits above it may be borrows (SWAR).
+uint64_t escapes8(const char* p) {
+  constexpr uint64_t kOnes = 0x0101010101010101, kHigh = 0x8080808080808080;
+  uint64_t x;
+  std::memcpy(&x, p, 8);
+  const uint64_t q = x ^ (kOnes * '"'), b = x ^ (kOnes * '\\');
+  return (((x - kOnes * 0x20) & ~x) | ((q - kOnes) & ~q) | ((b - kOnes) & ~b)) & kHigh;
+}
+
+// The first index at or after `i` whose character needs an escape, or s.size():
+// 16 bytes at a time with SSE2, then 8; a tail of either width is read as the
+// last full block, overlapping bytes already known plain, so that only strings
+// shorter than 8 are scanned a character at a time.
+size_t plain_until(std::string_view s, size_t i) {
+  const char* p = s.data();
+  const size_t n = s.size(), from = i;
+#if defined(__SSE2__)
+  for (; n - i >= 16; i += 16)
+    if (const unsigned m = escapes16(p + i)) return i + static_cast<size_t>(__builtin_ctz(m));
+  if (i == n) return n;
+  if (n - from >= 16) {
+    const unsigned m = escapes16(p + n - 16);
+    return m ? n - 16 + static_cast<size_t>(__builtin_ctz(m)) : n;
   }
 #endif
-  while (i < s.size() && !needs_escape(static_cast<unsigned char>(s[i]))) ++i;
+  if constexpr (std::endian::native == std::endian::little) {
+    for (; n - i >= 8; i += 8)
+      if (const uint64_t m = escapes8(p + i)) return i + static_cast<size_t>(__builtin_ctzll(m)) / 8;
+    if (i == n) return n;
+    if (n - from >= 8) {
+      const uint64_t m = escapes8(p + n - 8);
+      return m ? n - 8 + static_cast<size_t>(__builtin_ctzll(m)) / 8 : n;
+    }
+  }
+  while (i < n && !needs_escape(static_cast<unsigned char>(p[i]))) ++i;
   return i;
 }
 
