@@ -310,13 +310,31 @@ class EntryRing {
     const uint32_t i = (head_ + size_ - 1) & mask();
     char* to = id_at(i);
     to[0] = static_cast<char>(len);
-    std::memcpy(to + 1, id.data(), len);
+    copy_id(to + 1, id.data(), len);
     return entry(i);
   }
   void pop() { head_ = (head_ + 1) & mask(); --size_; }
   void clear() { head_ = size_ = 0; }  // keeps the storage
 
  private:
+  // memcpy of len <= kIdBytes inline, as overlapping fixed-size moves: a call
+  // to memcpy per push cost ~20 instructions more.
+  static void copy_id(char* to, const char* from, size_t len) {
+    static_assert(kIdBytes <= 48);
+    if (len >= 16) {
+      std::memcpy(to, from, 16);
+      if (len > 32) std::memcpy(to + 16, from + 16, 16);
+      std::memcpy(to + len - 16, from + len - 16, 16);
+    } else if (len >= 8) {
+      std::memcpy(to, from, 8);
+      std::memcpy(to + len - 8, from + len - 8, 8);
+    } else if (len >= 4) {
+      std::memcpy(to, from, 4);
+      std::memcpy(to + len - 4, from + len - 4, 4);
+    } else {
+      for (size_t i = 0; i < len; ++i) to[i] = from[i];
+    }
+  }
   uint32_t cap() const { return buf_ ? uint32_t{1} << log2_cap_ : 0; }
   uint32_t mask() const { return (uint32_t{1} << log2_cap_) - 1; }
   Entry& entry(uint32_t i) const { return *reinterpret_cast<Entry*>(buf_.get() + size_t{i} * words_); }

@@ -260,6 +260,29 @@ TEST(SlidingWindow, FirstEventIdSurvivesALongerIdWideningTheRing) {
   EXPECT_EQ(h.rec.got[2].first_id, long_c);
 }
 
+// The ring copies ids in fixed-size moves chosen by length: every length up to
+// the cut, and past it, comes back whole (or cut at 40 bytes).
+TEST(SlidingWindow, FirstEventIdsOfEveryLengthComeBackWhole) {
+  Harness h(R"(rules:
+  - id: w
+    stream: calls
+    window: {group_by: [caller], size: 1m}
+    aggregates: {n: count()}
+    having: n >= 1
+    alert: {severity: low}
+)");
+  std::vector<std::string> want;
+  for (size_t len = 1; len <= 45; ++len) {
+    std::string id(len, ' ');
+    for (size_t i = 0; i < len; ++i) id[i] = static_cast<char>('A' + (i * 7 + len) % 26);
+    h.call(id, "c" + std::to_string(len), "x", 10, static_cast<int64_t>(len));
+    want.push_back(id.substr(0, 40));
+  }
+  std::vector<std::string> got;
+  for (const Fired& f : h.rec.got) got.push_back(f.first_id);
+  EXPECT_EQ(got, want);
+}
+
 // Two count_distinct aggregates in one rule: the first's counter lives in the
 // key's state, the second's beside it; each counts its own field, and both
 // forget what leaves the window.
