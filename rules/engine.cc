@@ -295,6 +295,7 @@ class EntryRing {
   }
   static constexpr size_t kIdBytes = 40;
   Entry& front() { return entry(head_); }
+  const void* front_address() const { return size_ ? &entry(head_) : nullptr; }
   std::string_view front_id() const {
     const char* id = id_at(head_);
     return {id + 1, static_cast<unsigned char>(id[0])};
@@ -840,6 +841,7 @@ struct Engine::KeyTable {
   std::vector<int> rules;  // rule indices, by position
   // Byte offsets, in an entry's row of states, of the lines its rules use (hot_lines).
   std::vector<uint32_t> hot;
+  std::vector<int> sliding;  // positions of the sliding-window rules
   KeyIndex index;
   std::vector<uint32_t> live;  // by entry: rules with a live state for the key
   std::vector<WindowKey> states;
@@ -950,6 +952,7 @@ std::vector<std::unique_ptr<Engine::KeyTable>> Engine::make_key_tables(
     tables[t]->rules.push_back(static_cast<int>(i));
     for (uint8_t m = hot_lines(r); m; m &= m - 1)
       tables[t]->hot.push_back(static_cast<uint32_t>(rs.key_pos * sizeof(WindowKey) + 64 * __builtin_ctz(m)));
+    if (r.window_type == WindowType::kSliding) tables[t]->sliding.push_back(rs.key_pos);
   }
   return tables;
 }
@@ -1286,6 +1289,12 @@ void Engine::on_window(int ri, const Rule& rule, const Event& e, RuleCounters& c
     // The table's other rules read this key's state for the same event (if
     // on_event guessed this entry, the lines are on their way already).
     if (entry != kt.guessed_entry) kt.prefetch_states(entry);
+    // Each sliding rule reads its ring's oldest entry to see whether it has
+    // left the window: start loading them all while the first rules run.
+    for (const int pos : kt.sliding) {
+      const WindowKey& o = kt.state(entry, pos);
+      if (o.live) __builtin_prefetch(o.ring.front_address());
+    }
   }
   WindowKey& k = kt.state(entry, rs.key_pos);
   if (!k.live) {
