@@ -776,7 +776,7 @@ void arm(const RuleSet& set, const Rule& rule, Clocks& k, Timers& timers) {
 }
 
 // Touches only the lines the rule uses: a key of a rule without cold state
-// never reads its third line (first_time and first_id are set by the first event).
+// never reads its fourth line (first_time and first_id are set by the first event).
 void WindowKey::renew(const Rule& rule, const WindowShape& shape) {
   const size_t n = rule.aggregates.size();
   ring.set_columns(shape.columns.count);

@@ -252,14 +252,12 @@ class KannelStack:
         wait_for("sendsms to answer and both SMSC links to be online", ready, timeout=timeout, interval=0.2)
 
     def _ensure_smsbox(self):
-        """Starts smsbox unless its process group is alive; True when it did."""
+        """Starts smsbox unless its process group is alive."""
         with self._daemons_lock:
             d = self.daemons.get("smsbox")
-            if d is not None and d.alive():
-                return False
-            self.daemons["smsbox"] = _Daemon("smsbox", [SMSBOX, "-v", "1", self.conf], self.run_dir)
-            self.smsbox_starts += 1
-            return True
+            if d is None or not d.alive():
+                self.daemons["smsbox"] = _Daemon("smsbox", [SMSBOX, "-v", "1", self.conf], self.run_dir)
+                self.smsbox_starts += 1
 
     def _supervise_smsbox(self):
         """Until stop(): every 0.2 s, starts smsbox again if it has died while bearerbox
